@@ -1,0 +1,103 @@
+"""Argument checks shared by layers, transforms and loaders.
+
+Every check raises a typed error that names the argument, the value received and what is
+allowed, so a user can fix the call without reading our code.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from dgl.base import DGLError
+
+__all__ = [
+    "check_homogeneous",
+    "check_nonempty",
+    "check_feat",
+    "check_positive_int",
+    "check_probability",
+    "check_choice",
+]
+
+
+def check_homogeneous(graph: Any, name: str = "graph", allow_block: bool = True) -> None:
+    """Reject objects that are not DGLGraphs, and heterographs (several node or edge types)."""
+    from dgl import DGLGraph
+
+    if not isinstance(graph, DGLGraph):
+        raise TypeError(f"{name} must be a dgl.DGLGraph, got {type(graph).__name__}")
+    if graph.is_block:
+        if not allow_block:
+            raise DGLError(f"{name} is a block (message flow graph); pass a full graph instead")
+        if len(graph.srctypes) == 1 and len(graph.dsttypes) == 1 and len(graph.canonical_etypes) == 1:
+            return
+    elif len(graph.ntypes) == 1 and len(graph.canonical_etypes) == 1:
+        return
+    raise DGLError(
+        f"{name} must be homogeneous (one node type, one edge type), got node types "
+        f"{graph.ntypes} and edge types {graph.canonical_etypes}; convert it with dgl.to_homogeneous"
+    )
+
+
+def check_nonempty(graph: Any, name: str = "graph") -> None:
+    """Reject graphs without nodes (an attention over nothing has no defined output)."""
+    num_nodes = graph.num_dst_nodes() if graph.is_block else graph.num_nodes()
+    if num_nodes == 0:
+        raise DGLError(f"{name} has no nodes; attention needs at least one node")
+
+
+def check_feat(
+    feat: Any,
+    name: str = "feat",
+    *,
+    rows: int | None = None,
+    last_dim: int | None = None,
+    ndim: int | Sequence[int] | None = 2,
+    finite: bool = True,
+) -> None:
+    """Check a floating-point feature tensor's type, shape and values.
+
+    ``rows`` is the expected first dimension (number of nodes), ``last_dim`` the expected feature
+    size, ``ndim`` the allowed number of dimensions. ``finite=True`` rejects NaN and Inf: an
+    attention layer fed NaN returns NaN everywhere its softmax touches, far from the cause.
+    """
+    if not isinstance(feat, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(feat).__name__}")
+    if not torch.is_floating_point(feat):
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {feat.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if feat.dim() not in allowed:
+            raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} dimensions, got shape {tuple(feat.shape)}")
+    if rows is not None and feat.shape[0] != rows:
+        raise ValueError(f"{name} must have {rows} rows (one per node), got shape {tuple(feat.shape)}")
+    if last_dim is not None and feat.shape[-1] != last_dim:
+        raise ValueError(f"{name} must have last dimension {last_dim}, got shape {tuple(feat.shape)}")
+    if finite and feat.numel() and not bool(torch.isfinite(feat).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``minimum`` (bools rejected), else raise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_probability(value: Any, name: str, allow_one: bool = False) -> float:
+    """Return ``value`` if it is a number in [0, 1) (or [0, 1] with ``allow_one``), else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
+    upper_ok = value <= 1 if allow_one else value < 1
+    if not (0 <= value and upper_ok):
+        raise ValueError(f"{name} must be in [0, {'1]' if allow_one else '1)'}, got {value}")
+    return float(value)
+
+
+def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise naming the allowed values."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value

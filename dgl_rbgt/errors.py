@@ -1,0 +1,18 @@
+"""Errors caused by the user's input (recipes, files, options), as opposed to bugs.
+
+The CLI prints these as one line and exits with status 2; anything else is a bug and keeps its
+traceback.
+"""
+__all__ = ["UserError", "RecipeError", "CheckpointError"]
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; the message says what and how to fix it."""
+
+
+class RecipeError(UserError, ValueError):
+    """A recipe that does not validate: the message names the key path, the value and what is allowed."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint or run directory that cannot be used (missing, corrupt, or from another recipe)."""

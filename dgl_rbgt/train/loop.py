@@ -1,0 +1,261 @@
+"""The one training loop.
+
+Everything model- or graph-specific sits behind four seams, so full-graph, mini-batch,
+two-stage and distributed training all run this same loop:
+
+- **batches**: a :class:`~dgl_rbgt.train.batching.Batching` says how the graph becomes model
+  calls (``train_batches`` / ``eval_batches``);
+- **step**: :meth:`Trainer.train_step` runs one batch (loss on its training nodes, backward,
+  clipping, optimiser step); subclasses may override it;
+- **evaluation**: :meth:`Trainer.gather_logits` collects logits for the evaluated nodes and
+  :meth:`Trainer.evaluate` turns them into metrics (a distributed trainer overrides these two to
+  gather across ranks);
+- **persistence**: :class:`~dgl_rbgt.train.rundir.RunDir` and ``save_checkpoint`` write the run
+  directory; ``is_writer`` lets only one rank write.
+
+Randomness is re-seeded at the start of every epoch from ``(seed, epoch)``, so a run resumed
+from the checkpoint of epoch e draws exactly what an uninterrupted run draws from epoch e + 1.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dgl
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .batching import Batch, Batching
+from .checkpoint import load_checkpoint, save_checkpoint
+from .memory import peak_memory_bytes, reset_peak
+from .metrics import Metric, loss_for
+from .plots import plot_curves
+from .rundir import RunDir
+from .schedule import warmup_cosine
+
+__all__ = ["Trainer", "TrainResult", "seed_everything", "epoch_seed"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch: distinct for every (seed, epoch), reproducible."""
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's and DGL's generators (the only ones the project draws from)."""
+    torch.manual_seed(seed)
+    dgl.seed(seed)
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns (also written as summary.json)."""
+
+    summary: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains ``model`` on the nodes in ``splits['train']``, selects on ``splits['val']``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Called through the batches of ``batching``; returns logits.
+    batching : Batching
+        How the graph is cut into model calls.
+    labels : Tensor
+        ``(N,)`` class ids or ``(N, T)`` multi-label targets, indexed by global node id.
+    splits : dict
+        ``{"train": ids, "val": ids, "test": ids}`` global node ids (int64).
+    metric : Metric
+        Validation/test metric (larger is better).
+    config : TrainSection
+        The recipe's ``train`` section (epochs, lr, schedule, clipping, patience, ...).
+    run_dir : RunDir or None
+        Where checkpoints, metrics and the summary go; None writes nothing.
+    seed : int
+        Base seed; epoch ``e`` runs with ``epoch_seed(seed, e)``.
+    """
+
+    def __init__(self, model: nn.Module, batching: Batching, labels: torch.Tensor,
+                 splits: dict[str, torch.Tensor], metric: Metric, config, run_dir: RunDir | None = None,
+                 *, seed: int = 0, device: torch.device | str = "cpu", checkpoint_every: int = 1,
+                 plot: bool = True, title: str = "", is_writer: bool = True, progress: bool = True):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.batching = batching
+        self.labels = labels.to(self.device)
+        self.splits = {k: v.to(self.device) for k, v in splits.items()}
+        self.metric = metric
+        self.config = config
+        self.run_dir = run_dir
+        self.seed = seed
+        self.checkpoint_every = checkpoint_every
+        self.plot = plot
+        self.title = title
+        self.is_writer = is_writer and run_dir is not None
+        self.progress = progress
+        self.loss_fn = loss_for(self.labels)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = warmup_cosine(self.optimizer, config.epochs, config.warmup_epochs,
+                                       config.min_lr_ratio)
+        self._is_train = torch.zeros(len(self.labels), dtype=torch.bool, device=self.device)
+        self._is_train[self.splits["train"]] = True
+        self._eval_nodes = torch.unique(torch.cat([self.splits[k] for k in ("train", "val", "test")]))
+
+    # ---- the step seam -------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> tuple[float, int]:
+        """One optimiser step on ``batch``; returns (summed loss, number of training nodes)."""
+        logits = batch.run(self.model)
+        keep = self._is_train[batch.output_nodes]
+        count = int(keep.sum())
+        if count == 0:  # a random node batch may hold no labelled node: nothing to learn from
+            return 0.0, 0
+        loss = self.loss_fn(logits[keep], self.labels[batch.output_nodes[keep]])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        self.optimizer.step()
+        return float(loss.detach()) * count, count
+
+    # ---- the evaluation seam -------------------------------------------------------------
+    @torch.no_grad()
+    def gather_logits(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits for (at least) ``nodes``: returns (node ids, logits) in matching order."""
+        self.model.eval()
+        ids, outs = [], []
+        for batch in self.batching.eval_batches(nodes):
+            ids.append(batch.output_nodes)
+            outs.append(batch.run(self.model))
+        return torch.cat(ids), torch.cat(outs)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Metric on train/val/test and the validation loss."""
+        ids, logits = self.gather_logits(self._eval_nodes)
+        row = torch.full((len(self.labels),), -1, dtype=torch.long, device=self.device)
+        row[ids] = torch.arange(len(ids), device=self.device)
+        result = {}
+        for split in ("train", "val", "test"):
+            nodes = self.splits[split]
+            if len(nodes) and bool((row[nodes] < 0).any()):
+                raise RuntimeError(f"evaluation batches did not cover every {split} node")
+            result[f"{split}_metric"] = self.metric(logits[row[nodes]], self.labels[nodes])
+        val = self.splits["val"]
+        result["val_loss"] = float(self.loss_fn(logits[row[val]], self.labels[val])) if len(val) else math.nan
+        return result
+
+    # ---- persistence ---------------------------------------------------------------------
+    def _state(self, epoch: int, best: dict, bad_evals: int, history: list) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "seed": self.seed,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "best": best, "bad_evals": bad_evals,
+                "history": history}
+
+    def _restore(self) -> tuple[int, dict, int, list]:
+        state = load_checkpoint(self.run_dir.checkpoint, map_location=self.device)
+        if state["seed"] != self.seed:
+            raise ValueError(f"checkpoint was written with seed {state['seed']}, this run has {self.seed}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        logger.info("resumed from %s after epoch %d", self.run_dir.checkpoint, state["epoch"])
+        return state["epoch"] + 1, state["best"], state["bad_evals"], state["history"]
+
+    # ---- the loop ------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg = self.config
+        start, best, bad_evals, history = 0, {"epoch": -1, "val_metric": -math.inf}, 0, []
+        if resume:
+            start, best, bad_evals, history = self._restore()
+        reset_peak(self.device)
+        train_nodes = self.splits["train"]
+        stopped_early = bool(history) and cfg.patience is not None and bad_evals >= cfg.patience
+        bar = tqdm(range(start, cfg.epochs), desc=self.title or "train", unit="epoch",
+                   disable=not self.progress, initial=start, total=cfg.epochs, dynamic_ncols=True)
+        for epoch in bar:
+            if stopped_early:
+                break
+            seed_everything(epoch_seed(self.seed, epoch))
+            if hasattr(self.model, "on_epoch_start"):
+                self.model.on_epoch_start(epoch)
+            self.model.train()
+            lr = self.optimizer.param_groups[0]["lr"]
+            t0 = time.perf_counter()
+            loss_sum, count = 0.0, 0
+            batches = self.batching.train_batches(train_nodes, epoch)
+            n_batches = self.batching.num_train_batches(train_nodes)
+            if n_batches and n_batches > 1 and self.progress:
+                batches = tqdm(batches, total=n_batches, leave=False, unit="batch", desc=f"epoch {epoch}")
+            for batch in batches:
+                s, c = self.train_step(batch)
+                loss_sum, count = loss_sum + s, count + c
+            self.scheduler.step()
+            row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / max(count, 1),
+                   "epoch_seconds": time.perf_counter() - t0,
+                   "train_metric": math.nan, "val_metric": math.nan, "test_metric": math.nan,
+                   "val_loss": math.nan, "eval_seconds": math.nan}
+            last = epoch == cfg.epochs - 1
+            if epoch % cfg.eval_every == 0 or last:
+                t1 = time.perf_counter()
+                row.update(self.evaluate())
+                row["eval_seconds"] = time.perf_counter() - t1
+                if row["val_metric"] > best["val_metric"]:
+                    best = {"epoch": epoch, **{k: row[k] for k in ("train_metric", "val_metric", "test_metric")}}
+                    bad_evals = 0
+                    if self.is_writer:
+                        save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch,
+                                         "model": self.model.state_dict()}, self.run_dir.best)
+                else:
+                    bad_evals += 1
+                stopped_early = cfg.patience is not None and bad_evals >= cfg.patience
+            history.append(row)
+            logger.info("epoch %4d  loss %.4f  train %.4f  val %.4f  test %.4f  lr %.2e  %.2fs",
+                        epoch, row["train_loss"], row["train_metric"], row["val_metric"],
+                        row["test_metric"], lr, row["epoch_seconds"])
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_metric']:.3f}",
+                            best=f"{best['val_metric']:.3f}")
+            if self.is_writer:
+                self.run_dir.write_metrics(history)
+                if (epoch + 1) % self.checkpoint_every == 0 or last or stopped_early:
+                    save_checkpoint(self._state(epoch, best, bad_evals, history), self.run_dir.checkpoint)
+        bar.close()
+        if stopped_early:
+            logger.info("early stop: no better %s for %d evaluations", self.metric.name, cfg.patience)
+        summary = self._summary(best, history, stopped_early)
+        if self.is_writer:
+            self.run_dir.write_summary(summary)
+            if self.plot and history:
+                plot_curves(history, self.run_dir.curves, title=self.title, metric=self.metric.name)
+        return TrainResult(summary, history)
+
+    def _summary(self, best: dict, history: list, stopped_early: bool) -> dict[str, Any]:
+        times = [r["epoch_seconds"] for r in history]
+        evals = [r["eval_seconds"] for r in history if not math.isnan(r["eval_seconds"])]
+        return {
+            "metric": self.metric.name,
+            "best_epoch": best["epoch"],
+            "train_metric": best.get("train_metric", math.nan),
+            "val_metric": best["val_metric"] if best["epoch"] >= 0 else math.nan,
+            "test_metric": best.get("test_metric", math.nan),
+            "epochs_run": len(history),
+            "stopped_early": stopped_early,
+            "median_epoch_seconds": statistics.median(times) if times else math.nan,
+            "median_eval_seconds": statistics.median(evals) if evals else math.nan,
+            "peak_memory_mb": peak_memory_bytes(self.device) / 2**20,
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+        }

@@ -1,0 +1,96 @@
+"""The run directory: everything a training run leaves behind.
+
+```
+<run>/recipe.yaml      the resolved recipe (every default filled in)
+<run>/train.log        the log, one line per epoch
+<run>/metrics.csv      one row per epoch
+<run>/checkpoint.pt    the last completed epoch (resumable), written atomically
+<run>/best.pt          model weights at the best validation epoch
+<run>/summary.json     val/test at the best validation epoch, epochs run, timings, peak memory
+<run>/curves.png       loss and metric curves
+```
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError
+
+__all__ = ["RunDir", "new_run_dir", "latest_run_dir"]
+
+METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_metric", "val_metric", "test_metric",
+                  "val_loss", "epoch_seconds", "eval_seconds"]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Paths and writers of one run's folder."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    recipe = property(lambda self: self.path / "recipe.yaml")
+    log = property(lambda self: self.path / "train.log")
+    metrics = property(lambda self: self.path / "metrics.csv")
+    checkpoint = property(lambda self: self.path / "checkpoint.pt")
+    best = property(lambda self: self.path / "best.pt")
+    summary = property(lambda self: self.path / "summary.json")
+    curves = property(lambda self: self.path / "curves.png")
+
+    def create(self) -> "RunDir":
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write_recipe(self, text: str) -> None:
+        _atomic_write_text(self.recipe, text)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        _atomic_write_text(self.summary, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    def read_metrics(self) -> list[dict[str, float]]:
+        if not self.metrics.is_file():
+            return []
+        with open(self.metrics, newline="") as f:
+            return [{k: float(v) if v not in ("", "nan") else float("nan") for k, v in row.items()}
+                    for row in csv.DictReader(f)]
+
+    def write_metrics(self, rows: list[dict[str, float]]) -> None:
+        """Rewrite the whole CSV (a resumed run drops rows past its checkpoint this way)."""
+        fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=self.path)
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.metrics)
+
+
+def new_run_dir(root: str | os.PathLike, name: str) -> RunDir:
+    """A fresh ``<root>/<name>-<YYYYmmdd-HHMMSS>`` folder; never reuses an existing one."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{name}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return RunDir(path).create()
+
+
+def latest_run_dir(root: str | os.PathLike, name: str) -> RunDir:
+    """The newest ``<root>/<name>-*`` run that has a checkpoint, for ``--resume``."""
+    candidates = sorted((p for p in Path(root).glob(f"{name}-*") if (p / "checkpoint.pt").is_file()),
+                        key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise CheckpointError(f"no run of recipe {name!r} with a checkpoint under {root}; "
+                              f"start one without --resume or pass --run-dir")
+    return RunDir(candidates[-1])
