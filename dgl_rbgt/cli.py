@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UserError, DatasetNotFoundError) as exc:
-        print(f"dgl-rbgt: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message's layout
+        print(f"dgl-rbgt: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("dgl-rbgt: interrupted", file=sys.stderr)

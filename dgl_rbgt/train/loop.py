@@ -184,7 +184,7 @@ class Trainer:
         train_nodes = self.splits["train"]
         stopped_early = bool(history) and cfg.patience is not None and bad_evals >= cfg.patience
         bar = tqdm(range(start, cfg.epochs), desc=self.title or "train", unit="epoch",
-                   disable=not self.progress, initial=start, total=cfg.epochs, dynamic_ncols=True)
+                   disable=None if self.progress else True, initial=start, total=cfg.epochs, dynamic_ncols=True)
         for epoch in bar:
             if stopped_early:
                 break
@@ -198,7 +198,8 @@ class Trainer:
             batches = self.batching.train_batches(train_nodes, epoch)
             n_batches = self.batching.num_train_batches(train_nodes)
             if n_batches and n_batches > 1 and self.progress:
-                batches = tqdm(batches, total=n_batches, leave=False, unit="batch", desc=f"epoch {epoch}")
+                batches = tqdm(batches, total=n_batches, leave=False, unit="batch", desc=f"epoch {epoch}",
+                               disable=None)  # None: bars only on a terminal, log lines elsewhere
             for batch in batches:
                 s, c = self.train_step(batch)
                 loss_sum, count = loss_sum + s, count + c

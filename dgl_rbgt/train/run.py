@@ -10,6 +10,7 @@ import torch
 from ..errors import CheckpointError, RecipeError
 from ..recipes import recipe_to_yaml
 from .batching import BATCHINGS, Batching
+from .checkpoint import load_checkpoint
 from .loop import Trainer, TrainResult, seed_everything
 from .metrics import get_metric
 from .rundir import RunDir, latest_run_dir, new_run_dir
@@ -87,6 +88,7 @@ def open_run_dir(recipe, run_dir: str | Path | None, resume: bool) -> RunDir:
         if rd.recipe.is_file() and rd.recipe.read_text() != text:
             raise CheckpointError(f"--resume: {rd.recipe} differs from this recipe; resume with the "
                                   f"same recipe and --set options, or start a new run")
+        load_checkpoint(rd.checkpoint)  # fail now, before any work, if it is unreadable
         return rd
     if run_dir is not None:
         rd = RunDir(run_dir)
@@ -109,18 +111,20 @@ def run_recipe(recipe, run_dir: str | Path | None = None, resume: bool = False,
     device = resolve_device(recipe.train.device)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
+    # Everything that can fail on user input happens before the run directory exists.
+    seed_everything(recipe.seed)
+    dataset, graph = prepare_dataset(recipe)
+    seed_everything(recipe.seed)  # the model's initial weights do not depend on the data pipeline
+    model = build_model(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
+    batching = build_batching(recipe, graph, device)
     rd = open_run_dir(recipe, run_dir, resume)
     _log_to(rd)
     logger.info("run directory %s", rd.path)
     logger.info("resolved recipe:\n%s", recipe_to_yaml(recipe).rstrip())
-    seed_everything(recipe.seed)
-    dataset, graph = prepare_dataset(recipe)
     logger.info("dataset %s: %d nodes, %d edges, %d features, %d classes, metric %s", dataset.name,
                 graph.num_nodes(), graph.num_edges(), graph.ndata["feat"].shape[1], dataset.num_classes,
                 dataset.metric)
-    seed_everything(recipe.seed)  # the model's initial weights do not depend on the data pipeline
-    model = build_model(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
-    trainer = Trainer(model, build_batching(recipe, graph, device), graph.ndata["label"], splits_of(graph),
+    trainer = Trainer(model, batching, graph.ndata["label"], splits_of(graph),
                       get_metric(dataset.metric), recipe.train, rd, seed=recipe.seed, device=device,
                       checkpoint_every=recipe.output.checkpoint_every, plot=recipe.output.plot,
                       title=recipe.name, progress=progress)

@@ -1,0 +1,120 @@
+"""Heterophilous benchmark graphs (Platonov et al., ICLR 2023) in their ``.npz`` packaging.
+
+Layout: ``ROOT/heterophilous/<file>.npz`` as published in yandex-research/heterophilous-graphs
+``data/``, keys ``node_features`` (N, F), ``node_labels`` (N,), ``edges`` (E, 2) stored once per
+undirected pair, ``train_masks``/``val_masks``/``test_masks`` (10, N). Edges are symmetrised
+(duplicates and self-loops dropped); ``split`` (0..9) selects the mask row. Binary datasets
+(minesweeper, tolokers, questions) are evaluated with ROC-AUC, the others with accuracy.
+"""
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .dataset import DatasetSpec, NodeDataset, corrupt_file_error, make_graph, not_found_error
+
+__all__ = ["load_heterophilous", "SPECS", "FILES"]
+
+logger = logging.getLogger(__name__)
+
+#: canonical name -> candidate file names, first preferred (upstream naming first).
+FILES: dict[str, tuple[str, ...]] = {
+    "minesweeper": ("minesweeper.npz",),
+    "tolokers": ("tolokers.npz",),
+    "roman-empire": ("roman_empire.npz",),
+    "amazon-ratings": ("amazon_ratings.npz",),
+    "questions": ("questions.npz",),
+    "actor": ("actor.npz",),
+    "texas": ("texas.npz",),
+    "cornell": ("cornell.npz",),
+    "wisconsin": ("wisconsin.npz",),
+    "chameleon": ("chameleon_filtered.npz", "chameleon.npz"),
+    "squirrel": ("squirrel_filtered.npz", "squirrel.npz"),
+}
+_BINARY = {"minesweeper", "tolokers", "questions"}
+_ALIASES = {"actor": ("film",)}
+_KEYS = ("node_features", "node_labels", "edges", "train_masks", "val_masks", "test_masks")
+
+
+def _paths(root: Path, name: str) -> list[Path]:
+    return [root / "heterophilous" / f for f in FILES[name]]
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in _KEYS if k not in npz.files]
+            if missing:
+                raise KeyError(f"missing keys {missing}; found {npz.files}")
+            return {k: npz[k] for k in _KEYS}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+        raise corrupt_file_error(path, "a heterophilous-graphs .npz", err) from err
+
+
+def load_heterophilous(spec: DatasetSpec, root: Path, split: int, seed: int) -> NodeDataset:
+    """Load one heterophilous dataset with fixed split ``split`` (``seed`` is unused).
+
+    Examples
+    --------
+    >>> from dgl_rbgt.data import load_dataset
+    >>> ds = load_dataset("minesweeper", split=3)  # doctest: +SKIP
+    >>> ds.graph.num_nodes(), ds.num_classes, ds.metric, ds.split  # doctest: +SKIP
+    (10000, 2, 'roc_auc', 3)
+    """
+    name = spec.name
+    candidates = _paths(root, name)
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise not_found_error(
+            name, candidates, root,
+            f"Download {candidates[0].name} from https://github.com/yandex-research/heterophilous-graphs "
+            f"(data/) into {root / 'heterophilous'}.",
+        )
+    d = _read_npz(path)
+    feat, label, edges = d["node_features"], d["node_labels"], d["edges"]
+    if feat.ndim != 2 or label.ndim != 1 or edges.ndim != 2 or edges.shape[1] != 2:
+        raise ValueError(
+            f"{path}: expected node_features (N, F), node_labels (N,), edges (E, 2); got "
+            f"{feat.shape}, {label.shape}, {edges.shape}"
+        )
+    num_nodes = feat.shape[0]
+    masks = [d[k] for k in ("train_masks", "val_masks", "test_masks")]
+    if any(m.ndim != 2 or m.shape != masks[0].shape or m.shape[1] != num_nodes for m in masks):
+        raise ValueError(f"{path}: the masks must all have shape (num_splits, {num_nodes}), got {[m.shape for m in masks]}")
+    num_splits = masks[0].shape[0]
+    if not 0 <= split < num_splits:
+        raise ValueError(f"split must be in [0, {num_splits - 1}] for dataset {name!r} ({num_splits} fixed splits), got {split}")
+    if not np.issubdtype(label.dtype, np.integer) or (label.size and label.min() < 0):
+        raise ValueError(f"{path}: node_labels must be non-negative integers, got dtype {label.dtype}")
+
+    graph = make_graph(
+        torch.from_numpy(edges[:, 0].astype(np.int64)), torch.from_numpy(edges[:, 1].astype(np.int64)), num_nodes,
+        feat=torch.from_numpy(feat.astype(np.float32, copy=False)),
+        label=torch.from_numpy(label.astype(np.int64, copy=False)),
+        train_mask=torch.from_numpy(masks[0][split].astype(bool)),
+        val_mask=torch.from_numpy(masks[1][split].astype(bool)),
+        test_mask=torch.from_numpy(masks[2][split].astype(bool)),
+        source=str(path),
+    )
+    num_classes = int(label.max()) + 1 if label.size else 0
+    logger.info("loaded %s split %d from %s: %d nodes, %d edges", name, split, path, num_nodes, graph.num_edges())
+    return NodeDataset(name=name, graph=graph, num_classes=num_classes, metric=spec.metric, split=split, source=str(path))
+
+
+def _spec(name: str) -> DatasetSpec:
+    return DatasetSpec(
+        name=name,
+        family="heterophilous",
+        metric="roc_auc" if name in _BINARY else "accuracy",
+        loader=load_heterophilous,
+        paths=lambda root, n=name: _paths(root, n),
+        available=lambda root, n=name: any(p.is_file() for p in _paths(root, n)),
+        aliases=_ALIASES.get(name, ()),
+    )
+
+
+SPECS = [_spec(name) for name in FILES]

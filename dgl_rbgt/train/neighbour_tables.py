@@ -1,0 +1,211 @@
+"""Spexphormer's stage-2 batching: layer-wise mini-batches grown through sampled neighbour tables.
+
+:func:`~dgl_rbgt.transforms.sparsify.sparsify` draws, for every node and layer, ``k_l`` in-edges
+from the stage-1 attention scores. A mini-batch of target nodes is then grown *backwards*: the
+last layer needs the targets and their table entries, the layer before needs those nodes and
+their entries, and so on. Each node list starts with the next layer's list (the prefix property),
+so a layer's destination features are the first rows of its source features and the wide layer
+needs no index maps. A list grows by at most a factor ``1 + k_l`` per layer, so a batch of ``B``
+targets touches at most ``B * prod(1 + k_l)`` nodes, whatever the graph's degrees.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import dgl
+import torch
+
+from dgl_rbgt._checks import check_choice, check_positive_int
+from dgl_rbgt.nn.spexphormer import TableBlock
+from dgl_rbgt.transforms.sparsify import METHODS, SparseNeighbourhoods, sparsify
+
+from .batching import Batch, Batching
+
+__all__ = ["NeighbourTables", "grow_batch"]
+
+logger = logging.getLogger(__name__)
+
+
+def _expand(nodes: torch.Tensor, entries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Node list ``nodes`` followed by the new nodes of ``entries`` in first-seen order.
+
+    Returns the new list and ``entries`` remapped to positions in it. ``nodes`` must be distinct;
+    they keep their positions (the prefix property).
+    """
+    cand = torch.cat([nodes, entries.reshape(-1)])  # (n + n*k,)
+    uniq, inverse = torch.unique(cand, return_inverse=True)
+    # First position of every distinct id; ``nodes`` come first, so their ranks are 0..n-1.
+    first = torch.full((len(uniq),), len(cand), dtype=torch.int64, device=cand.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(cand), device=cand.device), reduce="amin")
+    order = torch.argsort(first)  # distinct ids by first appearance
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=order.device)
+    local = rank[inverse]  # (n + n*k,) positions in the new list
+    return uniq[order], local[len(nodes):].view_as(entries)
+
+
+def grow_batch(neighbourhoods: SparseNeighbourhoods, targets: torch.Tensor) -> tuple[list[torch.Tensor], list[TableBlock]]:
+    """Layer-wise mini-batch of ``targets`` (distinct global ids) through the tables.
+
+    Returns ``(node_lists, blocks)``: ``node_lists[l]`` are the global ids of node list ``l``
+    (``node_lists[L]`` = ``targets``; each list is a prefix of the one before) and ``blocks[l]``
+    the :class:`~dgl_rbgt.nn.spexphormer.TableBlock` of layer ``l`` with entries remapped into
+    node list ``l``, as :class:`~dgl_rbgt.models.spexphormer.Spexphormer` expects.
+    """
+    if len(torch.unique(targets)) != len(targets):
+        raise ValueError("targets must be distinct node ids (a node list holds each node once)")
+    nodes = targets
+    node_lists, blocks = [targets], []
+    for layer in reversed(range(neighbourhoods.num_layers)):
+        entries = neighbourhoods.tables[layer][nodes]  # (n_dst, k) global ids
+        src_nodes, local = _expand(nodes, entries)
+        blocks.append(TableBlock(local, neighbourhoods.etypes[layer][nodes],
+                                 neighbourhoods.valid[layer][nodes], num_src=len(src_nodes)))
+        node_lists.append(src_nodes)
+        nodes = src_nodes
+    return node_lists[::-1], blocks[::-1]
+
+
+def _load_scores(scores) -> torch.Tensor:
+    if isinstance(scores, (str, Path)):
+        scores = torch.load(scores, map_location="cpu", weights_only=True)
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"scores must be a tensor (L, E) or the path of one saved with torch.save, "
+                        f"got {type(scores).__name__}")
+    return scores.detach().cpu()
+
+
+class NeighbourTables(Batching):
+    """Mini-batches of target nodes over sampled neighbour tables (Spexphormer's wide network).
+
+    Parameters
+    ----------
+    graph : DGLGraph
+        The graph the scores belong to (graph + expander + self-loop edges, the very object the
+        score estimator ran on), with ``ndata['feat']``.
+    device : torch.device or str
+        Where the batches' tensors go.
+    scores : Tensor or path
+        ``(L, E)`` per-layer attention scores
+        (:meth:`~dgl_rbgt.models.spexphormer.ScoreEstimator.attention_scores`), or the path of a
+        tensor saved with ``torch.save``.
+    ks : int or list of int
+        Table width per layer (one value for all layers, or ``L`` values).
+    batch_size : int
+        Target nodes per training batch.
+    eval_batch_size : int, optional
+        Target nodes per evaluation batch (default ``batch_size``).
+    resample_every : int
+        Redraw the training tables every this many epochs (at epochs ``0, r, 2r, ...``);
+        0 draws them once. Draws use torch's global generator, which the loop seeds per epoch.
+    eval_repeats : int
+        Evaluation averages the logits over this many fixed table draws.
+    eval_seed : int
+        Seed of the evaluation draws (draw ``i`` uses ``eval_seed + i``), so every evaluation of a
+        run, and of runs with the same seed, sees the same neighbourhoods.
+    method : str
+        Sampling method of :func:`~dgl_rbgt.transforms.sparsify.sparsify`.
+
+    Notes
+    -----
+    Resuming: a run resumed at an epoch that is not a resampling epoch has no tables yet and
+    draws them at once (from that epoch's seed), so with ``resample_every > 1`` its tables differ
+    from those of the uninterrupted run until the next resampling epoch.
+
+    Examples
+    --------
+    >>> import dgl, torch
+    >>> from dgl_rbgt.train.neighbour_tables import NeighbourTables
+    >>> from dgl_rbgt.transforms.edge_types import add_self_loops
+    >>> g = add_self_loops(dgl.rand_graph(40, 120))
+    >>> g.ndata["feat"] = torch.randn(40, 5)
+    >>> nt = NeighbourTables(g, scores=torch.rand(2, g.num_edges()), ks=[3, 2], batch_size=16)
+    >>> batch = next(iter(nt.train_batches(torch.arange(40), epoch=0)))
+    >>> batch.output_nodes.shape
+    torch.Size([16])
+    """
+
+    name = "neighbour_tables"
+
+    def __init__(
+        self,
+        graph: dgl.DGLGraph,
+        device: torch.device | str = "cpu",
+        *,
+        scores: torch.Tensor | str | Path,
+        ks: int | Sequence[int],
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        resample_every: int = 1,
+        eval_repeats: int = 1,
+        eval_seed: int = 0,
+        method: str = "reservoir",
+    ):
+        super().__init__(graph, device)
+        self.scores = _load_scores(scores)
+        if self.scores.dim() != 2:
+            raise ValueError(f"scores must have shape (L, E) with one row per layer, got "
+                             f"{tuple(self.scores.shape)}")
+        if self.scores.shape[1] != graph.num_edges():
+            raise ValueError(
+                f"scores has {self.scores.shape[1]} columns but the graph has {graph.num_edges()} "
+                f"edges; pass the same graph (with its expander and self-loop edges) that the score "
+                f"estimator ran on")
+        num_layers = self.scores.shape[0]
+        if isinstance(ks, int) and not isinstance(ks, bool):
+            ks = [ks] * num_layers
+        if not isinstance(ks, Sequence) or len(ks) != num_layers:
+            raise ValueError(f"ks must be an int or a list of {num_layers} ints (one per score row), "
+                             f"got {ks!r}")
+        self.ks = [check_positive_int(k, f"ks[{i}]") for i, k in enumerate(ks)]
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.eval_batch_size = check_positive_int(eval_batch_size or batch_size, "eval_batch_size")
+        self.resample_every = check_positive_int(resample_every, "resample_every", minimum=0)
+        self.eval_repeats = check_positive_int(eval_repeats, "eval_repeats")
+        self.eval_seed = eval_seed
+        self.method = check_choice(method, "method", METHODS)
+        if "feat" not in graph.ndata:
+            raise ValueError("graph has no ndata['feat']; the batches gather input features from it")
+        # Validates scores and ks once, here, with the eval draws (which are needed anyway).
+        self._eval_tables = [self._draw(torch.Generator().manual_seed(eval_seed + i))
+                             for i in range(self.eval_repeats)]
+        self.train_tables: SparseNeighbourhoods | None = None
+        self._drawn_at: int | None = None
+
+    def _draw(self, generator: torch.Generator | None) -> SparseNeighbourhoods:
+        return sparsify(self.graph, self.scores, self.ks, method=self.method, generator=generator)
+
+    def _batch(self, tables: Sequence[SparseNeighbourhoods], targets: torch.Tensor) -> Batch:
+        feat = self.graph.ndata["feat"]
+        calls = []
+        for nb in tables:
+            node_lists, blocks = grow_batch(nb, targets)
+            calls.append(([b.to(self.device) for b in blocks], feat[node_lists[0]].to(self.device)))
+
+        def run(model, calls=calls):
+            # Several draws (evaluation): average the logits.
+            logits = [model(blocks, x) for blocks, x in calls]
+            return logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)
+
+        return Batch(targets.to(self.device), run)
+
+    def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[Batch]:
+        due = self.train_tables is None or (self.resample_every > 0 and epoch % self.resample_every == 0
+                                            and epoch != self._drawn_at)
+        if due:
+            self.train_tables = self._draw(None)  # torch's global generator, seeded per epoch
+            self._drawn_at = epoch
+        nodes = train_nodes.cpu()
+        nodes = nodes[torch.randperm(len(nodes))]
+        for start in range(0, len(nodes), self.batch_size):
+            yield self._batch([self.train_tables], nodes[start:start + self.batch_size])
+
+    def eval_batches(self, nodes: torch.Tensor) -> Iterator[Batch]:
+        nodes = nodes.cpu()
+        for start in range(0, len(nodes), self.eval_batch_size):
+            yield self._batch(self._eval_tables, nodes[start:start + self.eval_batch_size])
+
+    def num_train_batches(self, train_nodes: torch.Tensor) -> int:
+        return -(-len(train_nodes) // self.batch_size)
