@@ -1,5 +1,11 @@
-"""Graph -> graph transforms: expander edges, virtual nodes, score-driven sparsification."""
+"""Graph -> graph transforms: feature normalisation, expander edges, virtual nodes, and
+score-driven sparsification.
 
-TRANSFORMS: dict = {}
+``TRANSFORMS`` maps a recipe's ``transforms[i].name`` to the class; the recipe schema of each
+is generated from its constructor.
+"""
+from .features import NormalizeFeatures
 
-__all__ = ["TRANSFORMS"]
+TRANSFORMS: dict = {"normalize_features": NormalizeFeatures}
+
+__all__ = ["NormalizeFeatures", "TRANSFORMS"]
