@@ -37,11 +37,12 @@ class _Section(BaseModel):
     model_config = _STRICT
 
 
-def _schema_from_signature(kind: str, name: str, cls: type, skip: tuple[str, ...]) -> type[BaseModel]:
+def _schema_from_signature(kind: str, name: str, cls: type, skip: tuple[str, ...],
+                           tagged: bool = True) -> type[BaseModel]:
     """A pydantic model whose fields are ``cls.__init__``'s keyword arguments (minus ``skip``),
     with their annotated types and defaults, plus ``name: Literal[name]`` as the tag."""
     hints = typing.get_type_hints(cls.__init__, include_extras=True)
-    fields: dict[str, Any] = {"name": (Literal[name], ...)}
+    fields: dict[str, Any] = {"name": (Literal[name], ...)} if tagged else {}
     for param in inspect.signature(cls.__init__).parameters.values():
         if param.name == "self" or param.name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
@@ -97,6 +98,13 @@ class TrainSection(_Section):
         return self
 
 
+class _Stage1Base(_Section):
+    """Spexphormer's stage 1 (attention-score estimator), trained full-graph before the wide model."""
+
+    train: TrainSection = Field(default_factory=TrainSection)
+    scores: Optional[str] = None  # an earlier run's scores.pt: skip stage 1
+
+
 class OutputSection(_Section):
     """Where runs go: ``<root>/<recipe name>-<timestamp>`` unless --run-dir is given."""
 
@@ -109,7 +117,16 @@ def _build_recipe_model() -> type[BaseModel]:
     from .models import MODELS
     from .transforms import TRANSFORMS
 
+    from .models.spexphormer import ScoreEstimator
+    from .train.neighbour_tables import NeighbourTables
+
     model_union = _tagged_union("model", MODELS, skip=("in_feats", "num_classes"))
+    estimator = _schema_from_signature("stage1", "model", ScoreEstimator, skip=("in_feats", "num_classes"),
+                                       tagged=False)
+    stage1 = create_model("Stage1Section", __base__=_Stage1Base,
+                          model=(estimator, Field(default_factory=estimator)))
+    tables = _schema_from_signature("neighbour_tables", "", NeighbourTables, tagged=False,
+                                    skip=("graph", "device", "scores", "batch_size", "eval_batch_size"))
     fields: dict[str, Any] = {
         "name": (str, Field(..., pattern=r"^[A-Za-z0-9_.-]+$")),
         "seed": (int, 0),
@@ -118,6 +135,9 @@ def _build_recipe_model() -> type[BaseModel]:
         "model": (model_union, ...),
         "train": (TrainSection, Field(default_factory=TrainSection)),
         "output": (OutputSection, Field(default_factory=OutputSection)),
+        # Spexphormer only (train.batching: neighbour_tables):
+        "neighbour_tables": (Optional[tables], None),
+        "stage1": (Optional[stage1], None),
     }
     if TRANSFORMS:
         fields["transforms"] = (list[_tagged_union("transform", TRANSFORMS, skip=())], Field(default_factory=list))
@@ -139,6 +159,23 @@ def _check_modes(recipe):
     if recipe.train.batching == "neighbor" and layers is not None and len(recipe.train.fanouts) != layers:
         raise ValueError(f"train.fanouts has {len(recipe.train.fanouts)} entries but model.layers is "
                          f"{layers}: give one fanout per layer")
+    two_stage = recipe.train.batching == "neighbour_tables"
+    if two_stage:
+        if recipe.neighbour_tables is None:
+            raise ValueError("train.batching 'neighbour_tables' needs a neighbour_tables section (ks: one "
+                             "table width per layer, resample_every, ...)")
+        if recipe.stage1 is None:
+            recipe.stage1 = type(recipe).model_fields["stage1"].annotation.__args__[0]()
+        if recipe.stage1.model.layers != layers:
+            raise ValueError(f"stage1.model.layers ({recipe.stage1.model.layers}) must equal model.layers "
+                             f"({layers}): the estimator gives one score row per layer of the wide model")
+        ks = recipe.neighbour_tables.ks
+        if not isinstance(ks, int) and len(ks) != layers:
+            raise ValueError(f"neighbour_tables.ks has {len(ks)} entries but model.layers is {layers}")
+    else:
+        for key in ("neighbour_tables", "stage1"):
+            if getattr(recipe, key) is not None:
+                raise ValueError(f"{key}: only used with train.batching 'neighbour_tables' (Spexphormer)")
     return recipe
 
 

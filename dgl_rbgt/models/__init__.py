@@ -4,7 +4,16 @@
 generated from its constructor's keyword arguments (their types and defaults live only there).
 """
 from .baselines import GAT, GCN
+from .exphormer import Exphormer
+from .rbtransformer import RBTransformer
+from .spexphormer import ScoreEstimator, Spexphormer
 
-MODELS = {"gcn": GCN, "gat": GAT}
+MODELS = {
+    "gcn": GCN,
+    "gat": GAT,
+    "rbtransformer": RBTransformer,
+    "exphormer": Exphormer,
+    "spexphormer": Spexphormer,
+}
 
-__all__ = ["GCN", "GAT", "MODELS"]
+__all__ = ["GCN", "GAT", "RBTransformer", "Exphormer", "ScoreEstimator", "Spexphormer", "MODELS"]

@@ -14,6 +14,7 @@ from .checkpoint import load_checkpoint
 from .loop import Trainer, TrainResult, seed_everything
 from .metrics import get_metric
 from .rundir import RunDir, latest_run_dir, new_run_dir
+from .two_stage import build_estimator, run_two_stage
 
 __all__ = ["run_recipe", "resolve_device", "prepare_dataset", "build_model", "build_batching", "open_run_dir"]
 
@@ -83,12 +84,14 @@ def open_run_dir(recipe, run_dir: str | Path | None, resume: bool) -> RunDir:
     text = recipe_to_yaml(recipe)
     if resume:
         rd = RunDir(run_dir) if run_dir else latest_run_dir(recipe.output.root, recipe.name)
-        if not rd.checkpoint.is_file():
+        if not rd.resumable():
             raise CheckpointError(f"--resume: no checkpoint.pt in {rd.path}")
         if rd.recipe.is_file() and rd.recipe.read_text() != text:
             raise CheckpointError(f"--resume: {rd.recipe} differs from this recipe; resume with the "
                                   f"same recipe and --set options, or start a new run")
-        load_checkpoint(rd.checkpoint)  # fail now, before any work, if it is unreadable
+        for ckpt in (rd.checkpoint, rd.path / "stage1" / "checkpoint.pt"):
+            if ckpt.is_file():
+                load_checkpoint(ckpt)  # fail now, before any work, if it is unreadable
         return rd
     if run_dir is not None:
         rd = RunDir(run_dir)
@@ -116,7 +119,11 @@ def run_recipe(recipe, run_dir: str | Path | None = None, resume: bool = False,
     dataset, graph = prepare_dataset(recipe)
     seed_everything(recipe.seed)  # the model's initial weights do not depend on the data pipeline
     model = build_model(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
-    batching = build_batching(recipe, graph, device)
+    two_stage = recipe.train.batching == "neighbour_tables"
+    if two_stage:
+        estimator = build_estimator(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
+    else:
+        batching = build_batching(recipe, graph, device)
     rd = open_run_dir(recipe, run_dir, resume)
     _log_to(rd)
     logger.info("run directory %s", rd.path)
@@ -124,11 +131,15 @@ def run_recipe(recipe, run_dir: str | Path | None = None, resume: bool = False,
     logger.info("dataset %s: %d nodes, %d edges, %d features, %d classes, metric %s", dataset.name,
                 graph.num_nodes(), graph.num_edges(), graph.ndata["feat"].shape[1], dataset.num_classes,
                 dataset.metric)
-    trainer = Trainer(model, batching, graph.ndata["label"], splits_of(graph),
-                      get_metric(dataset.metric), recipe.train, rd, seed=recipe.seed, device=device,
-                      checkpoint_every=recipe.output.checkpoint_every, plot=recipe.output.plot,
-                      title=recipe.name, progress=progress)
-    result = trainer.fit(resume=resume)
+    if two_stage:
+        result = run_two_stage(recipe, dataset, graph, model, estimator, device, rd,
+                               get_metric(dataset.metric), splits_of(graph), resume, progress)
+    else:
+        trainer = Trainer(model, batching, graph.ndata["label"], splits_of(graph),
+                          get_metric(dataset.metric), recipe.train, rd, seed=recipe.seed, device=device,
+                          checkpoint_every=recipe.output.checkpoint_every, plot=recipe.output.plot,
+                          title=recipe.name, progress=progress)
+        result = trainer.fit(resume=resume)
     result.summary.update(recipe=recipe.name, dataset=dataset.name, run_dir=str(rd.path))
     rd.write_summary(result.summary)
     return result

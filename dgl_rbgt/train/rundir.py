@@ -49,6 +49,10 @@ class RunDir:
     summary = property(lambda self: self.path / "summary.json")
     curves = property(lambda self: self.path / "curves.png")
 
+    def resumable(self) -> bool:
+        """Whether a checkpoint exists (of the run, or of a two-stage run's first stage)."""
+        return self.checkpoint.is_file() or (self.path / "stage1" / "checkpoint.pt").is_file()
+
     def create(self) -> "RunDir":
         self.path.mkdir(parents=True, exist_ok=True)
         return self
@@ -88,7 +92,7 @@ def new_run_dir(root: str | os.PathLike, name: str) -> RunDir:
 
 def latest_run_dir(root: str | os.PathLike, name: str) -> RunDir:
     """The newest ``<root>/<name>-*`` run that has a checkpoint, for ``--resume``."""
-    candidates = sorted((p for p in Path(root).glob(f"{name}-*") if (p / "checkpoint.pt").is_file()),
+    candidates = sorted((p for p in Path(root).glob(f"{name}-*") if RunDir(p).resumable()),
                         key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise CheckpointError(f"no run of recipe {name!r} with a checkpoint under {root}; "

@@ -1,0 +1,211 @@
+"""RBTransformer: SGFormer's architecture with Random Batch Attention as its global attention.
+
+SGFormer (Wu et al., NeurIPS 2023, https://arxiv.org/abs/2306.10759) runs two branches on the
+raw features, a shallow transformer and a GCN, and mixes them as ``w * GNN + (1 - w) * Trans``;
+the RBA paper (https://arxiv.org/abs/2511.06044) swaps SGFormer's linear attention for RBA.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import dgl
+import torch
+from dgl.nn import GraphConv
+from torch import nn
+
+from dgl_rbgt._checks import (
+    check_choice,
+    check_feat,
+    check_homogeneous,
+    check_nonempty,
+    check_positive_int,
+    check_probability,
+)
+from dgl_rbgt.nn.full_attention import FullAttentionConv
+from dgl_rbgt.nn.linear_attention import SGFormerAttention
+from dgl_rbgt.nn.rba import EVAL_MODES, RBAConv
+
+__all__ = ["RBTransformer"]
+
+ATTENTIONS = ("rba", "sgformer", "full", "none")
+
+
+class RBTransformer(nn.Module):
+    r"""SGFormer with a choice of global attention; RBA by default.
+
+    .. math::
+        x^{(0)} = \mathrm{ReLU}(\mathrm{LN}(W_{in} x)), \quad
+        x^{(l)} = \mathrm{LN}\Big(\tfrac{1}{2}\big(\mathrm{Attn}_l(x^{(l-1)}) + x^{(l-1)}\big)\Big)
+
+        \mathrm{logits} = W_{out} \big(w \, \mathrm{GCN}(x) + (1 - w)\, x^{(L)}\big)
+
+    The transformer branch: input ``Linear`` + ``LayerNorm`` + ReLU, then ``layers`` attention
+    layers, each followed by SGFormer's residual ``(x + prev) / 2`` and a ``LayerNorm`` (dropout
+    after each step). ``Attn`` averages its heads (each head has width ``hidden``, as SGFormer).
+    The GCN branch: ``gnn_layers`` :class:`dgl.nn.GraphConv` layers on the raw features (width
+    ``hidden``; BatchNorm + ReLU + dropout between layers; ``gnn_layers=0`` removes the branch).
+
+    Parameters
+    ----------
+    in_feats, num_classes : int
+        Input feature size and number of output logits.
+    hidden : int
+        Width of both branches (and of every attention head).
+    num_heads : int
+        Attention heads per layer.
+    layers : int
+        Attention layers (SGFormer uses 1).
+    group_size : int
+        RBA group size :math:`p` (``attention="rba"`` only).
+    attention : str
+        ``"rba"`` (:class:`~dgl_rbgt.nn.rba.RBAConv`), ``"sgformer"`` (SGFormer's linear
+        attention, :class:`~dgl_rbgt.nn.linear_attention.SGFormerAttention`), ``"full"`` (exact
+        attention, :class:`~dgl_rbgt.nn.full_attention.FullAttentionConv`, small graphs only) or
+        ``"none"`` (no attention layer: the branch is the input MLP).
+    eval_mode : str
+        RBA's evaluation grouping: ``"fixed"``, ``"mean"`` or ``"full"`` (see
+        :class:`~dgl_rbgt.nn.rba.RBAConv`).
+    eval_repeats : int
+        Groupings averaged by ``eval_mode="mean"``.
+    gnn_layers : int
+        GraphConv layers in the GCN branch (0 disables it).
+    gnn_weight : float
+        SGFormer's ``w`` in ``w * GNN + (1 - w) * Trans``, in [0, 1].
+    dropout : float
+        Dropout in both branches.
+    attn_dropout : float
+        Dropout on RBA's / full attention's weights.
+    use_ln : bool
+        LayerNorm in the transformer branch (SGFormer's ``use_bn`` there).
+    use_bn : bool
+        BatchNorm between GCN layers.
+    use_residual : bool
+        SGFormer's ``(x + prev) / 2`` after each attention layer.
+    self_loops : bool
+        Replace the graph's self-loops by exactly one per node before the GCN branch (GCN's
+        renormalisation; the subgraph of a node batch can have isolated nodes). With
+        ``self_loops=False`` the GraphConvs run with ``allow_zero_in_degree=True``: an isolated
+        node then gets only its bias from the GCN branch.
+
+    Note
+    ----
+    ``forward(graph, feat)`` takes the full graph or the induced subgraph of a random node batch
+    (``batching = ("full", "node_batch")``, SGFormer's large-graph training); blocks are
+    rejected. A batched graph keeps attention inside each graph.
+
+    Example
+    -------
+    >>> import dgl, torch
+    >>> from dgl_rbgt.models.rbtransformer import RBTransformer
+    >>> g = dgl.rand_graph(50, 200)
+    >>> RBTransformer(8, 3, hidden=16, group_size=16)(g, torch.randn(50, 8)).shape
+    torch.Size([50, 3])
+    """
+
+    batching: ClassVar[tuple[str, ...]] = ("full", "node_batch")
+
+    def __init__(
+        self,
+        in_feats: int,
+        num_classes: int,
+        *,
+        hidden: int = 64,
+        num_heads: int = 1,
+        layers: int = 1,
+        group_size: int = 256,
+        attention: Literal["rba", "sgformer", "full", "none"] = "rba",
+        eval_mode: Literal["fixed", "mean", "full"] = "fixed",
+        eval_repeats: int = 8,
+        gnn_layers: int = 2,
+        gnn_weight: float = 0.5,
+        dropout: float = 0.5,
+        attn_dropout: float = 0.0,
+        use_ln: bool = True,
+        use_bn: bool = True,
+        use_residual: bool = True,
+        self_loops: bool = True,
+    ):
+        super().__init__()
+        check_positive_int(in_feats, "in_feats")
+        check_positive_int(num_classes, "num_classes")
+        check_positive_int(hidden, "hidden")
+        check_positive_int(num_heads, "num_heads")
+        check_positive_int(layers, "layers")
+        check_positive_int(group_size, "group_size")
+        check_choice(attention, "attention", ATTENTIONS)
+        check_choice(eval_mode, "eval_mode", EVAL_MODES)
+        check_positive_int(eval_repeats, "eval_repeats")
+        check_positive_int(gnn_layers, "gnn_layers", minimum=0)
+        self.gnn_weight = check_probability(gnn_weight, "gnn_weight", allow_one=True)
+        check_probability(dropout, "dropout")
+        check_probability(attn_dropout, "attn_dropout")
+        self._in_feats = in_feats
+        self.attention = attention
+        self.use_residual = use_residual
+        self.self_loops = self_loops
+        self.dropout = nn.Dropout(dropout)
+
+        # Transformer branch.
+        self.fc_in = nn.Linear(in_feats, hidden)
+        self.ln_in = nn.LayerNorm(hidden) if use_ln else nn.Identity()
+        self.attns = nn.ModuleList()
+        self.lns = nn.ModuleList()
+        if attention != "none":
+            for _ in range(layers):
+                if attention == "rba":
+                    conv = RBAConv(hidden, hidden, num_heads, group_size, attn_drop=attn_dropout,
+                                   eval_mode=eval_mode, eval_repeats=eval_repeats)
+                elif attention == "full":
+                    conv = FullAttentionConv(hidden, hidden, num_heads, attn_drop=attn_dropout)
+                else:
+                    conv = SGFormerAttention(hidden, hidden, num_heads, mean_heads=False)
+                self.attns.append(conv)
+                self.lns.append(nn.LayerNorm(hidden) if use_ln else nn.Identity())
+
+        # GCN branch.
+        self.gcns = nn.ModuleList()
+        self.bns = nn.ModuleList()
+        for i in range(gnn_layers):
+            self.gcns.append(GraphConv(in_feats if i == 0 else hidden, hidden, allow_zero_in_degree=True))
+            if i < gnn_layers - 1:
+                self.bns.append(nn.BatchNorm1d(hidden) if use_bn else nn.Identity())
+
+        self.fc_out = nn.Linear(hidden, num_classes)
+
+    def reset_parameters(self) -> None:
+        """Reinitialise every layer."""
+        # Only the direct parts: a layer's own reset_parameters chooses its sublayers' init.
+        parts = [self.fc_in, self.ln_in, *self.attns, *self.lns, *self.gcns, *self.bns, self.fc_out]
+        for module in parts:
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def _transformer(self, graph, feat: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(torch.relu(self.ln_in(self.fc_in(feat))))  # (N, hidden)
+        for attn, ln in zip(self.attns, self.lns):
+            h = attn(graph, x).mean(1)  # (N, H, hidden) -> (N, hidden)
+            if self.use_residual:
+                h = (h + x) / 2
+            x = self.dropout(ln(h))
+        return x
+
+    def _gcn(self, graph, feat: torch.Tensor) -> torch.Tensor:
+        if self.self_loops:
+            graph = dgl.add_self_loop(dgl.remove_self_loop(graph))
+        h = feat
+        for i, conv in enumerate(self.gcns):
+            h = conv(graph, h)  # (N, hidden)
+            if i < len(self.gcns) - 1:
+                h = self.dropout(torch.relu(self.bns[i](h)))
+        return h
+
+    def forward(self, graph, feat: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` for every node of ``graph``."""
+        check_homogeneous(graph, "graph", allow_block=False)
+        check_nonempty(graph, "graph")
+        check_feat(feat, "feat", rows=graph.num_nodes(), last_dim=self._in_feats, ndim=2)
+        out = self._transformer(graph, feat)
+        if len(self.gcns):
+            w = self.gnn_weight
+            out = w * self._gcn(graph, feat) + (1 - w) * out
+        return self.fc_out(out)

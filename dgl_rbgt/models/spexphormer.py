@@ -1,0 +1,288 @@
+"""Spexphormer (Shirzad et al., NeurIPS 2024, https://arxiv.org/abs/2411.16278): two stages.
+
+The two-stage pipeline::
+
+    graph = add_self_loops(AddExpanderEdges(degree=...)(g))          # typed edges 0 / 1 / 2
+    estimator = ScoreEstimator(in_feats, num_classes, layers=L)       # stage 1, full graph
+    ... train it (Trainer with FullGraph batching; on_epoch_start anneals T), keep the best ...
+    scores = estimator.attention_scores(graph, graph.ndata["feat"])   # (L, E)
+    batching = NeighbourTables(graph, scores=scores, ks=[k_1, ..., k_L], batch_size=...)
+    model = Spexphormer(in_feats, num_classes, layers=L)              # stage 2, mini-batches
+    ... train it with Trainer(model, batching, ...) ...
+
+:class:`NeighbourTables <dgl_rbgt.train.neighbour_tables.NeighbourTables>` calls
+:func:`~dgl_rbgt.transforms.sparsify.sparsify` on ``(graph, scores, ks)`` and cuts the tables into
+layer-wise mini-batches (lists of :class:`~dgl_rbgt.nn.spexphormer.TableBlock`); both stages must
+use the *same* graph object (the scores are per edge of it).
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import dgl
+import torch
+from torch import nn
+
+from dgl_rbgt._checks import check_feat, check_homogeneous, check_nonempty, check_positive_int, check_probability
+from dgl_rbgt.nn.score_estimator import ScoreEstimatorConv
+from dgl_rbgt.nn.spexphormer import SpexphormerConv, TableBlock
+from dgl_rbgt.transforms.sparsify import SparseNeighbourhoods
+
+__all__ = ["ScoreEstimator", "Spexphormer", "table_blocks"]
+
+
+def _check_heads(hidden: int, num_heads: int) -> None:
+    check_positive_int(hidden, "hidden")
+    check_positive_int(num_heads, "num_heads")
+    if hidden % num_heads:
+        raise ValueError(f"hidden ({hidden}) must be divisible by num_heads ({num_heads}); "
+                         f"each head gets hidden // num_heads channels")
+
+
+class _FeedForward(nn.Module):
+    """Linear(h, 2h) + ReLU + dropout + Linear(2h, h) + dropout (the reference's FFN block)."""
+
+    def __init__(self, hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(2 * hidden, hidden), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ScoreEstimator(nn.Module):
+    r"""Spexphormer's stage 1: a narrow attention network whose scores pick the neighbours.
+
+    .. math::
+        x^{(0)} = \mathrm{ReLU}(W_{in} x), \quad
+        y = \mathrm{LN}\big(x^{(l-1)} + \mathrm{Drop}(\mathrm{Attn}_l(x^{(l-1)}))\big), \quad
+        x^{(l)} = \mathrm{LN}\big(y + \mathrm{FFN}(y)\big), \quad
+        \mathrm{logits} = W_{out} x^{(L)}
+
+    with :class:`~dgl_rbgt.nn.score_estimator.ScoreEstimatorConv` as ``Attn`` (heads
+    concatenated) on the graph plus expander and self-loop edges. The softmax temperature is
+    annealed per epoch by :meth:`on_epoch_start`:
+    :math:`T = 1` for ``epoch < temperature_wait``, then
+    :math:`T = \max(T_{min}, r^{\,epoch - wait})`. Train it full-graph, keep the best-validation
+    checkpoint (the temperature is a buffer, so it is restored with the weights), then read the
+    per-layer scores with :meth:`attention_scores`. The reference uses LayerNorm-like GraphNorm
+    here; we use LayerNorm.
+
+    Parameters
+    ----------
+    in_feats, num_classes : int
+        Input feature size and number of output logits.
+    hidden : int
+        Width (heads concatenated); Spexphormer uses 4-8.
+    num_heads : int
+        Attention heads (Spexphormer uses 1; scores are averaged over heads).
+    layers : int
+        Attention layers; must equal the wide network's layers (one score row per layer).
+    dropout : float
+        Dropout after attention and in the FFN.
+    num_edge_types : int
+        Edge-type vocabulary of ``graph.edata['etype']``.
+    temperature_min, temperature_decay : float
+        :math:`T_{min}` in (0, 1] and the per-epoch factor :math:`r` in (0, 1].
+    temperature_wait : int
+        Epochs at :math:`T = 1` before the decay starts.
+
+    Examples
+    --------
+    >>> import dgl, torch
+    >>> from dgl_rbgt.models.spexphormer import ScoreEstimator
+    >>> from dgl_rbgt.transforms.edge_types import add_self_loops
+    >>> g = add_self_loops(dgl.rand_graph(30, 90))
+    >>> model = ScoreEstimator(5, 3, hidden=4, layers=2)
+    >>> model(g, torch.randn(30, 5)).shape
+    torch.Size([30, 3])
+    >>> model.attention_scores(g, torch.randn(30, 5)).shape
+    torch.Size([2, 120])
+    """
+
+    batching: ClassVar[tuple[str, ...]] = ("full",)
+
+    def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 8, num_heads: int = 1,
+                 layers: int = 4, dropout: float = 0.0, num_edge_types: int = 3,
+                 temperature_min: float = 0.05, temperature_decay: float = 0.99,
+                 temperature_wait: int = 10):
+        super().__init__()
+        check_positive_int(in_feats, "in_feats")
+        check_positive_int(num_classes, "num_classes")
+        _check_heads(hidden, num_heads)
+        check_positive_int(layers, "layers")
+        check_probability(dropout, "dropout")
+        for name, value in (("temperature_min", temperature_min), ("temperature_decay", temperature_decay)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+        check_positive_int(temperature_wait, "temperature_wait", minimum=0)
+        self.temperature_min = float(temperature_min)
+        self.temperature_decay = float(temperature_decay)
+        self.temperature_wait = temperature_wait
+        self.encoder = nn.Sequential(nn.Linear(in_feats, hidden), nn.ReLU())
+        self.convs = nn.ModuleList(
+            ScoreEstimatorConv(hidden, hidden // num_heads, num_heads, num_edge_types)
+            for _ in range(layers))
+        self.attn_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.ffns = nn.ModuleList(_FeedForward(hidden, dropout) for _ in range(layers))
+        self.ffn_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_classes)
+
+    @property
+    def temperature(self) -> float:
+        return float(self.convs[0].temperature)
+
+    def temperature_at(self, epoch: int) -> float:
+        """The annealed temperature of ``epoch`` (1 before ``temperature_wait``)."""
+        if epoch < self.temperature_wait:
+            return 1.0
+        return max(self.temperature_min, self.temperature_decay ** (epoch - self.temperature_wait))
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the training loop before each epoch: sets every layer's temperature."""
+        value = self.temperature_at(epoch)
+        for conv in self.convs:
+            conv.set_temperature(value)
+
+    def _run(self, graph: dgl.DGLGraph, feat: torch.Tensor, collect: bool):
+        check_homogeneous(graph, allow_block=False)
+        check_nonempty(graph)
+        check_feat(feat, "feat", rows=graph.num_nodes())
+        x = self.encoder(feat)  # (N, hidden)
+        scores = []
+        for conv, norm1, ffn, norm2 in zip(self.convs, self.attn_norms, self.ffns, self.ffn_norms):
+            out, att = conv(graph, x, get_attention=True)  # (N, H, D), (E, H, 1)
+            if collect:
+                scores.append(att.mean(dim=1).squeeze(-1))  # (E,) averaged over heads
+            x = norm1(x + self.dropout(out.flatten(1)))  # (N, hidden)
+            x = norm2(x + ffn(x))
+        return self.head(x), scores
+
+    def forward(self, graph: dgl.DGLGraph, feat: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` on the full graph (with expander and self-loop edges)."""
+        return self._run(graph, feat, collect=False)[0]
+
+    @torch.no_grad()
+    def attention_scores(self, graph: dgl.DGLGraph, feat: torch.Tensor) -> torch.Tensor:
+        """Per-layer normalised attention scores, ``(L, E)``, averaged over heads.
+
+        Runs in evaluation mode (no dropout) without gradients, at the current temperature, and
+        restores the training mode afterwards. Row ``l`` sums to 1 over every node's in-edges;
+        it is what :func:`~dgl_rbgt.transforms.sparsify.sparsify` expects.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            _, scores = self._run(graph, feat, collect=True)
+        finally:
+            self.train(was_training)
+        return torch.stack(scores)
+
+
+def table_blocks(neighbourhoods: SparseNeighbourhoods) -> list[TableBlock]:
+    """Full-graph input of :class:`Spexphormer`: every layer's node list is all ``N`` nodes."""
+    n = neighbourhoods.num_nodes
+    return [TableBlock(t, e, v, num_src=n) for t, e, v in
+            zip(neighbourhoods.tables, neighbourhoods.etypes, neighbourhoods.valid)]
+
+
+class Spexphormer(nn.Module):
+    r"""Spexphormer's stage 2: a wide attention network on sampled neighbour tables.
+
+    .. math::
+        x^{(0)} = W_{in} x, \quad
+        y = \mathrm{BN}\big(x^{(l-1)}_{dst} + \mathrm{Drop}(\mathrm{Attn}_l(x^{(l-1)}))\big), \quad
+        x^{(l)} = \mathrm{BN}\big(y + \mathrm{FFN}(y)\big), \quad
+        \mathrm{logits} = W_{out} x^{(L)}
+
+    ``Attn`` is :class:`~dgl_rbgt.nn.spexphormer.SpexphormerConv` (heads concatenated) over the
+    layer's table; the residual of each destination node's own features is the local/self term,
+    as in the reference (``h_in[:n_dst] + h_attn``), on top of the sampled self-loop entries.
+
+    ``forward(blocks, feat)``: ``blocks`` lists one :class:`~dgl_rbgt.nn.spexphormer.TableBlock`
+    per layer, first layer first. Layer ``l`` maps node list ``l`` (its source list, length
+    ``blocks[l].num_src``) to node list ``l + 1``, which is the *prefix* of length
+    ``blocks[l].num_dst`` of node list ``l``; ``feat`` holds the input features of node list 0
+    and the logits belong to node list ``L`` (the target nodes), in order. Mini-batches come from
+    :class:`~dgl_rbgt.train.neighbour_tables.NeighbourTables`; a
+    :class:`~dgl_rbgt.transforms.sparsify.SparseNeighbourhoods` is also accepted and runs the
+    full graph (every node list is all nodes).
+
+    Parameters
+    ----------
+    in_feats, num_classes : int
+        Input feature size and number of output logits.
+    hidden : int
+        Width (heads concatenated).
+    num_heads : int
+        Attention heads per layer.
+    layers : int
+        Attention layers (one table per layer).
+    dropout : float
+        Dropout after attention and in the FFN.
+    num_edge_types : int
+        Edge-type vocabulary of the tables.
+    edge_bias : bool
+        Per-type per-head logit bias in every layer (the reference's ``E2``).
+    clamp : float
+        Logit clipping of every layer.
+
+    Examples
+    --------
+    >>> import dgl, torch
+    >>> from dgl_rbgt.models.spexphormer import Spexphormer
+    >>> from dgl_rbgt.transforms.edge_types import add_self_loops
+    >>> from dgl_rbgt.transforms.sparsify import sparsify
+    >>> g = add_self_loops(dgl.rand_graph(30, 90))
+    >>> nb = sparsify(g, torch.rand(2, g.num_edges()), [4, 3])
+    >>> model = Spexphormer(5, 3, hidden=8, layers=2)
+    >>> model(nb, torch.randn(30, 5)).shape
+    torch.Size([30, 3])
+    """
+
+    batching: ClassVar[tuple[str, ...]] = ("neighbour_tables",)
+
+    def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 64, num_heads: int = 2,
+                 layers: int = 4, dropout: float = 0.2, num_edge_types: int = 3,
+                 edge_bias: bool = True, clamp: float = 5.0):
+        super().__init__()
+        check_positive_int(in_feats, "in_feats")
+        check_positive_int(num_classes, "num_classes")
+        _check_heads(hidden, num_heads)
+        check_positive_int(layers, "layers")
+        check_probability(dropout, "dropout")
+        self.num_layers = layers
+        self.encoder = nn.Linear(in_feats, hidden)
+        self.convs = nn.ModuleList(
+            SpexphormerConv(hidden, hidden // num_heads, num_heads, num_edge_types,
+                            edge_bias=edge_bias, clamp=clamp)
+            for _ in range(layers))
+        self.attn_norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers))
+        self.ffns = nn.ModuleList(_FeedForward(hidden, dropout) for _ in range(layers))
+        self.ffn_norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, blocks: Sequence[TableBlock] | SparseNeighbourhoods, feat: torch.Tensor) -> torch.Tensor:
+        """Logits ``(n_targets, num_classes)`` for the last node list (see the class notes)."""
+        if isinstance(blocks, SparseNeighbourhoods):
+            blocks = table_blocks(blocks)
+        blocks = list(blocks)
+        if len(blocks) != self.num_layers:
+            raise ValueError(f"got {len(blocks)} table blocks for a model with {self.num_layers} "
+                             f"layers; sparsify with one k per layer (len(ks) == layers)")
+        for i, block in enumerate(blocks):
+            if not isinstance(block, TableBlock):
+                raise TypeError(f"blocks[{i}] must be a TableBlock, got {type(block).__name__}")
+        check_feat(feat, "feat", rows=blocks[0].num_src)
+        x = self.encoder(feat)  # (n_0, hidden)
+        for conv, block, norm1, ffn, norm2 in zip(self.convs, blocks, self.attn_norms, self.ffns,
+                                                  self.ffn_norms):
+            out = conv(block, x).flatten(1)  # (n_dst, hidden)
+            # Destination nodes are the prefix of the source list: their own features are the
+            # first n_dst rows (the residual / self term).
+            x = norm1(x[: block.num_dst] + self.dropout(out))
+            x = norm2(x + ffn(x))  # (n_dst, hidden)
+        return self.head(x)

@@ -1,0 +1,97 @@
+"""Spexphormer's two stages as one run, on the one training loop.
+
+Stage 1 trains the narrow :class:`~dgl_rbgt.models.spexphormer.ScoreEstimator` full-graph (its
+run directory is ``<run>/stage1``), restores its best-validation weights and writes per-layer
+attention scores ``(L, E)`` to ``<run>/scores.pt``. Stage 2 samples fixed-degree neighbour tables
+from those scores (:class:`~dgl_rbgt.train.neighbour_tables.NeighbourTables`) and trains the wide
+:class:`~dgl_rbgt.models.spexphormer.Spexphormer` on mini-batches in ``<run>``.
+
+A recipe's ``stage1.scores`` may point at an earlier run's ``scores.pt`` to skip stage 1; a resumed
+run skips whatever stage already finished.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..errors import RecipeError
+from .batching import FullGraph
+from .checkpoint import load_checkpoint, save_checkpoint
+from .loop import Trainer, TrainResult
+from .metrics import Metric
+from .rundir import RunDir
+
+__all__ = ["run_two_stage", "build_estimator", "load_scores"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_scores(path: str | Path, num_layers: int, num_edges: int) -> torch.Tensor:
+    """Read a ``scores.pt`` written by stage 1 and check it fits this graph and model."""
+    state = load_checkpoint(path)
+    scores = state.get("scores")
+    if not isinstance(scores, torch.Tensor) or scores.shape != (num_layers, num_edges):
+        got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise RecipeError(f"stage1.scores: {path} holds scores of shape {got}, this recipe needs "
+                          f"({num_layers}, {num_edges}) (model layers x edges of the transformed graph)")
+    return scores
+
+
+def build_estimator(recipe, in_feats: int, num_classes: int) -> torch.nn.Module:
+    """The stage-1 model of a two-stage recipe (its errors reported as recipe errors)."""
+    from ..models.spexphormer import ScoreEstimator
+
+    try:
+        return ScoreEstimator(in_feats, num_classes, **recipe.stage1.model.model_dump())
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"stage1.model: {exc}") from None
+
+
+def run_two_stage(recipe, dataset, graph, model: torch.nn.Module, estimator: torch.nn.Module,
+                  device: torch.device, rd: RunDir, metric: Metric, splits: dict, resume: bool,
+                  progress: bool) -> TrainResult:
+    """Stage 1 (unless its scores exist), then stage 2; ``model`` is the wide network."""
+    from .neighbour_tables import NeighbourTables
+
+    labels = graph.ndata["label"]
+    num_layers = recipe.model.layers
+    scores_path = rd.path / "scores.pt"
+    stage1_summary = None
+    if recipe.stage1.scores:
+        scores = load_scores(recipe.stage1.scores, num_layers, graph.num_edges())
+        logger.info("stage 1 skipped: scores from %s", recipe.stage1.scores)
+    elif resume and scores_path.is_file():
+        scores = load_scores(scores_path, num_layers, graph.num_edges())
+        logger.info("stage 1 already finished: scores from %s", scores_path)
+    else:
+        stage1_dir = RunDir(rd.path / "stage1").create()
+        trainer = Trainer(estimator, FullGraph(graph, device), labels, splits, metric, recipe.stage1.train,
+                          stage1_dir, seed=recipe.seed, device=device, plot=recipe.output.plot,
+                          title=f"{recipe.name} stage 1", progress=progress)
+        stage1_summary = trainer.fit(resume=resume and stage1_dir.checkpoint.is_file()).summary
+        estimator.load_state_dict(load_checkpoint(stage1_dir.best, map_location=device)["model"])
+        g = graph.to(device)
+        scores = estimator.attention_scores(g, g.ndata["feat"]).cpu()
+        save_checkpoint({"format": 1, "scores": scores}, scores_path)
+        logger.info("stage 1: val %s %.4f at epoch %d; scores (%d x %d) written to %s", metric.name,
+                    stage1_summary["val_metric"], stage1_summary["best_epoch"], *scores.shape, scores_path)
+
+    t = recipe.train
+    try:
+        batching = NeighbourTables(graph, device, scores=scores, batch_size=t.batch_size,
+                                   eval_batch_size=t.eval_batch_size, **recipe.neighbour_tables.model_dump())
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"neighbour_tables: {exc}") from None
+    trainer = Trainer(model, batching, labels, splits, metric, t, rd, seed=recipe.seed, device=device,
+                      checkpoint_every=recipe.output.checkpoint_every, plot=recipe.output.plot,
+                      title=f"{recipe.name} stage 2", progress=progress)
+    result = trainer.fit(resume=resume and rd.checkpoint.is_file())
+    if stage1_summary is None and (rd.path / "stage1" / "summary.json").is_file():
+        import json
+
+        stage1_summary = json.loads((rd.path / "stage1" / "summary.json").read_text())
+    if stage1_summary is not None:
+        result.summary["stage1"] = stage1_summary
+    return result

@@ -1,0 +1,366 @@
+"""Attention-score-driven neighbourhood sampling (Spexphormer's sparsification step).
+
+Spexphormer (https://arxiv.org/abs/2411.16278) trains a narrow attention network on the graph plus
+expander and self-loop edges, reads its per-layer attention scores, and keeps for every node and
+every layer a fixed number ``k`` of incoming edges drawn with probabilities proportional to those
+scores. The wide network then attends over these ``N x k`` neighbour tables with dense gathers.
+
+:func:`sparsify` draws the tables for all nodes at once: no Python loop over nodes, one pass of
+two integer sorts per layer.
+
+Sampling law (``method="reservoir"``)
+-------------------------------------
+For a destination node ``v`` whose candidate in-edges ``e`` have weights ``w_e > 0``, the ``k``
+kept edges are a weighted sample *without replacement* in the sense of successive sampling: the
+first edge is ``e`` with probability ``w_e / sum(w)``, the next one is drawn the same way from the
+rest, and so on. We draw it with Efraimidis-Spirakis keys ``-log(U_e) / w_e`` (``U_e`` uniform)
+and keep the ``k`` smallest, which has exactly that law. DGL's ``sample_neighbors(prob=...,
+replace=False)`` draws successively too, but it cannot give every node exactly ``k`` entries, and
+it is not vectorised across the layer-wise resampling we need.
+
+Conventions
+-----------
+- **Candidates** of a node are its in-edges with a positive score (``method="uniform"``: all its
+  in-edges). An edge with score 0 is never drawn.
+- **Deficient nodes** (fewer than ``k`` candidates) keep every candidate, in key order, and fill
+  the remaining slots with draws *with* replacement among their candidates, weighted by score
+  (equally for ``"uniform"``). Every node with at least one candidate gets exactly ``k`` entries.
+- **All-zero scores**: a node with in-edges whose scores are all 0 has no candidate;
+  ``zero_fallback="uniform"`` gives all its in-edges equal weight instead, ``"error"`` raises.
+- **Nodes without candidates** (zero in-degree) get ``k`` *masked* entries: the table points to the
+  node itself (``tables[v] = v``, a valid gather index), ``edge_ids = -1``, ``etypes = 0`` and
+  ``valid = False``. Table-based layers exclude masked entries from their softmax; a row with no
+  valid entry attends to nothing (output 0, as DGL's edge softmax gives a node without in-edges),
+  so the layer needs no special case. :meth:`SparseNeighbourhoods.to_graphs` leaves them out.
+  Graphs with self-loops (Spexphormer always adds them) have no such node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import dgl
+import torch
+from dgl.base import DGLError
+
+from dgl_rbgt._checks import check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int
+
+__all__ = ["SparseNeighbourhoods", "sparsify", "METHODS", "ZERO_FALLBACKS"]
+
+METHODS = ("reservoir", "topk", "uniform")
+ZERO_FALLBACKS = ("uniform", "error")
+
+_ETYPE = "etype"
+# Clears the sign bit: used to turn IEEE-754 float64 bit patterns into order-preserving int64.
+_LOW63 = 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass
+class SparseNeighbourhoods:
+    """Fixed-degree neighbour tables, one per layer, as drawn by :func:`sparsify`.
+
+    Row ``v`` of layer ``l`` lists the ``k_l`` incoming edges kept for destination node ``v``.
+    Entries of a deficient node may repeat (draws with replacement); entries of a node without
+    candidates are masked (``valid`` False, see the module notes).
+
+    Attributes
+    ----------
+    tables : list of Tensor
+        Per layer, ``(N, k_l)`` int64 source node ids.
+    edge_ids : list of Tensor
+        Per layer, ``(N, k_l)`` int64 ids of the kept edges in the input graph (-1 when masked).
+    etypes : list of Tensor
+        Per layer, ``(N, k_l)`` int64 edge-type codes (``graph.edata['etype']``, 0 without it).
+    valid : list of Tensor
+        Per layer, ``(N, k_l)`` bool; False only for the rows of nodes without candidates.
+    num_nodes : int
+        Number of nodes of the input graph.
+    graphs : list of DGLGraph or None
+        :meth:`to_graphs` of the tables when :func:`sparsify` was called with ``return_graphs``.
+    """
+
+    tables: list[torch.Tensor]
+    edge_ids: list[torch.Tensor]
+    etypes: list[torch.Tensor]
+    valid: list[torch.Tensor]
+    num_nodes: int
+    graphs: list[dgl.DGLGraph] | None = field(default=None, repr=False)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.tables)
+
+    @property
+    def ks(self) -> list[int]:
+        """Number of entries per node, per layer."""
+        return [int(t.shape[1]) for t in self.tables]
+
+    @property
+    def all_valid(self) -> bool:
+        """True when no entry is masked (every node had a candidate in every layer)."""
+        return all(bool(v.all()) for v in self.valid)
+
+    def to(self, device: torch.device | str) -> "SparseNeighbourhoods":
+        """A copy with every table on ``device`` (graphs included)."""
+        return SparseNeighbourhoods(
+            [t.to(device) for t in self.tables], [t.to(device) for t in self.edge_ids],
+            [t.to(device) for t in self.etypes], [t.to(device) for t in self.valid], self.num_nodes,
+            None if self.graphs is None else [g.to(device) for g in self.graphs])
+
+    def to_graphs(self) -> list[dgl.DGLGraph]:
+        """One DGLGraph per layer with the kept edges ``tables[l][v, j] -> v``.
+
+        Every node with a candidate has exactly ``k_l`` in-edges (repeated draws become parallel
+        edges); masked entries are left out. Edges are ordered row by row: edge ``v * k_l + j`` is
+        entry ``(v, j)`` when no entry is masked. ``edata[dgl.EID]`` holds the edge ids in the
+        input graph and ``edata['etype']`` the edge types.
+        """
+        graphs = []
+        for table, eids, etypes, valid in zip(self.tables, self.edge_ids, self.etypes, self.valid):
+            n, k = table.shape
+            dst = torch.arange(n, device=table.device).repeat_interleave(k)  # (N * k,) row-major
+            keep = valid.reshape(-1)
+            g = dgl.graph((table.reshape(-1)[keep], dst[keep]), num_nodes=self.num_nodes,
+                          device=table.device)
+            g.edata[dgl.EID] = eids.reshape(-1)[keep]
+            g.edata[_ETYPE] = etypes.reshape(-1)[keep]
+            graphs.append(g)
+        return graphs
+
+
+def _ordered_int64(x: torch.Tensor) -> torch.Tensor:
+    """Map float64 values to int64 with the same order (integer sorts are several times faster).
+
+    Non-negative floats already compare like their bit patterns; for negative ones all bits but
+    the sign are flipped so that a larger magnitude gives a smaller integer.
+    """
+    bits = x.to(torch.float64).view(torch.int64)
+    return bits ^ ((bits >> 63) & _LOW63)
+
+
+def _check_scores(scores, num_edges: int) -> torch.Tensor:
+    check_feat(scores, "scores", ndim=(1, 2), last_dim=num_edges, finite=False)
+    if scores.numel() and not bool(torch.isfinite(scores).all()):
+        raise ValueError("scores contains NaN or Inf values; attention scores must be finite")
+    if scores.numel() and bool((scores < 0).any()):
+        raise ValueError(f"scores must be nonnegative, got a minimum of {float(scores.min()):.6g}")
+    return scores
+
+
+def _check_ks(k, scores: torch.Tensor) -> list[int]:
+    """Per-layer k values; the number of layers comes from ``scores`` (L, E) or from a k list."""
+    if isinstance(k, Sequence) and not isinstance(k, (str, bytes)):
+        ks = [check_positive_int(v, f"k[{i}]") for i, v in enumerate(k)]
+        if not ks:
+            raise ValueError("k must be an int or a non-empty list of ints (one per layer), got []")
+        if scores.dim() == 2 and len(ks) != scores.shape[0]:
+            raise ValueError(f"k has {len(ks)} entries but scores has {scores.shape[0]} layers "
+                             f"(shape {tuple(scores.shape)}); give one k per layer or a single int")
+        return ks
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int or a list of ints, got {type(k).__name__} {k!r}")
+    check_positive_int(k, "k")
+    return [k] * (scores.shape[0] if scores.dim() == 2 else 1)
+
+
+def sparsify(
+    g: dgl.DGLGraph,
+    scores: torch.Tensor,
+    k: int | Sequence[int],
+    *,
+    method: str = "reservoir",
+    generator: torch.Generator | None = None,
+    return_graphs: bool = False,
+    zero_fallback: str = "uniform",
+) -> SparseNeighbourhoods:
+    r"""Keep ``k`` incoming edges per node and layer, drawn with probabilities given by ``scores``.
+
+    For every layer :math:`l` and destination node :math:`v` with candidate in-edges
+    :math:`\mathcal{N}(v)` (positive score), ``method="reservoir"`` keeps the :math:`k_l` edges with
+    the smallest Efraimidis-Spirakis keys
+
+    .. math::
+        \kappa_e = -\log(U_e) / s^{(l)}_e, \qquad U_e \sim \mathcal{U}(0, 1) \text{ i.i.d.},
+
+    a weighted sample without replacement (successive sampling). Nodes with fewer than
+    :math:`k_l` candidates keep them all and fill up with draws with replacement
+    (probability :math:`s_e / \sum_{\mathcal{N}(v)} s`). See the module notes for nodes without
+    candidates and all-zero scores.
+
+    Parameters
+    ----------
+    g : DGLGraph
+        Homogeneous graph (not a block) whose edges the scores belong to, usually the graph plus
+        expander and self-loop edges on which the score estimator was trained.
+    scores : Tensor
+        ``(E,)`` or ``(L, E)`` nonnegative finite floats, one row per layer (for example
+        :meth:`~dgl_rbgt.models.spexphormer.ScoreEstimator.attention_scores`). Only the relative
+        sizes among a node's in-edges matter. A ``(E,)`` tensor is used for every layer.
+    k : int or list of int
+        Entries per node: one value for all layers, or one per layer (``len(k) == L``; with
+        ``(E,)`` scores the list sets the number of layers).
+    method : str
+        ``"reservoir"`` (weighted without replacement, above), ``"topk"`` (the :math:`k_l`
+        highest scores, ties broken by the lower edge id; deficient nodes still fill up at random as
+        for ``"reservoir"``) or ``"uniform"`` (scores ignored: uniform without replacement among all
+        in-edges).
+    generator : torch.Generator, optional
+        Source of randomness (on the graph's device); torch's global generator when None.
+    return_graphs : bool
+        Also build the per-layer DGLGraphs (:meth:`SparseNeighbourhoods.to_graphs`) and store them
+        in the result's ``graphs``.
+    zero_fallback : str
+        For nodes with in-edges whose scores are all 0: ``"uniform"`` weighs those edges equally,
+        ``"error"`` raises ``ValueError``.
+
+    Returns
+    -------
+    SparseNeighbourhoods
+        Per layer ``(N, k_l)`` tables of source ids, edge ids, edge types and validity.
+
+    Raises
+    ------
+    TypeError
+        ``g`` is not a DGLGraph, ``scores`` is not a float tensor, ``k`` is not an int / list of
+        ints, ``generator`` is not a ``torch.Generator``.
+    ValueError
+        ``scores`` has the wrong number of dimensions or edges, negative, NaN or Inf values; ``k``
+        below 1 or a list whose length differs from the number of score rows; unknown ``method``
+        or ``zero_fallback``; all-zero scores with ``zero_fallback="error"``.
+    DGLError
+        ``g`` is a heterograph or a block, or has no nodes or no edges.
+
+    Examples
+    --------
+    >>> import dgl, torch
+    >>> from dgl_rbgt.transforms.sparsify import sparsify
+    >>> g = dgl.add_self_loop(dgl.rand_graph(6, 20))
+    >>> scores = torch.rand(2, g.num_edges())  # two layers
+    >>> nb = sparsify(g, scores, [3, 2], generator=torch.Generator().manual_seed(0))
+    >>> [tuple(t.shape) for t in nb.tables]
+    [(6, 3), (6, 2)]
+    >>> [int(h.in_degrees().min()) for h in nb.to_graphs()]
+    [3, 2]
+    """
+    check_homogeneous(g, "g", allow_block=False)
+    check_nonempty(g, "g")
+    num_nodes, num_edges = g.num_nodes(), g.num_edges()
+    if num_edges == 0:
+        raise DGLError("g has no edges, so there is nothing to sample; add self-loops or expander "
+                       "edges first (dgl_rbgt.transforms.edge_types.add_self_loops)")
+    scores = _check_scores(scores, num_edges)
+    ks = _check_ks(k, scores)
+    check_choice(method, "method", METHODS)
+    check_choice(zero_fallback, "zero_fallback", ZERO_FALLBACKS)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+    device = g.device
+    src, dst = (x.to(torch.int64) for x in g.edges(order="eid"))
+    etype_all = (g.edata[_ETYPE].to(torch.int64) if _ETYPE in g.edata
+                 else torch.zeros(num_edges, dtype=torch.int64, device=device))
+    in_deg = torch.bincount(dst, minlength=num_nodes)  # (N,)
+    indptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=device)
+    indptr[1:] = torch.cumsum(in_deg, 0)  # CSR offsets of each node's segment after the sort
+    # The second sort (by destination) is much faster on 32-bit keys.
+    dst_sortable = dst.to(torch.int32) if num_nodes < 2**31 else dst
+    scores = scores.to(device)
+    rows = scores if scores.dim() == 2 else scores.unsqueeze(0).expand(len(ks), -1)
+
+    tables, edge_ids, etypes, valids = [], [], [], []
+    self_ref = torch.arange(num_nodes, device=device).unsqueeze(1)  # (N, 1) masked entries
+    for layer, k_l in enumerate(ks):
+        weight, all_positive = _layer_weights(rows[layer], dst, in_deg, num_nodes, method,
+                                              zero_fallback, layer)
+        num_cand = in_deg if all_positive else torch.bincount(dst[weight > 0], minlength=num_nodes)  # (N,)
+        order = _segment_order(weight, dst_sortable, method, generator, all_positive)  # (E,) edge ids
+        # Slot j of node v holds the j-th edge of v's sorted segment, for j < min(k, candidates).
+        slots = torch.arange(k_l, device=device)
+        filled = slots.unsqueeze(0) < num_cand.unsqueeze(1)  # (N, k)
+        pos = (indptr[:-1].unsqueeze(1) + slots).clamp(max=num_edges - 1)  # (N, k) into order
+        eid_table = torch.where(filled, order[pos], torch.full_like(pos, -1))  # (N, k)
+        _fill_deficient(eid_table, order, indptr, num_cand, weight, k_l, generator)
+        valid = eid_table >= 0  # (N, k): False only for nodes without candidates
+        safe = eid_table.clamp(min=0)
+        tables.append(torch.where(valid, src[safe], self_ref))
+        etypes.append(torch.where(valid, etype_all[safe], torch.zeros_like(safe)))
+        edge_ids.append(eid_table)
+        valids.append(valid)
+    result = SparseNeighbourhoods(tables, edge_ids, etypes, valids, num_nodes)
+    if return_graphs:
+        result.graphs = result.to_graphs()
+    return result
+
+
+def _layer_weights(score: torch.Tensor, dst: torch.Tensor, in_deg: torch.Tensor, num_nodes: int,
+                   method: str, zero_fallback: str, layer: int) -> tuple[torch.Tensor, bool]:
+    """Float64 sampling weights of one layer, with the all-zero fallback applied, and whether
+    they are all positive (then every in-edge is a candidate)."""
+    if method == "uniform":
+        return torch.ones_like(score, dtype=torch.float64), True
+    weight = score.to(torch.float64)
+    if bool((weight > 0).all()):
+        return weight, True
+    node_sum = torch.zeros(num_nodes, dtype=torch.float64, device=weight.device).index_add_(0, dst, weight)
+    all_zero = (node_sum == 0) & (in_deg > 0)  # (N,) nodes with in-edges but no candidate
+    if bool(all_zero.any()):
+        nodes = all_zero.nonzero().flatten()
+        if zero_fallback == "error":
+            raise ValueError(
+                f"scores of layer {layer} are all zero on the in-edges of {len(nodes)} node(s) "
+                f"(first: {nodes[:5].tolist()}); pass zero_fallback='uniform' to weigh their "
+                f"in-edges equally")
+        weight = torch.where(all_zero[dst], torch.ones_like(weight), weight)
+    return weight, bool((weight > 0).all())
+
+
+def _segment_order(weight: torch.Tensor, dst: torch.Tensor, method: str,
+                   generator: torch.Generator | None, all_positive: bool) -> torch.Tensor:
+    """Edge ids sorted by (destination, key): each node's segment starts with its kept edges.
+
+    One global sort by key, then a stable sort by destination; both on integers (float64 keys
+    are mapped to order-preserving int64), which CPU torch sorts with a radix sort.
+    """
+    num_edges = weight.numel()
+    if method == "uniform":
+        # Any i.i.d. continuous key gives a uniform order; random 62-bit integers tie with
+        # probability ~E^2 / 2^62 and need no float work.
+        key = torch.randint(0, 2**62, (num_edges,), generator=generator, device=weight.device)
+    elif method == "topk":
+        key = _ordered_int64(-weight)  # largest score first; zero weights (-0.0) last
+    else:
+        # log(-log U) - log w: Efraimidis-Spirakis keys in log space, so tiny weights cannot
+        # overflow; zero weights get +inf and end each segment.
+        expo = torch.empty(num_edges, dtype=torch.float64, device=weight.device).exponential_(
+            generator=generator)
+        log_key = expo.log_().sub_(weight.log())
+        if not all_positive:
+            log_key.masked_fill_(weight == 0, float("inf"))
+        key = _ordered_int64(log_key)
+    # Stable: topk ties stay in edge-id order.
+    by_key = torch.sort(key, stable=True).indices
+    by_dst = torch.sort(dst[by_key], stable=True).indices
+    return by_key[by_dst]
+
+
+def _fill_deficient(eid_table: torch.Tensor, order: torch.Tensor, indptr: torch.Tensor,
+                    num_cand: torch.Tensor, weight: torch.Tensor, k: int,
+                    generator: torch.Generator | None) -> None:
+    """Fill slots ``num_cand[v] .. k-1`` of nodes with ``0 < num_cand < k`` by weighted draws with
+    replacement among their candidates (in place)."""
+    deficient = ((num_cand > 0) & (num_cand < k)).nonzero().flatten()  # (D,)
+    if deficient.numel() == 0:
+        return
+    width = int(num_cand[deficient].max())  # < k
+    cols = torch.arange(width, device=order.device)
+    is_cand = cols.unsqueeze(0) < num_cand[deficient].unsqueeze(1)  # (D, width)
+    # A node's candidates are the first num_cand entries of its sorted segment.
+    pos = (indptr[deficient].unsqueeze(1) + cols).clamp(max=order.numel() - 1)  # (D, width)
+    cand_eids = order[pos]  # (D, width)
+    cand_w = torch.where(is_cand, weight[cand_eids], torch.zeros((), dtype=weight.dtype, device=weight.device))
+    draws = torch.multinomial(cand_w, k, replacement=True, generator=generator)  # (D, k) columns
+    drawn_eids = cand_eids.gather(1, draws)  # (D, k)
+    slots = torch.arange(k, device=order.device).unsqueeze(0)
+    fill = slots >= num_cand[deficient].unsqueeze(1)  # (D, k) slots still empty
+    rows = eid_table[deficient]
+    eid_table[deficient] = torch.where(fill, drawn_eids, rows)

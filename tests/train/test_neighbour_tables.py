@@ -1,0 +1,161 @@
+"""NeighbourTables: layer-wise batches (prefix property, valid indices, size bound), exactness
+against the full-graph forward, resampling, evaluation draws, errors."""
+import math
+
+import dgl
+import pytest
+import torch
+
+from dgl_rbgt.models.spexphormer import Spexphormer
+from dgl_rbgt.train.neighbour_tables import NeighbourTables, grow_batch
+from dgl_rbgt.transforms.edge_types import add_self_loops
+from dgl_rbgt.transforms.sparsify import sparsify
+
+KS = [4, 2, 3]
+
+
+def feat_graph(n: int = 400, e: int = 1600) -> dgl.DGLGraph:
+    g = add_self_loops(dgl.rand_graph(n, e))
+    g.edata["etype"][: e // 3] = 1
+    g.ndata["feat"] = torch.randn(n, 5)
+    return g
+
+
+def eval_model(layers: int = 3) -> Spexphormer:
+    """float64, eval mode, random BatchNorm statistics: the forward is a fixed function."""
+    model = Spexphormer(5, 3, hidden=8, num_heads=2, layers=layers).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def test_batches_have_prefix_property_valid_indices_and_bounded_size():
+    g = feat_graph()
+    nb = sparsify(g, torch.rand(3, g.num_edges()), KS)
+    targets = torch.randperm(400)[:25]
+    node_lists, blocks = grow_batch(nb, targets)
+    assert len(node_lists) == 4 and torch.equal(node_lists[-1], targets)
+    for layer, block in enumerate(blocks):
+        src, dst = node_lists[layer], node_lists[layer + 1]
+        assert len(torch.unique(src)) == len(src)  # each node once
+        assert torch.equal(src[: len(dst)], dst)  # prefix property
+        assert block.num_dst == len(dst) and block.num_src == len(src) and block.k == KS[layer]
+        assert int(block.table.min()) >= 0 and int(block.table.max()) < len(src)
+        # Remapped entries point at the same global nodes as the full tables.
+        assert torch.equal(src[block.table], nb.tables[layer][dst])
+        assert torch.equal(block.etype, nb.etypes[layer][dst])
+        # Each list grows by at most a factor 1 + k.
+        assert len(src) <= len(dst) * (1 + KS[layer])
+    assert len(node_lists[0]) <= 25 * math.prod(1 + k for k in KS)
+
+
+def test_mini_batch_forward_equals_full_graph_forward():
+    """Batching is exact: every eval batch's logits equal the full-table forward's rows."""
+    g = feat_graph()
+    g.ndata["feat"] = g.ndata["feat"].double()
+    nt = NeighbourTables(g, scores=torch.rand(3, g.num_edges()), ks=KS, batch_size=50, eval_batch_size=37)
+    model = eval_model()
+    full = model(nt._eval_tables[0], g.ndata["feat"])  # every node list = all nodes
+    nodes = torch.randperm(400)[:150]
+    seen = []
+    with torch.no_grad():
+        for batch in nt.eval_batches(nodes):
+            torch.testing.assert_close(batch.run(model), full[batch.output_nodes], rtol=0, atol=1e-12)
+            seen.append(batch.output_nodes)
+    assert torch.equal(torch.cat(seen), nodes)
+    # Training batches too (same function of their own tables).
+    torch.manual_seed(0)
+    batches = list(nt.train_batches(nodes, epoch=0))
+    full_train = model(nt.train_tables, g.ndata["feat"])
+    for batch in batches:
+        torch.testing.assert_close(batch.run(model), full_train[batch.output_nodes], rtol=0, atol=1e-12)
+    assert torch.equal(torch.cat([b.output_nodes for b in batches]).sort().values, nodes.sort().values)
+    assert nt.num_train_batches(nodes) == len(batches) == 3
+
+
+def test_eval_averages_logits_over_fixed_draws():
+    g = feat_graph()
+    g.ndata["feat"] = g.ndata["feat"].double()
+    scores = torch.rand(3, g.num_edges())
+    nt = NeighbourTables(g, scores=scores, ks=KS, batch_size=400, eval_repeats=3, eval_seed=7)
+    model = eval_model()
+    fulls = [model(sparsify(g, scores, KS, generator=torch.Generator().manual_seed(7 + i)), g.ndata["feat"])
+             for i in range(3)]
+    nodes = torch.arange(400)
+    with torch.no_grad():
+        (batch,) = list(nt.eval_batches(nodes))
+        first = batch.run(model)
+        torch.testing.assert_close(first, torch.stack(fulls).mean(0), rtol=0, atol=1e-12)
+        (again,) = list(nt.eval_batches(nodes))
+        assert torch.equal(again.run(model), first)  # deterministic evaluation
+
+
+def tables_of(nt: NeighbourTables):
+    return [t.clone() for t in nt.train_tables.tables]
+
+
+def drain(nt: NeighbourTables, epoch: int, seed: int):
+    torch.manual_seed(seed)  # what the loop does before each epoch
+    return list(nt.train_batches(torch.arange(400), epoch))
+
+
+@pytest.mark.parametrize("resample_every", [1, 2, 0])
+def test_resampling_schedule(resample_every):
+    g = feat_graph()
+    nt = NeighbourTables(g, scores=torch.rand(3, g.num_edges()), ks=KS, batch_size=128,
+                         resample_every=resample_every)
+    drawn = []
+    for epoch in range(4):
+        drain(nt, epoch, seed=100 + epoch)
+        drawn.append(tables_of(nt))
+    changed = [not all(torch.equal(a, b) for a, b in zip(drawn[e - 1], drawn[e])) for e in range(1, 4)]
+    want = {1: [True, True, True], 2: [False, True, False], 0: [False, False, False]}[resample_every]
+    assert changed == want
+    # Draws come from the global generator: the same seed gives the same tables.
+    other = NeighbourTables(g, scores=nt.scores, ks=KS, batch_size=128, resample_every=resample_every)
+    drain(other, 0, seed=100)
+    assert all(torch.equal(a, b) for a, b in zip(drawn[0], tables_of(other)))
+
+
+def test_scores_from_file(tmp_path):
+    g = feat_graph()
+    scores = torch.rand(3, g.num_edges())
+    torch.save(scores, tmp_path / "scores.pt")
+    nt = NeighbourTables(g, scores=tmp_path / "scores.pt", ks=2, batch_size=10)
+    assert torch.equal(nt.scores, scores) and nt.ks == [2, 2, 2]
+
+
+def test_errors():
+    g = feat_graph()
+    scores = torch.rand(3, g.num_edges())
+    with pytest.raises(ValueError, match="scores has 10 columns but the graph has"):
+        NeighbourTables(g, scores=torch.rand(3, 10), ks=2, batch_size=8)
+    with pytest.raises(ValueError, match=r"scores must have shape \(L, E\)"):
+        NeighbourTables(g, scores=scores[0], ks=2, batch_size=8)
+    with pytest.raises(TypeError, match="scores must be a tensor"):
+        NeighbourTables(g, scores=[0.5], ks=2, batch_size=8)
+    with pytest.raises(ValueError, match="ks must be an int or a list of 3 ints"):
+        NeighbourTables(g, scores=scores, ks=[2, 2], batch_size=8)
+    with pytest.raises(ValueError, match=r"ks\[1\] must be >= 1"):
+        NeighbourTables(g, scores=scores, ks=[2, 0, 2], batch_size=8)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        NeighbourTables(g, scores=scores, ks=2, batch_size=0)
+    with pytest.raises(ValueError, match="resample_every must be >= 0"):
+        NeighbourTables(g, scores=scores, ks=2, batch_size=8, resample_every=-1)
+    with pytest.raises(ValueError, match="eval_repeats must be >= 1"):
+        NeighbourTables(g, scores=scores, ks=2, batch_size=8, eval_repeats=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        NeighbourTables(g, scores=scores, ks=2, batch_size=8, method="max")
+    with pytest.raises(ValueError, match="scores must be nonnegative"):
+        NeighbourTables(g, scores=-scores, ks=2, batch_size=8)
+    g.ndata.pop("feat")
+    with pytest.raises(ValueError, match=r"graph has no ndata\['feat'\]"):
+        NeighbourTables(g, scores=scores, ks=2, batch_size=8)
+    nb = sparsify(g, scores, 2)
+    with pytest.raises(ValueError, match="targets must be distinct"):
+        grow_batch(nb, torch.tensor([1, 2, 1]))
