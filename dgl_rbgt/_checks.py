@@ -14,6 +14,7 @@ __all__ = [
     "check_homogeneous",
     "check_nonempty",
     "check_feat",
+    "all_finite",
     "check_positive_int",
     "check_probability",
     "check_choice",
@@ -73,8 +74,21 @@ def check_feat(
         raise ValueError(f"{name} must have {rows} rows (one per node), got shape {tuple(feat.shape)}")
     if last_dim is not None and feat.shape[-1] != last_dim:
         raise ValueError(f"{name} must have last dimension {last_dim}, got shape {tuple(feat.shape)}")
-    if finite and feat.numel() and not bool(torch.isfinite(feat).all()):
+    if finite and not all_finite(feat):
         raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether ``x`` has no NaN or Inf, in one pass over it on the common path.
+
+    A non-finite value makes the float64 sum non-finite, so a finite sum proves the tensor is
+    finite; only a non-finite sum (a real NaN/Inf, or an overflow) needs the exact elementwise test.
+    """
+    if x.numel() == 0:
+        return True
+    if bool(torch.isfinite(x.sum(dtype=torch.float64))):
+        return True
+    return bool(torch.isfinite(x).all())
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:

@@ -1,6 +1,7 @@
 """The command line: user mistakes give one line and exit 2; a real run leaves a full run dir."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,8 +28,14 @@ def one_line_error(proc, pattern):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("dgl-rbgt: error: ")
-    import re
     assert re.search(pattern, lines[0]), lines[0]
+
+
+def in_process(capsys, *args):
+    """Run the CLI in this process (fast); returns an object shaped like CompletedProcess."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def test_train_writes_a_complete_run_dir(tmp_path, capsys):
@@ -44,11 +51,11 @@ def test_train_writes_a_complete_run_dir(tmp_path, capsys):
     assert (run / "train.log").read_text().count("epoch ") >= 6
 
 
-def test_run_dir_is_never_overwritten(tmp_path):
+def test_run_dir_is_never_overwritten(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "precious.txt").write_text("keep")
-    proc = cli("train", "recipes/quickstart.yaml", "--run-dir", str(run), *TINY)
+    proc = in_process(capsys, "train", "recipes/quickstart.yaml", "--run-dir", str(run), *TINY)
     one_line_error(proc, r"--run-dir .* is not empty")
     assert (run / "precious.txt").read_text() == "keep"
 
@@ -62,26 +69,29 @@ def test_run_dir_is_never_overwritten(tmp_path):
     (["train", "recipes/quickstart.yaml", "--set", "train.device=cuda:7"], r"train\.device"),
     (["train", "recipes/gcn_cora.yaml", "--set", "dataset.root=/nonexistent"], r"/nonexistent"),
 ])
-def test_user_mistakes_exit_2_with_one_line(args, pattern):
-    one_line_error(cli(*args), pattern)
+def test_user_mistakes_exit_2_with_one_line(capsys, args, pattern):
+    one_line_error(in_process(capsys, *args), pattern)
 
 
-def test_resume_refuses_corrupt_checkpoint(tmp_path):
+def test_user_mistake_in_a_real_process():
+    """The same through `python -m dgl_rbgt`: exit status 2 and one line, no traceback."""
+    one_line_error(cli("train", "recipes/quickstart.yaml", "--set", "train.lr=-1"), r"train\.lr")
+
+
+def test_resume_refuses_corrupt_checkpoint_and_other_recipes(tmp_path, capsys):
     run = tmp_path / "run"
-    assert cli("train", "recipes/quickstart.yaml", "--run-dir", str(run), *TINY).returncode == 0
+    assert in_process(capsys, "train", "recipes/quickstart.yaml", "--run-dir", str(run), *TINY).returncode == 0
+    one_line_error(in_process(capsys, "train", "recipes/quickstart.yaml", "--run-dir", str(run), "--resume",
+                              *TINY, "--set", "train.lr=0.5"), r"differs from this recipe")
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    one_line_error(cli("train", "recipes/quickstart.yaml", "--run-dir", str(run), "--resume", *TINY),
+    one_line_error(in_process(capsys, "train", "recipes/quickstart.yaml", "--run-dir", str(run), "--resume", *TINY),
+                   r"checkpoint .*checkpoint\.pt is unreadable")
+    (run / "checkpoint.pt").write_bytes(b"")
+    one_line_error(in_process(capsys, "train", "recipes/quickstart.yaml", "--run-dir", str(run), "--resume", *TINY),
                    r"checkpoint .*checkpoint\.pt is unreadable")
     (run / "checkpoint.pt").unlink()
-    one_line_error(cli("train", "recipes/quickstart.yaml", "--run-dir", str(run), "--resume", *TINY),
+    one_line_error(in_process(capsys, "train", "recipes/quickstart.yaml", "--run-dir", str(run), "--resume", *TINY),
                    r"no checkpoint\.pt in")
-
-
-def test_resume_refuses_another_recipe(tmp_path):
-    run = tmp_path / "run"
-    assert cli("train", "recipes/quickstart.yaml", "--run-dir", str(run), *TINY).returncode == 0
-    one_line_error(cli("train", "recipes/quickstart.yaml", "--run-dir", str(run), "--resume", *TINY,
-                       "--set", "train.lr=0.5"), r"differs from this recipe")
 
 
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):
@@ -116,10 +126,11 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     assert strip((whole / "metrics.csv").read_text()) == strip((cut / "metrics.csv").read_text())
 
 
-def test_datasets_and_info(data_root):
-    proc = cli("datasets")
+def test_datasets_and_info(data_root, capsys):
+    proc = in_process(capsys, "datasets")
     assert proc.returncode == 0 and "cora" in proc.stdout and "csbm" in proc.stdout
-    proc = cli("info")
+    assert re.search(r"cora .* yes", proc.stdout)  # found under the data root
+    proc = in_process(capsys, "info")
     assert proc.returncode == 0 and "torch" in proc.stdout and "dgl" in proc.stdout and "threads" in proc.stdout
 
 

@@ -13,8 +13,9 @@ Every (graph, layer) measurement runs in a fresh subprocess: peak memory is its
 ``ru_maxrss`` after the timed iterations minus its ``ru_maxrss`` after imports, loading the graph
 (with all its sparse formats built) and allocating the inputs. Layers are alternated within each
 round and the order rotates between rounds; the table shows medians over all timed iterations,
-the min-max spread, time per (edge x head) and the ratio to GATConv. Inputs are fresh random
-features for every iteration.
+the min-max spread, time per (edge x head) and the ratio to GATConv, for wall-clock time and
+for the process's CPU time (steadier when other jobs share the cores; with several threads it
+also counts OpenMP spin-waiting). Inputs are fresh random features for every iteration.
 
     tools/in-venv python tools/bench_exphormer.py                 # both graphs, ~6-9 min
     tools/in-venv python tools/bench_exphormer.py --graphs photo --rounds 3
@@ -120,17 +121,18 @@ def worker(args: argparse.Namespace) -> None:
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.no_grad():
         layer(g, feats[0])  # warm-up: lazy caches (ExphormerConv's typed graph), allocator
-    times = []
+    times, cpu_times = [], []
     for feat in feats[1:]:
         feat.requires_grad_(True)  # a middle layer: gradients flow to its input too
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = layer(g, feat)  # (N, H, width)
         (out * weight).sum().backward()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - start_cpu)
         layer.zero_grad(set_to_none=True)
         del out
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"times": times, "peak_mb": (peak_kb - baseline_kb) / 1024, "baseline_mb": baseline_kb / 1024}))
+    print(json.dumps({"times": times, "cpu_times": cpu_times, "peak_mb": (peak_kb - baseline_kb) / 1024, "baseline_mb": baseline_kb / 1024}))
 
 
 def main() -> None:
@@ -170,6 +172,7 @@ def main() -> None:
             )
             repeats = args.repeats or GRAPHS[name]
             samples = {layer: [] for layer in LAYERS}
+            cpu_samples = {layer: [] for layer in LAYERS}
             peaks = {layer: [] for layer in LAYERS}
             for rnd in range(args.rounds):
                 order = LAYERS[rnd % len(LAYERS):] + LAYERS[: rnd % len(LAYERS)]  # rotate
@@ -184,23 +187,27 @@ def main() -> None:
                         sys.exit(f"worker failed ({name}, {layer}):\n{proc.stderr[-3000:]}")
                     result = json.loads(proc.stdout.strip().splitlines()[-1])
                     samples[layer] += result["times"]
+                    cpu_samples[layer] += result["cpu_times"]
                     peaks[layer].append(result["peak_mb"])
-                    for i, t in enumerate(result["times"]):
+                    for i, (t, cpu) in enumerate(zip(result["times"], result["cpu_times"])):
                         rows.append(
-                            dict(graph=name, layer=layer, round=rnd, iteration=i, seconds=t,
+                            dict(graph=name, layer=layer, round=rnd, iteration=i, seconds=t, cpu_seconds=cpu,
                                  peak_mb=result["peak_mb"], nodes=info["nodes"], edges=info["edges"],
                                  hidden=args.hidden, heads=args.heads, threads=threads)
                         )
                     print(f"  round {rnd} {layer:9s} {statistics.median(result['times']):8.3f} s  "
                           f"peak +{result['peak_mb']:8.1f} MB", flush=True)
             gat_time = statistics.median(samples["gat"])
+            gat_cpu = statistics.median(cpu_samples["gat"])
             for layer in LAYERS:
                 med = statistics.median(samples[layer])
+                cpu = statistics.median(cpu_samples[layer])
                 summary.append(
                     dict(graph=name, layer=layer, nodes=info["nodes"], edges=info["edges"],
                          median_s=med, min_s=min(samples[layer]), max_s=max(samples[layer]),
                          ns_per_edge_head=med / (info["edges"] * args.heads) * 1e9,
-                         ratio_vs_gat=med / gat_time, peak_mb=statistics.median(peaks[layer]),
+                         ratio_vs_gat=med / gat_time, cpu_s=cpu, cpu_ratio_vs_gat=cpu / gat_cpu,
+                         peak_mb=statistics.median(peaks[layer]),
                          samples=len(samples[layer]))
                 )
     with open(out_dir / "bench_exphormer.csv", "w", newline="") as fh:
@@ -214,13 +221,13 @@ def main() -> None:
     print(f"\nforward+backward, hidden {args.hidden}, {args.heads} heads, {threads} threads, "
           f"{os.cpu_count()} cores; medians over {args.rounds} subprocess rounds")
     header = f"{'graph':10s} {'layer':10s} {'edges':>11s} {'median s':>9s} {'spread s':>15s} " \
-             f"{'ns/(edge*head)':>14s} {'vs GAT':>7s} {'peak MB':>9s}"
+             f"{'ns/(edge*head)':>14s} {'vs GAT':>7s} {'CPU s':>8s} {'CPU vs GAT':>10s} {'peak MB':>9s}"
     print(header)
     print("-" * len(header))
     for s in summary:
         print(f"{s['graph']:10s} {s['layer']:10s} {s['edges']:11,d} {s['median_s']:9.3f} "
               f"{s['min_s']:7.3f}-{s['max_s']:<7.3f} {s['ns_per_edge_head']:14.2f} "
-              f"{s['ratio_vs_gat']:7.2f} {s['peak_mb']:9.1f}")
+              f"{s['ratio_vs_gat']:7.2f} {s['cpu_s']:8.3f} {s['cpu_ratio_vs_gat']:10.2f} {s['peak_mb']:9.1f}")
     print(f"\nCSV: {out_dir / 'bench_exphormer.csv'}, {out_dir / 'summary.csv'}")
 
 

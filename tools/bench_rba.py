@@ -23,7 +23,9 @@ a random linear functional of the output. Variants:
 Every configuration runs in a FRESH subprocess; its peak memory is ``ru_maxrss`` minus the same
 process's ``ru_maxrss`` after imports. Times are the median of ``--repeats`` runs after one
 warm-up run (a run longer than ``--time-cap`` seconds is reported alone). The variants are
-alternated inside each (N, p). Prints a table last, writes ``results.csv`` and ``rba.png`` under
+alternated inside each (N, p), and ``--rounds`` repeats the whole sweep (runs pooled).
+Workers run with ``OMP_WAIT_POLICY=PASSIVE`` by default: on a shared machine with more busy
+threads than cores, spinning OpenMP threads made timings 3-10x slower and erratic. Prints a table last, writes ``results.csv`` and ``rba.png`` under
 ``--out`` and checks the targets: RBA memory slope <= 1.1 (log-log, N >= 25k), rba_layer >= 1.5x
 faster than literal at every p, rba >= 10x faster than full at N = 50k, rba within 3x of the
 floor at N = 1M, p = 256.
@@ -180,6 +182,8 @@ def run_config(args, variant: str, n: int, p: int) -> dict:
            "--repeats", str(args.repeats), "--threads", str(args.threads),
            "--time-cap", str(args.time_cap), "--seed", str(args.seed)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OUTDATED_IGNORE="1")
+    if args.omp_wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     row = {"variant": variant, "n": n, "p": p if variant not in P_FREE else "", "status": "ok"}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.config_timeout)
@@ -191,10 +195,26 @@ def run_config(args, variant: str, n: int, p: int) -> dict:
         row["status"] = f"failed rc={proc.returncode}: {tail[0][:80]}"
         return row
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    t = res["times"]
+    row.update(times=res["times"], peaks=[res["peak_mb"]])
+    return with_stats(row)
+
+
+def with_stats(row: dict) -> dict:
+    t = row["times"]
     row.update(median_ms=1e3 * statistics.median(t), min_ms=1e3 * min(t), max_ms=1e3 * max(t),
-               runs=len(t), peak_mb=res["peak_mb"])
+               runs=len(t), peak_mb=statistics.median(row["peaks"]))
     return row
+
+
+def merge(old: dict, new: dict) -> dict:
+    """Pool the timed runs of several rounds; memory is the median over rounds."""
+    if old["status"] != "ok":
+        return new
+    if new["status"] != "ok":
+        return old
+    old["times"] += new["times"]
+    old["peaks"] += new["peaks"]
+    return with_stats(old)
 
 
 def skip_reason(args, variant: str, n: int, p: int) -> str | None:
@@ -294,6 +314,11 @@ def main(argv=None) -> None:
                     help="skip the literal variant when its (G,H,p,p) tensors exceed this")
     ap.add_argument("--time-cap", type=float, default=20.0,
                     help="a first run longer than this (s) is reported alone, without repeats")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="sweep all configurations this many times, alternating; runs are pooled")
+    ap.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
+                    help="OMP_WAIT_POLICY for the workers: on a shared, oversubscribed machine "
+                         "spinning OpenMP threads make timings 3-10x slower and erratic")
     ap.add_argument("--config-timeout", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     # Worker mode (one configuration in this fresh process).
@@ -308,24 +333,28 @@ def main(argv=None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    results: dict = {}
     started = time.perf_counter()
-    for n in args.sizes:
-        for i, p in enumerate(args.group_sizes):
-            # Alternate the variants inside each (N, p); p-free ones run once per N.
-            for variant in args.variants:
-                if variant in P_FREE and i > 0:
-                    continue
-                reason = skip_reason(args, variant, n, p)
-                if reason:
-                    row = {"variant": variant, "n": n, "p": p if variant not in P_FREE else "", "status": reason}
-                else:
-                    row = run_config(args, variant, n, p)
-                rows.append(row)
-                msg = (f"{row['median_ms']:.1f} ms [{row['min_ms']:.1f}-{row['max_ms']:.1f}] "
-                       f"{row['peak_mb']:.0f} MB" if row["status"] == "ok" else row["status"])
-                print(f"[{time.perf_counter() - started:6.0f}s] N={n} p={row['p'] or '-'} {variant}: {msg}",
-                      flush=True)
+    print(f"threads={args.threads} OMP_WAIT_POLICY={args.omp_wait_policy} rounds={args.rounds}", flush=True)
+    for rnd in range(args.rounds):
+        for n in args.sizes:
+            for i, p in enumerate(args.group_sizes):
+                # Alternate the variants inside each (N, p); p-free ones run once per N.
+                for variant in args.variants:
+                    if variant in P_FREE and i > 0:
+                        continue
+                    key = (variant, n, p if variant not in P_FREE else "")
+                    reason = skip_reason(args, variant, n, p)
+                    if reason:
+                        row = {"variant": variant, "n": n, "p": key[2], "status": reason}
+                    else:
+                        row = run_config(args, variant, n, p)
+                    results[key] = merge(results[key], row) if key in results else row
+                    msg = (f"{row['median_ms']:.1f} ms [{row['min_ms']:.1f}-{row['max_ms']:.1f}] "
+                           f"{row['peak_mb']:.0f} MB" if row["status"] == "ok" else row["status"])
+                    print(f"[{time.perf_counter() - started:6.0f}s] round {rnd + 1} N={n} "
+                          f"p={row['p'] or '-'} {variant}: {msg}", flush=True)
+    rows = list(results.values())
 
     fields = ["variant", "n", "p", "median_ms", "min_ms", "max_ms", "runs", "peak_mb", "status"]
     with open(out / "results.csv", "w", newline="") as f:
@@ -335,8 +364,8 @@ def main(argv=None) -> None:
             w.writerow({k: r.get(k, "") for k in fields})
     plot(rows, out / "rba.png")
 
-    print(f"\nthreads={args.threads} repeats={args.repeats} d_model={D_MODEL} H={HEADS}; "
-          f"CSV and PNG in {out}/")
+    print(f"\nthreads={args.threads} repeats={args.repeats} rounds={args.rounds} "
+          f"OMP_WAIT_POLICY={args.omp_wait_policy} d_model={D_MODEL} H={HEADS}; CSV and PNG in {out}/")
     print(f"{'N':>9} {'p':>5} {'variant':>10} {'median ms':>10} {'spread ms':>19} {'peak MB':>8}  status")
     for r in rows:
         if r["status"] == "ok":

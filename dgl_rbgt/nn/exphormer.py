@@ -149,6 +149,46 @@ class _EdgeDot(torch.autograd.Function):
         return None, grad_x, grad_y
 
 
+
+class _TypedEdgeDot(torch.autograd.Function):
+    """``s[e] = <k[j], q[i] * table[t]>`` for every edge ``e = j -> i`` of type ``t``.
+
+    Forward: one gsddmm on the typed COO graph against the typed queries ``(N_dst * T, H, d)``,
+    freed at once. Backward: per present type, two sparse-dense products on the graph's own CSR
+    layouts with the gradient masked to that type, recomputing ``q * table[t]``; so neither the
+    typed queries nor a typed CSR copy of the graph is kept for the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, typed, st, codes, present, k, q, table):
+        num_types, num_heads, width = table.shape
+        typed_q = (q.unsqueeze(1) * table.unsqueeze(0)).reshape(-1, num_heads, width)  # (N_dst*T, H, d)
+        logits = dgl.ops.u_dot_v(typed, k, typed_q)  # (E, H, 1)
+        ctx.st, ctx.present = st, present
+        ctx.save_for_backward(codes, k, q, table)
+        return logits
+
+    @staticmethod
+    def backward(ctx, grad):
+        st, present = ctx.st, ctx.present
+        codes, k, q, table = ctx.saved_tensors
+        grad = grad.squeeze(-1)  # (E, H)
+        grad_k = torch.zeros_like(k) if ctx.needs_input_grad[4] else None
+        grad_q = torch.zeros_like(q) if ctx.needs_input_grad[5] else None
+        grad_table = torch.zeros_like(table) if ctx.needs_input_grad[6] else None
+        for t in present:
+            grad_t = grad * (codes == t).unsqueeze(1).to(grad.dtype)  # (E, H): type t only
+            if grad_k is not None:
+                grad_k += _csr_mm(st.out_ptr, st.out_idx, st.out_eid, grad_t, q * table[t], st.num_src)
+            if grad_q is not None or grad_table is not None:
+                grad_typed = _csr_mm(st.in_ptr, st.in_idx, st.in_eid, grad_t, k, st.num_dst)  # (N_dst, H, d)
+                if grad_q is not None:
+                    grad_q += grad_typed * table[t]
+                if grad_table is not None:
+                    grad_table[t] = (grad_typed * q).sum(0)
+        return None, None, None, None, grad_k, grad_q, grad_table
+
+
 BACKENDS = ("auto", "dgl", "torch")
 
 
@@ -177,11 +217,12 @@ class ExphormerConv(nn.Module):
     The output is ``(N, H, out_feats)``; like the reference there is no output projection (a
     model mixes the heads itself, e.g. with its feed-forward block).
 
-    Cost: :math:`O(E H d)` time and :math:`O(E H)` memory for the edge-type path (the typed
-    query-key products run as one ``u_dot_v`` on an auxiliary graph whose destination ids
-    encode the edge type, so no ``(E, H, d)`` tensor is formed; it is cached for the last graph
-    seen); :math:`O(E H d)` memory for the ``edge_feat`` path. No dense :math:`N \times N` tensor.
-    See ``backend`` for the kernels.
+    Cost: :math:`O(E H d)` time and :math:`O(E H + N T H d)` memory for the edge-type path:
+    the typed query-key products run as one ``u_dot_v`` on an auxiliary graph whose destination
+    ids encode the edge type (edge ``j -> i`` of type ``t`` goes to ``i * T + t``, against the
+    typed queries ``q_i * e_t``), so no ``(E, H, d)`` tensor is formed; the auxiliary graph is
+    cached for the last graph seen. The ``edge_feat`` path needs :math:`O(E H d)` memory. No dense
+    :math:`N \times N` tensor. See ``backend`` for the kernels.
 
     Parameters
     ----------
@@ -215,6 +256,8 @@ class ExphormerConv(nn.Module):
         ``edge_softmax``, but the weighted sums (the aggregation and the gradients of the dot
         products) as torch sparse-CSR x dense products, one per head: on CPU DGL's kernel for a
         per-edge weight broadcast over the feature axis is about 20x slower than MKL's product.
+        Its backward pass also keeps less: the typed queries are recomputed per edge type, and
+        the auxiliary graph is kept in COO form only.
         ``"auto"``: ``"torch"`` on CPU with MKL for float32/float64, ``"dgl"`` otherwise (CUDA).
         Both give the same result up to float rounding. Default: ``"auto"``.
 
@@ -355,22 +398,28 @@ class ExphormerConv(nn.Module):
                 )
         return codes.to(torch.int64)
 
-    def _typed_graph(self, graph: dgl.DGLGraph) -> dgl.DGLGraph:
+    def _typed_graph(self, graph: dgl.DGLGraph, use_torch: bool) -> Any:
         """Auxiliary bipartite graph: edge ``j -> i`` of type ``t`` becomes ``j -> i * T + t``.
 
         Its edge ids equal the graph's, so one ``u_dot_v`` against the typed queries
-        ``q_i * e_t`` (stored at row ``i * T + t``) gives every edge its typed logit.
+        ``q_i * e_t`` (stored at row ``i * T + t``) gives every edge its typed logit. For the
+        torch kernels only its COO form is kept (the gradients use the graph's own CSR with
+        per-type masks), together with the codes and the types present.
         """
         codes = self._check_codes(graph)
         num_types = self._num_edge_types
         src, dst = graph.edges(order="eid")
         typed_dst = dst.to(torch.int64) * num_types + codes.to(dst.device)  # (E,)
-        return dgl.create_block(
+        typed = dgl.create_block(
             (src.to(torch.int64), typed_dst),
             num_src_nodes=graph.num_src_nodes(),
             num_dst_nodes=graph.num_dst_nodes() * num_types,
             device=graph.device,
         )
+        if not use_torch:
+            return typed
+        present = torch.bincount(codes, minlength=num_types).nonzero().flatten().tolist()
+        return typed.formats("coo"), codes, present
 
     def forward(
         self,
@@ -446,7 +495,7 @@ class ExphormerConv(nn.Module):
                         f"{(self._in_src_feats, self._in_dst_feats)}: pass feat as a (src, dst) pair"
                     )
 
-            q, k, v = self._project(feat_src, feat_dst, shared=feat_dst is feat_src)
+            q, k, v = self._project(feat_src, feat_dst)
             use_torch = self._use_torch(q)
             if self.fc_edge is None:
                 if edge_feat is not None:
@@ -468,7 +517,7 @@ class ExphormerConv(nn.Module):
                 graph.edata["e"] = e
                 graph.apply_edges(fn.e_mul_v("e", "q", "eq"))  # (E, H, d): e_ij * q_i
                 graph.apply_edges(fn.e_dot_u("eq", "k", "logit"))  # (E, H, 1)
-                logits = graph.edata.pop("logit")
+                logits = graph.edata.pop("logit") / math.sqrt(out_feats)
 
             if self._clamp is not None:
                 logits = logits.clamp(-self._clamp, self._clamp)
@@ -496,36 +545,24 @@ class ExphormerConv(nn.Module):
         )
 
     def _project(
-        self, feat_src: torch.Tensor, feat_dst: torch.Tensor, shared: bool
+        self, feat_src: torch.Tensor, feat_dst: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries (already divided by sqrt(d)), keys and values, each ``(N, H, d)``."""
+        """Queries, keys and values, each ``(N, H, d)`` (1/sqrt(d) is applied later, to the
+        edge term or the logits, so no scaled copy of the queries is made)."""
         num_heads, out_feats = self._num_heads, self._out_feats
-        width = num_heads * out_feats
-        if shared:
-            # one matrix product for Q, K and V when they read the same features
-            weight = torch.cat([self.fc_q.weight, self.fc_k.weight, self.fc_v.weight])  # (3 H d, D_in)
-            bias = None
-            if self.fc_q.bias is not None:
-                bias = torch.cat([self.fc_q.bias, self.fc_k.bias, self.fc_v.bias])
-            q, k, v = nn.functional.linear(feat_src, weight, bias).split(width, dim=-1)  # (N, H d) each
-        else:
-            q = self.fc_q(feat_dst)  # (N_dst, H d)
-            kv_weight = torch.cat([self.fc_k.weight, self.fc_v.weight])  # (2 H d, D_src)
-            kv_bias = None if self.fc_k.bias is None else torch.cat([self.fc_k.bias, self.fc_v.bias])
-            k, v = nn.functional.linear(feat_src, kv_weight, kv_bias).split(width, dim=-1)
-        # 1/sqrt(d) folded into the queries: N*H*d multiplications instead of E*H.
-        q = q.reshape(-1, num_heads, out_feats) / math.sqrt(out_feats)  # (N_dst, H, d)
-        k = k.contiguous().view(-1, num_heads, out_feats)  # (N_src, H, d)
-        v = v.contiguous().view(-1, num_heads, out_feats)  # (N_src, H, d)
+        q = self.fc_q(feat_dst).view(-1, num_heads, out_feats)  # (N_dst, H, d)
+        k = self.fc_k(feat_src).view(-1, num_heads, out_feats)  # (N_src, H, d)
+        v = self.fc_v(feat_src).view(-1, num_heads, out_feats)  # (N_src, H, d)
         return q, k, v
 
     def _typed_logits(
         self, graph: dgl.DGLGraph, q: torch.Tensor, k: torch.Tensor, use_torch: bool
     ) -> torch.Tensor:
-        """Logits ``sum_c q_i,c k_j,c e_t,c`` for every edge, without an (E, H, d) tensor."""
+        """Logits ``sum_c q_i,c k_j,c e_t,c / sqrt(d)`` for every edge, no (E, H, d) tensor."""
         num_types = self._num_edge_types
         num_heads, out_feats = self._num_heads, self._out_feats
-        table = self.edge_emb.weight.view(num_types, num_heads, out_feats)  # (T, H, d)
+        # (T, H, d); 1/sqrt(d) folded into the small table instead of the queries
+        table = self.edge_emb.weight.view(num_types, num_heads, out_feats) / math.sqrt(out_feats)
         if num_types == 1:
             self._check_codes(graph)
             if use_torch:
@@ -535,12 +572,20 @@ class ExphormerConv(nn.Module):
             graph.apply_edges(fn.u_dot_v("k", "q", "logit"))  # (E, H, 1)
             return graph.edata.pop("logit")
         codes_field = graph.edata[ETYPE] if ETYPE in graph.edata else None
-        typed = self._typed_cache.get(graph, codes_field, lambda: _Structure(self._typed_graph(graph)))
-        typed_q = (q.unsqueeze(1) * table.unsqueeze(0)).reshape(-1, num_heads, out_feats)  # (N_dst*T, H, d)
+        cached_for_torch, typed = self._typed_cache.get(
+            graph, codes_field, lambda: (use_torch, self._typed_graph(graph, use_torch))
+        )
+        if cached_for_torch != use_torch:  # same graph, other kernels (e.g. another dtype)
+            self._typed_cache.clear()
+            cached_for_torch, typed = self._typed_cache.get(
+                graph, codes_field, lambda: (use_torch, self._typed_graph(graph, use_torch))
+            )
         if use_torch:
-            return _EdgeDot.apply(typed, k, typed_q)  # (E, H, 1), edge ids as in graph
-        with typed.graph.local_scope():
-            typed.graph.srcdata["k"] = k
-            typed.graph.dstdata["q"] = typed_q
-            typed.graph.apply_edges(fn.u_dot_v("k", "q", "logit"))  # (E, H, 1), edge ids as in graph
-            return typed.graph.edata["logit"]
+            typed_graph, codes, present = typed
+            return _TypedEdgeDot.apply(typed_graph, _Structure(graph), codes, present, k, q, table)
+        typed_q = (q.unsqueeze(1) * table.unsqueeze(0)).reshape(-1, num_heads, out_feats)  # (N_dst*T, H, d)
+        with typed.local_scope():
+            typed.srcdata["k"] = k
+            typed.dstdata["q"] = typed_q
+            typed.apply_edges(fn.u_dot_v("k", "q", "logit"))  # (E, H, 1), edge ids as in graph
+            return typed.edata["logit"]

@@ -196,8 +196,8 @@ def _exact_plan(num_nodes: int, counts: torch.Tensor | None, device: torch.devic
 
 
 # ---------------------------------------------------------------------------------------------
-# Permutation with cheap backward: the gradient of a row permutation is the inverse permutation
-# (a gather), not the scatter-add autograd would use for index_select.
+# Row permutations with cheap backward: a permutation hits every row once, so its gradient is a
+# plain scatter (index_copy_) or gather, never autograd's zero-fill + scatter-add of index_select.
 # ---------------------------------------------------------------------------------------------
 
 

@@ -250,6 +250,21 @@ def test_backends_agree_on_outputs_and_all_gradients():
         assert rel_err(a, b) <= 1e-12
 
 
+def test_int32_graph_and_graph_without_edges(backend):
+    g = random_typed_graph(25, p=0.2, zero_rows=(1,)).int()
+    conv = make_conv(backend=backend, allow_zero_in_degree=True)
+    x = torch.randn(25, D_IN, dtype=torch.float64)
+    src, dst = g.edges()
+    ref, _, _ = dense_reference(conv, src.long(), dst.long(), 25, 25, x, x, typed_edge_vec(conv, g), conv._clamp)
+    assert rel_err(conv(g, x), ref) <= 1e-10
+    empty = dgl.graph(([], []), num_nodes=3)
+    empty.edata["etype"] = torch.zeros(0, dtype=torch.int64)
+    inp = torch.randn(3, D_IN, dtype=torch.float64, requires_grad=True)
+    out, attn = conv(empty, inp, get_attention=True)
+    out.sum().backward()
+    assert (out == 0).all() and attn.shape == (0, H, 1) and (inp.grad == 0).all()
+
+
 def test_auto_backend_uses_torch_products_on_cpu():
     conv = ExphormerConv(D_IN, D_OUT, H)
     expected = torch.backends.mkl.is_available()

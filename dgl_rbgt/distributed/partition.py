@@ -1,0 +1,197 @@
+"""Partition a recipe's graph for DistDGL: one partition per host.
+
+``partition(recipe, dist)`` loads the dataset and applies the recipe's transforms exactly like a
+single-machine run (:func:`dgl_rbgt.train.run.prepare_dataset`), then calls
+:func:`dgl.distributed.partition_graph` (METIS or random; training nodes balanced across
+partitions with ``balance_ntypes=train_mask``), and writes next to DGL's files a small report,
+``rbgt_partition.json``: the partition sizes, the edge cut, the timings, what the trainers need
+to know about the data (feature size, classes, metric), and a fingerprint of everything the
+partitions depend on, so ``launch`` refuses partitions made from another dataset or layout.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from .config import DistributedSection, partition_dir_of
+
+__all__ = ["partition", "partition_inputs", "read_report", "check_partitions", "REPORT_NAME", "format_report"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "rbgt_partition.json"
+REPORT_FORMAT = 1
+
+
+def partition_inputs(recipe, dist: DistributedSection) -> dict[str, Any]:
+    """Everything the partitions depend on (the dataset, its transforms and the layout)."""
+    return {
+        "dataset": recipe.dataset.model_dump(mode="json"),
+        "transforms": [t.model_dump(mode="json") for t in recipe.transforms],
+        "seed": recipe.seed,
+        "num_parts": len(dist.hosts),
+        "trainers_per_host": dist.trainers_per_host,
+        "partition_method": dist.partition_method,
+        "balance_train": dist.balance_train,
+        "balance_edges": dist.balance_edges,
+        "num_hops": dist.num_hops,
+        "graph_format": list(dist.graph_format),
+    }
+
+
+def _fingerprint(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _partition_of_nodes(num_nodes: int, orig_nids: torch.Tensor, node_map: list[list[int]]) -> torch.Tensor:
+    """Partition id of every original node id, from DGL's shuffled-id ranges."""
+    part = torch.empty(num_nodes, dtype=torch.int64)
+    for p, (start, end) in enumerate(node_map):
+        part[orig_nids[start:end]] = p
+    return part
+
+
+def _partition_stats(graph, part: torch.Tensor, num_parts: int) -> dict[str, Any]:
+    """Sizes per partition and the edge cut, vectorised over all edges."""
+    src, dst = graph.edges()
+    ps, pd = part[src], part[dst]
+    cut = ps != pd
+    n = graph.num_nodes()
+    # 1-hop halo of a partition: nodes of other partitions with an edge into it (DGL stores the
+    # in-edges of its nodes, so these are copied into the partition's structure).
+    halo_keys = torch.unique(pd[cut] * n + src[cut])
+    halo = torch.bincount(halo_keys // n, minlength=num_parts)
+    counts = {k: torch.bincount(part[graph.ndata[f"{k}_mask"]], minlength=num_parts)
+              for k in ("train", "val", "test") if f"{k}_mask" in graph.ndata}
+    nodes = torch.bincount(part, minlength=num_parts)
+    edges = torch.bincount(pd, minlength=num_parts)  # DGL assigns an edge to its destination's partition
+    parts = []
+    for p in range(num_parts):
+        row = {"part": p, "nodes": int(nodes[p]), "edges": int(edges[p]), "halo_nodes": int(halo[p])}
+        row.update({k: int(v[p]) for k, v in counts.items()})
+        parts.append(row)
+    num_edges = graph.num_edges()
+    return {"edge_cut": int(cut.sum()), "edge_cut_fraction": float(cut.sum()) / max(num_edges, 1), "parts": parts}
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Partition the recipe's graph into ``len(dist.hosts)`` parts; returns the report."""
+    import dgl
+
+    from ..train.loop import seed_everything
+    from ..train.memory import peak_rss_bytes
+    from ..train.run import prepare_dataset
+
+    out = Path(out_dir) if out_dir is not None else partition_dir_of(recipe, dist)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / REPORT_NAME).unlink(missing_ok=True)  # a half-made partition must never look finished
+    inputs = partition_inputs(recipe, dist)
+    num_parts = inputs["num_parts"]
+    t0 = time.perf_counter()
+    logger.info("loading dataset %s and applying %d transform(s)", recipe.dataset.name, len(recipe.transforms))
+    seed_everything(recipe.seed)
+    dataset, graph = prepare_dataset(recipe)
+    missing = [k for k in ("feat", "label", "train_mask", "val_mask", "test_mask") if k not in graph.ndata]
+    if missing:
+        raise UserError(f"dataset {dataset.name}: the graph lacks ndata {missing}; distributed training "
+                        f"needs feat, label and train/val/test masks")
+    t_load = time.perf_counter() - t0
+    logger.info("dataset %s: %d nodes, %d edges (%.1f s); partitioning into %d part(s) with %s",
+                dataset.name, graph.num_nodes(), graph.num_edges(), t_load, num_parts, dist.partition_method)
+    t1 = time.perf_counter()
+    seed_everything(recipe.seed)  # random partitioning and METIS draw from the seeded generators
+    balance = graph.ndata["train_mask"].to(torch.int64) if dist.balance_train else None
+    orig_nids, _ = dgl.distributed.partition_graph(
+        graph, recipe.name, num_parts, str(out), num_hops=dist.num_hops, part_method=dist.partition_method,
+        balance_ntypes=balance, balance_edges=dist.balance_edges, return_mapping=True,
+        num_trainers_per_machine=dist.trainers_per_host, graph_formats=list(dist.graph_format))
+    t_part = time.perf_counter() - t1
+    config_path = out / f"{recipe.name}.json"
+    meta = json.loads(config_path.read_text())
+    node_map = meta["node_map"]["_N"]
+    part = _partition_of_nodes(graph.num_nodes(), orig_nids, node_map)
+    stats = _partition_stats(graph, part, num_parts)
+    label = graph.ndata["label"]
+    report = {
+        "format": REPORT_FORMAT,
+        "recipe": recipe.name,
+        "graph_name": recipe.name,
+        "part_config": config_path.name,
+        "fingerprint": _fingerprint(inputs),
+        "made_from": inputs,
+        "dataset": dataset.name,
+        "num_nodes": graph.num_nodes(),
+        "num_edges": graph.num_edges(),
+        "in_feats": int(graph.ndata["feat"].shape[1]),
+        "num_classes": int(dataset.num_classes),
+        "metric": dataset.metric,
+        "label_shape": list(label.shape[1:]),
+        "label_dtype": str(label.dtype).removeprefix("torch."),
+        "seconds": {"load": round(t_load, 3), "partition": round(t_part, 3),
+                    "total": round(time.perf_counter() - t0, 3)},
+        "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+        **stats,
+    }
+    _atomic_json(out / REPORT_NAME, report)
+    logger.info("partitions written to %s (edge cut %.1f%%, %.1f s)", out, 100 * report["edge_cut_fraction"],
+                report["seconds"]["total"])
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A small table: one row per partition, then the edge cut and timings."""
+    keys = ["part", "nodes", "edges", "halo_nodes", "train", "val", "test"]
+    rows = [[str(p.get(k, "")) for k in keys] for p in report["parts"]]
+    widths = [max(len(k), *(len(r[i]) for r in rows)) for i, k in enumerate(keys)]
+    lines = ["  ".join(k.rjust(w) for k, w in zip(keys, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    s = report["seconds"]
+    lines.append(f"edge cut {report['edge_cut']} of {report['num_edges']} edges "
+                 f"({100 * report['edge_cut_fraction']:.1f}%); load {s['load']:.1f} s, "
+                 f"partition {s['partition']:.1f} s, peak memory {report['peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
+def read_report(folder: str | os.PathLike) -> dict[str, Any]:
+    path = Path(folder) / REPORT_NAME
+    if not path.is_file():
+        raise UserError(f"no partitions in {folder} ({REPORT_NAME} missing); run `dgl-rbgt partition RECIPE` first")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is unreadable ({exc}); run `dgl-rbgt partition RECIPE` again") from None
+    if report.get("format") != REPORT_FORMAT:
+        raise UserError(f"{path} was written by another dgl-rbgt version; run `dgl-rbgt partition RECIPE` again")
+    return report
+
+
+def check_partitions(recipe, dist: DistributedSection, folder: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The partition report for this recipe and layout; UserError naming what differs otherwise."""
+    folder = Path(folder) if folder is not None else partition_dir_of(recipe, dist)
+    report = read_report(folder)
+    want = partition_inputs(recipe, dist)
+    if report["fingerprint"] != _fingerprint(want):
+        made = report.get("made_from", {})
+        diff = [f"{k} ({made.get(k)!r} there, {v!r} now)" for k, v in want.items() if made.get(k) != v]
+        raise UserError(f"partitions in {folder} do not match this recipe: {'; '.join(diff) or 'fingerprint'}; "
+                        f"run `dgl-rbgt partition RECIPE` again")
+    if not (folder / report["part_config"]).is_file():
+        raise UserError(f"{folder / report['part_config']} is missing; run `dgl-rbgt partition RECIPE` again")
+    return report

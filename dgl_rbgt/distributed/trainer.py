@@ -1,0 +1,372 @@
+"""The one DistDGL entry point, for servers and trainers of every model.
+
+The launcher runs ``python -m dgl_rbgt.distributed.trainer --spec RUN/launch.json --role ROLE
+--rank N`` on every host. A server (``DGL_ROLE=server``) enters
+:func:`dgl.distributed.initialize`, which serves its partition and never returns. A trainer
+connects to the servers, joins ``torch.distributed`` (gloo on CPU, NCCL on GPU), opens the
+:class:`~dgl.distributed.DistGraph`, takes its share of the train/val/test nodes
+(:func:`~dgl.distributed.node_split`), and trains with the single-machine loop
+(:class:`dgl_rbgt.train.loop.Trainer`) through two seams:
+
+- :class:`DistNeighborSampling`, a :class:`~dgl_rbgt.train.batching.Batching` over DistDGL's
+  :class:`~dgl.dataloading.DistNodeDataLoader`, whose training node list is padded so every
+  trainer runs the same number of batches (DDP's all-reduce would otherwise wait forever);
+- :class:`DistTrainer`, which takes labels from the batches and gathers evaluation logits from
+  every rank, so all ranks compute the same metrics and stop early together.
+
+Rank 0 alone writes the run directory (checkpoints atomically); every rank reads the checkpoint
+on ``--resume``, so the run directory must be on a file system all hosts share (like the
+partitions and the checkout).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..train.batching import Batch, Batching
+from ..train.loop import Trainer
+
+__all__ = ["DistBatch", "DistNeighborSampling", "DistTrainer", "Replicated", "all_gather_cat", "main"]
+
+logger = logging.getLogger("dgl_rbgt.distributed.trainer")  # also when run as __main__
+
+EXIT_USER_ERROR = 2
+
+
+@dataclass
+class DistBatch(Batch):
+    """A batch that also carries the labels of its output nodes (fetched from the DistGraph)."""
+
+    labels: torch.Tensor = None
+
+
+class Replicated(nn.parallel.DistributedDataParallel):
+    """DDP whose state dict is the wrapped model's (no ``module.`` prefix), so checkpoints and
+    ``best.pt`` load into the plain model exactly like single-machine ones."""
+
+    def state_dict(self, *args, **kwargs):
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        hook = getattr(self.module, "on_epoch_start", None)
+        if hook is not None:
+            hook(epoch)
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (rows may differ per rank) from every rank, in rank order."""
+    import torch.distributed as tdist
+
+    world = tdist.get_world_size()
+    size = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    tdist.all_gather(sizes, size)
+    rows = [int(s) for s in sizes]
+    padded = tensor.new_zeros((max(rows),) + tuple(tensor.shape[1:]))
+    padded[:tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    tdist.all_gather(parts, padded)
+    return torch.cat([p[:r] for p, r in zip(parts, rows)])
+
+
+def pad_to(nodes: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+    """``nodes`` followed by a seeded selection of its own entries, ``length`` in all.
+
+    Every trainer pads its training nodes to the longest list, so all run the same number of
+    batches per epoch: DDP all-reduces gradients in every step, and a rank that runs out of
+    batches early would leave the others waiting forever.
+    """
+    if length < len(nodes):
+        raise ValueError(f"cannot pad {len(nodes)} nodes down to {length}")
+    if length == len(nodes):
+        return nodes
+    if len(nodes) == 0:
+        raise ValueError("cannot pad an empty node list")
+    extra = torch.randperm(len(nodes), generator=generator).repeat(-(-(length - len(nodes)) // len(nodes)))
+    return torch.cat([nodes, nodes[extra[:length - len(nodes)]]])
+
+
+class DistNeighborSampling(Batching):
+    """Neighbour-sampled mini-batches from a :class:`dgl.distributed.DistGraph`.
+
+    Training batches come from ``train_nodes`` (this trainer's share, already padded), shuffled
+    from torch's generator (seeded per epoch by the loop); evaluation batches cover
+    ``eval_nodes`` with full neighbourhoods, in a fixed order.
+    """
+
+    name = "dist_neighbor"
+
+    def __init__(self, graph, device, *, fanouts: list[int], batch_size: int, train_nodes: torch.Tensor,
+                 eval_nodes: torch.Tensor, eval_batch_size: int | None = None):
+        import dgl
+
+        super().__init__(graph, device)
+        self.fanouts = list(fanouts)
+        self.train_nodes = train_nodes
+        self.eval_nodes = eval_nodes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self._train_loader = dgl.dataloading.DistNodeDataLoader(
+            graph, train_nodes, dgl.dataloading.NeighborSampler(self.fanouts), batch_size=batch_size,
+            shuffle=True, drop_last=False)
+        self._eval_loader = None
+        if len(eval_nodes):
+            self._eval_loader = dgl.dataloading.DistNodeDataLoader(
+                graph, eval_nodes, dgl.dataloading.MultiLayerFullNeighborSampler(len(self.fanouts)),
+                batch_size=self.eval_batch_size, shuffle=False, drop_last=False)
+
+    def _batch(self, input_nodes, seeds, blocks) -> DistBatch:
+        g = self.graph
+        feat = g.ndata["feat"][input_nodes].to(self.device)  # features pulled from their servers
+        labels = g.ndata["label"][seeds].to(self.device)
+        blocks = [b.to(self.device) for b in blocks]
+        return DistBatch(seeds.to(self.device), lambda model: model(blocks, feat), labels)
+
+    def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[DistBatch]:
+        for input_nodes, seeds, blocks in self._train_loader:
+            yield self._batch(input_nodes, seeds, blocks)
+
+    def eval_batches(self, nodes: torch.Tensor | None = None) -> Iterator[DistBatch]:
+        if self._eval_loader is None:
+            return
+        for input_nodes, seeds, blocks in self._eval_loader:
+            yield self._batch(input_nodes, seeds, blocks)
+
+    def num_train_batches(self, train_nodes: torch.Tensor) -> int:
+        return -(-len(self.train_nodes) // self.batch_size)
+
+
+class DistTrainer(Trainer):
+    """The single-machine :class:`~dgl_rbgt.train.loop.Trainer` on one rank of a DistDGL job.
+
+    ``splits`` are this rank's nodes; labels come with each batch (no global label vector is
+    held anywhere). ``evaluate`` gathers logits, labels and split membership from all ranks, so
+    every rank computes identical metrics and makes the same early-stopping decision.
+    """
+
+    def __init__(self, model: nn.Module, batching: DistNeighborSampling, splits: dict[str, torch.Tensor],
+                 label_template: torch.Tensor, num_outputs: int, metric, config, run_dir, **kwargs):
+        self.num_outputs = num_outputs
+        empty = {k: torch.empty(0, dtype=torch.int64) for k in ("train", "val", "test")}
+        super().__init__(model, batching, label_template[:0], empty, metric, config, run_dir, **kwargs)
+        self.splits = {k: v.to(self.device) for k, v in splits.items()}
+        # split code of every evaluated node of this rank: 0 train, 1 val, 2 test
+        nodes = torch.cat([splits["train"], splits["val"], splits["test"]])
+        codes = torch.cat([torch.full((len(splits[k]),), i, dtype=torch.int64)
+                           for i, k in enumerate(("train", "val", "test"))])
+        order = torch.argsort(nodes)
+        self._eval_sorted, self._eval_codes = nodes[order], codes[order]
+
+    def train_step(self, batch: DistBatch) -> tuple[float, int]:
+        logits = batch.run(self.model)  # through DDP: gradients are all-reduced in backward
+        loss = self.loss_fn(logits, batch.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        self.optimizer.step()
+        count = len(batch.labels)
+        return float(loss.detach()) * count, count
+
+    @torch.no_grad()
+    def _gather_eval(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # The plain module, not DDP: evaluation batch counts differ per rank, and DDP's forward
+        # may start collectives (buffer broadcasts) that would then never be matched.
+        module = self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+        module.eval()
+        ids, outs, labels = [], [], []
+        for batch in self.batching.eval_batches():
+            ids.append(batch.output_nodes)
+            outs.append(batch.run(module))
+            labels.append(batch.labels)
+        ids = torch.cat(ids) if ids else torch.empty(0, dtype=torch.int64, device=self.device)
+        outs = torch.cat(outs) if outs else torch.empty((0, self.num_outputs), device=self.device)
+        labels = torch.cat(labels) if labels else self.labels[:0]
+        codes = self._eval_codes[torch.searchsorted(self._eval_sorted, ids.cpu())].to(self.device)
+        return all_gather_cat(ids), all_gather_cat(outs.float()), all_gather_cat(labels), all_gather_cat(codes)
+
+    @torch.no_grad()
+    def gather_logits(self, nodes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of every evaluated node of every rank (collective: all ranks must call it)."""
+        ids, logits, _, _ = self._gather_eval()
+        if nodes is not None:
+            keep = torch.isin(ids, nodes.to(ids.device))
+            ids, logits = ids[keep], logits[keep]
+        return ids, logits
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        _, logits, labels, codes = self._gather_eval()
+        result = {}
+        for i, split in enumerate(("train", "val", "test")):
+            sel = codes == i
+            result[f"{split}_metric"] = self.metric(logits[sel], labels[sel])
+        val = codes == 1
+        result["val_loss"] = float(self.loss_fn(logits[val], labels[val])) if bool(val.any()) else math.nan
+        return result
+
+
+# ---- process entry --------------------------------------------------------------------------------
+
+def _setup_logging() -> None:
+    # DistDGL warns about every interface without an IPv4 address (ifb0, ...): noise, not news.
+    logging.getLogger("dgl-distributed-socket").setLevel(logging.WARNING + 1)
+    root = logging.getLogger("dgl_rbgt")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _threads(dist, recipe) -> int:
+    if dist.trainer_threads:
+        return dist.trainer_threads
+    if recipe.train.threads:
+        return recipe.train.threads
+    return max(1, (os.cpu_count() or 2) // (2 * dist.trainers_per_host))
+
+
+def _socket_ifname(address: str) -> None:
+    """Point gloo/NCCL at the interface that holds this host's address (unless the user did):
+    their default follows the hostname, which on multi-homed hosts or network namespaces is often
+    an address the other hosts cannot reach."""
+    from .config import interface_of
+
+    name = interface_of(address) if address else None
+    if name:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", name)
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", name)
+
+
+def run_server(spec: dict) -> int:
+    import dgl
+
+    from .config import parse_distributed
+
+    dist = parse_distributed(spec["distributed"])
+    torch.set_num_threads(dist.server_threads)
+    logger.info("server %s: serving partition %s", os.environ.get("DGL_SERVER_ID"), spec["part_config"])
+    dgl.distributed.initialize(spec["ip_config"])  # serves until the trainers shut it down; exits
+    return 0
+
+
+def run_trainer(spec: dict) -> int:
+    import dgl
+    import torch.distributed as tdist
+
+    from ..recipes import parse_recipe, recipe_to_yaml
+    from ..train.loop import seed_everything
+    from ..train.memory import peak_rss_bytes
+    from ..train.metrics import get_metric
+    from ..train.run import _log_to, build_model, resolve_device
+    from ..train.rundir import RunDir
+    from .config import parse_distributed
+
+    recipe = parse_recipe(dict(spec["recipe"]), source="launch spec")
+    dist = parse_distributed(spec["distributed"])
+    part = spec["partition"]
+    torch.set_num_threads(_threads(dist, recipe))
+    dgl.distributed.initialize(spec["ip_config"])
+    _socket_ifname(os.environ.get("DGL_RBGT_HOST_ADDR", ""))
+    device = resolve_device(recipe.train.device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    tdist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                             timeout=datetime.timedelta(seconds=float(spec.get("collective_timeout", 1800))))
+    rank, world = tdist.get_rank(), tdist.get_world_size()
+    is_writer = rank == 0
+    rd = RunDir(spec["run_dir"])
+    if is_writer:
+        _log_to(rd)
+        logger.info("resolved recipe:\n%s", recipe_to_yaml(recipe).rstrip())
+    g = dgl.distributed.DistGraph(part["graph_name"])
+    pb = g.get_partition_book()
+    trainer_ids = g.ndata["trainer_id"] if "trainer_id" in g.ndata else None
+    splits = {s: dgl.distributed.node_split(g.ndata[f"{s}_mask"], pb, force_even=True, node_trainer_ids=trainer_ids)
+              for s in ("train", "val", "test")}
+    # Pad every rank's training nodes to the longest list: equal batch counts keep DDP in step.
+    n_local = torch.tensor([len(splits["train"])], dtype=torch.int64)
+    n_max, n_min = n_local.clone(), n_local.clone()
+    tdist.all_reduce(n_max, op=tdist.ReduceOp.MAX)
+    tdist.all_reduce(n_min, op=tdist.ReduceOp.MIN)
+    if int(n_min) == 0:
+        raise RuntimeError(f"a trainer got no training nodes ({world} trainers for "
+                           f"{int(n_max)} or fewer per trainer); use fewer trainers")
+    generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + rank)
+    train_nodes = pad_to(splits["train"], int(n_max), generator)
+    logger.info("rank %d/%d on partition %d: %d train (%d padding), %d val, %d test nodes",
+                rank, world, pb.partid, len(splits["train"]), len(train_nodes) - len(splits["train"]),
+                len(splits["val"]), len(splits["test"]))
+    t = recipe.train
+    batching = DistNeighborSampling(
+        g, device, fanouts=t.fanouts, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
+        train_nodes=train_nodes, eval_nodes=torch.cat([splits["train"], splits["val"], splits["test"]]))
+    seed_everything(recipe.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_model(recipe, part["in_feats"], part["num_classes"]).to(device)
+    ddp = Replicated(model, device_ids=[device.index] if device.type == "cuda" else None)
+    label_template = torch.empty((0, *part["label_shape"]), dtype=getattr(torch, part["label_dtype"]))
+    trainer = DistTrainer(ddp, batching, splits, label_template, part["num_classes"], get_metric(part["metric"]), t, rd,
+                          seed=recipe.seed, device=device, checkpoint_every=recipe.output.checkpoint_every,
+                          plot=recipe.output.plot, title=recipe.name, is_writer=is_writer, progress=False)
+    result = trainer.fit(resume=bool(spec.get("resume")))
+    peaks = all_gather_cat(torch.tensor([peak_rss_bytes() / 2**20], dtype=torch.float64))
+    if is_writer:
+        summary = dict(result.summary)
+        summary.update(recipe=recipe.name, dataset=part.get("dataset", ""), run_dir=str(rd.path),
+                       world_size=world, hosts=len(dist.hosts), trainers_per_host=dist.trainers_per_host,
+                       peak_memory_mb_per_rank=[round(float(x), 1) for x in peaks])
+        rd.write_summary(summary)
+        from ..train.run import summary_line
+
+        logger.info("%s", summary_line(summary))
+    tdist.barrier()
+    tdist.destroy_process_group()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dgl_rbgt.distributed.trainer",
+                                     description="DistDGL server or trainer process (started by `dgl-rbgt launch`).")
+    parser.add_argument("--spec", required=True, help="launch.json written by the launcher in the run directory")
+    parser.add_argument("--role", required=True, choices=["server", "trainer"])
+    parser.add_argument("--rank", type=int, required=True, help="server id or trainer rank (for logs and ps)")
+    args = parser.parse_args(argv)
+    _setup_logging()
+    from ..data import DatasetNotFoundError
+    from ..errors import UserError
+
+    try:
+        spec = json.loads(Path(args.spec).read_text())
+        expected = "server" if os.environ.get("DGL_ROLE") == "server" else "trainer"
+        if expected != args.role:
+            raise UserError(f"--role {args.role} but DGL_ROLE={os.environ.get('DGL_ROLE')!r}; start me through "
+                            f"`dgl-rbgt launch`")
+        return run_server(spec) if args.role == "server" else run_trainer(spec)
+    except (UserError, DatasetNotFoundError) as exc:
+        print(f"dgl-rbgt {args.role} {args.rank}: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":  # the guard matters: sampler processes are spawned and re-import this module
+    # Run main from the module imported under its real name, so anything pickled for spawned
+    # sampler processes refers to dgl_rbgt.distributed.trainer, not __main__.
+    from dgl_rbgt.distributed.trainer import main as _main
+
+    sys.exit(_main())

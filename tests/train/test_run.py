@@ -1,0 +1,88 @@
+"""Recipe -> run for every model: each trains a couple of epochs on a tiny generated graph."""
+import json
+
+import pytest
+import torch
+
+from dgl_rbgt.errors import CheckpointError, RecipeError
+from dgl_rbgt.models import MODELS
+from dgl_rbgt.recipes import parse_recipe
+from dgl_rbgt.train.run import run_recipe
+
+TINY = {"name": "csbm", "params": {"num_nodes": 300, "num_classes": 3, "avg_degree": 6.0, "feature_dim": 8}}
+TRAIN = {"epochs": 3, "lr": 0.01}
+CASES = {
+    "gcn": ({"name": "gcn", "hidden": 8}, [], {}),
+    "gat": ({"name": "gat", "hidden": 4, "num_heads": 2}, [], {"batching": "neighbor", "fanouts": [4, 4], "batch_size": 64}),
+    "rbtransformer": ({"name": "rbtransformer", "hidden": 8, "group_size": 32}, [], {"batching": "node_batch", "batch_size": 128}),
+    "exphormer": ({"name": "exphormer", "hidden": 8, "layers": 2}, [{"name": "expander", "degree": 2}], {}),
+    "spexphormer": ({"name": "spexphormer", "hidden": 8, "layers": 2},
+                    [{"name": "expander", "degree": 2}, {"name": "self_loops"}],
+                    {"batching": "neighbour_tables", "batch_size": 64}),
+}
+
+
+def recipe_for(model_name, **extra):
+    model, transforms, train = CASES[model_name]
+    data = {"name": f"t_{model_name}", "dataset": TINY, "transforms": transforms, "model": model,
+            "train": {**TRAIN, **train}}
+    if model_name == "spexphormer":
+        data["neighbour_tables"] = {"ks": [3, 2]}
+        data["stage1"] = {"model": {"hidden": 4, "layers": 2}, "train": {"epochs": 2}}
+    data.update(extra)
+    return parse_recipe(data)
+
+
+def test_every_model_has_a_case():
+    assert set(CASES) == set(MODELS)
+
+
+@pytest.mark.parametrize("model_name", sorted(CASES))
+def test_recipe_runs(tmp_path, model_name):
+    result = run_recipe(recipe_for(model_name), run_dir=tmp_path / "run", progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs_run"] == 3 and 0 <= summary["test_metric"] <= 1
+    assert result.summary["test_metric"] == summary["test_metric"]
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in result.history)
+
+
+def test_two_stage_writes_scores_and_resumes_without_stage1(tmp_path):
+    recipe = recipe_for("spexphormer")
+    first = run_recipe(recipe, run_dir=tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "scores.pt").is_file() and (tmp_path / "run" / "stage1" / "best.pt").is_file()
+    assert first.summary["stage1"]["epochs_run"] == 2
+    stage1_mtime = (tmp_path / "run" / "stage1" / "checkpoint.pt").stat().st_mtime
+    again = run_recipe(recipe, run_dir=tmp_path / "run", resume=True, progress=False)
+    assert (tmp_path / "run" / "stage1" / "checkpoint.pt").stat().st_mtime == stage1_mtime  # not retrained
+    assert again.summary["test_metric"] == first.summary["test_metric"]
+
+    # reuse the scores in a new run: stage 1 skipped
+    reuse = recipe_for("spexphormer", stage1={"model": {"hidden": 4, "layers": 2},
+                                              "scores": str(tmp_path / "run" / "scores.pt")})
+    run_recipe(reuse, run_dir=tmp_path / "reuse", progress=False)
+    assert not (tmp_path / "reuse" / "stage1").exists()
+
+
+def test_two_stage_rejects_scores_of_another_graph(tmp_path):
+    torch.save({"format": 1, "scores": torch.rand(2, 10)}, tmp_path / "scores.pt")
+    recipe = recipe_for("spexphormer", stage1={"model": {"hidden": 4, "layers": 2}, "scores": str(tmp_path / "scores.pt")})
+    with pytest.raises(RecipeError, match=r"stage1\.scores: .*shape \(2, 10\)"):
+        run_recipe(recipe, run_dir=tmp_path / "run", progress=False)
+
+
+def test_two_stage_recipe_checks():
+    with pytest.raises(RecipeError, match=r"stage1\.model\.layers \(3\) must equal model\.layers \(2\)"):
+        recipe_for("spexphormer", stage1={"model": {"layers": 3}})
+    with pytest.raises(RecipeError, match=r"needs a neighbour_tables section"):
+        recipe_for("spexphormer", neighbour_tables=None)
+    with pytest.raises(RecipeError, match=r"neighbour_tables\.ks has 3 entries"):
+        recipe_for("spexphormer", neighbour_tables={"ks": [1, 2, 3]})
+    with pytest.raises(RecipeError, match=r"stage1: only used with"):
+        recipe_for("gcn", stage1={})
+    with pytest.raises(RecipeError, match=r"does not support train\.batching='full'"):
+        recipe_for("spexphormer", train={"epochs": 2})
+
+
+def test_resume_without_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint.pt"):
+        run_recipe(recipe_for("gcn"), run_dir=tmp_path, resume=True, progress=False)

@@ -1,0 +1,111 @@
+"""Accuracy over seeds: run recipes (optionally with variants) for several seeds, report mean +- std.
+
+Each (recipe, variant, seed) runs in its own process through the CLI, so every run is exactly
+what a user gets from ``dgl-rbgt train``; results are read from the runs' summary.json files.
+
+    tools/in-venv python tools/accuracy.py recipes/rbtransformer_cora.yaml recipes/rbtransformer_citeseer.yaml \\
+        --variant rba:model.attention=rba --variant sgformer:model.attention=sgformer --seeds 0 1 2 3 4
+
+Prints a table last and writes bench-results/accuracy/<name>.csv (one row per run) and
+<name>-summary.csv (mean, std, published value where the recipe header states one).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``label:key=value,key=value`` -> (label, [--set options])."""
+    label, _, sets = text.partition(":")
+    return label, [s for s in sets.split(",") if s]
+
+
+def published(recipe: Path) -> str:
+    """The 'Published: ...' number from a recipe's header comment, if any."""
+    m = re.search(r"Published:\s*([0-9.]+)", recipe.read_text())
+    return m.group(1) if m else ""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("recipes", nargs="+", type=Path)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--variant", action="append", default=[],
+                    help="label:key=value[,key=value] (repeatable); default: the recipe as is")
+    ap.add_argument("--set", action="append", default=[], help="override applied to every run")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "accuracy")
+    ap.add_argument("--name", default="accuracy")
+    args = ap.parse_args(argv)
+
+    variants = [parse_variant(v) for v in args.variant] or [("default", [])]
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs_root = args.out / "runs"
+    rows = []
+    for recipe in args.recipes:
+        for label, sets in variants:
+            for seed in args.seeds:
+                run_dir = runs_root / f"{recipe.stem}-{label}-s{seed}"
+                if not (run_dir / "summary.json").is_file():
+                    if run_dir.exists():
+                        import shutil
+                        shutil.rmtree(run_dir)
+                    cmd = [sys.executable, "-m", "dgl_rbgt", "train", str(recipe), "--run-dir", str(run_dir),
+                           "--no-progress", "--set", f"seed={seed}"]
+                    for s in sets + args.set:
+                        cmd += ["--set", s]
+                    t0 = time.time()
+                    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
+                    if proc.returncode != 0:
+                        print(f"FAILED {recipe.stem} {label} seed {seed}: {proc.stderr.strip().splitlines()[-1:]}")
+                        continue
+                    print(f"{recipe.stem:28s} {label:10s} seed {seed}: {proc.stdout.strip()[:120]} "
+                          f"({time.time() - t0:.0f}s)", flush=True)
+                s = json.loads((run_dir / "summary.json").read_text())
+                rows.append({"recipe": recipe.stem, "variant": label, "seed": seed, "metric": s["metric"],
+                             "test": s["test_metric"], "val": s["val_metric"], "best_epoch": s["best_epoch"],
+                             "epoch_seconds": s["median_epoch_seconds"], "peak_memory_mb": s["peak_memory_mb"],
+                             "published": published(recipe)})
+
+    with open(args.out / f"{args.name}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["recipe"])
+        w.writeheader()
+        w.writerows(rows)
+    summary = []
+    for recipe in args.recipes:
+        for label, _ in variants:
+            sel = [r for r in rows if r["recipe"] == recipe.stem and r["variant"] == label]
+            if not sel:
+                continue
+            tests = [100 * r["test"] for r in sel]
+            summary.append({
+                "recipe": recipe.stem, "variant": label, "metric": sel[0]["metric"], "runs": len(sel),
+                "test_mean": statistics.mean(tests), "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                "published": sel[0]["published"],
+                "epoch_seconds": statistics.median(r["epoch_seconds"] for r in sel),
+                "peak_memory_mb": max(r["peak_memory_mb"] for r in sel)})
+    with open(args.out / f"{args.name}-summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(summary[0]) if summary else ["recipe"])
+        w.writeheader()
+        w.writerows(summary)
+    print(f"\n{'recipe':28s} {'variant':10s} {'metric':9s} {'runs':>4s} {'test (mean +- std)':>20s} "
+          f"{'published':>9s} {'s/epoch':>8s} {'peak MB':>8s}")
+    for s in summary:
+        print(f"{s['recipe']:28s} {s['variant']:10s} {s['metric']:9s} {s['runs']:4d} "
+              f"{s['test_mean']:12.2f} +- {s['test_std']:5.2f} {s['published']:>9s} "
+              f"{s['epoch_seconds']:8.3f} {s['peak_memory_mb']:8.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
