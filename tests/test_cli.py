@@ -67,7 +67,7 @@ def test_run_dir_is_never_overwritten(tmp_path, capsys):
     (["train", "recipes/quickstart.yaml", "--set", "dataset.name=coraa"], r"dataset: .*coraa.*cora"),
     (["train", "recipes/quickstart.yaml", "--set", "dataset.params.nodes=5"], r"dataset: .*nodes"),
     (["train", "recipes/quickstart.yaml", "--set", "train.device=cuda:7"], r"train\.device"),
-    (["train", "recipes/gcn_cora.yaml", "--set", "dataset.root=/nonexistent"], r"/nonexistent"),
+    (["train", "recipes/baselines/gcn_cora.yaml", "--set", "dataset.root=/nonexistent"], r"/nonexistent"),
 ])
 def test_user_mistakes_exit_2_with_one_line(capsys, args, pattern):
     one_line_error(in_process(capsys, *args), pattern)

@@ -1,0 +1,251 @@
+"""The launcher's failure semantics on dummy commands (no DGL): torchrun's rules, no orphans, logs
+prefixed, ports in use refused."""
+import io
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from dgl_rbgt.distributed.config import parse_distributed
+from dgl_rbgt.distributed.launcher import (GUARD_SOURCE, Launcher, LocalTransport, PrefixTransport, Proc,
+                                           SshTransport, build_procs, check_ports, describe_exit,
+                                           find_used_ports, guard_argv, probe_ports)
+from dgl_rbgt.errors import UserError
+
+PY = sys.executable
+
+
+def py(code: str) -> list[str]:
+    return [PY, "-c", textwrap.dedent(code)]
+
+
+def run(procs, grace=2.0, **kw):
+    out = io.StringIO()
+    t0 = time.monotonic()
+    result = Launcher(procs, grace=grace, out=out, **kw).run()
+    return result, out.getvalue(), time.monotonic() - t0
+
+
+def pids_of(result):
+    return [p.child_pid for p in result.procs if p.child_pid] + [p.pid for p in result.procs if p.pid]
+
+
+def gone(pids, within=5.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        left = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        if not left:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+SLEEPER = "import time; print('up', flush=True); time.sleep(60)"
+
+
+def test_success_prefixes_every_line_and_passes_env_and_cwd(tmp_path):
+    procs = [Proc("10.0.0.1", "server", 0, py(SLEEPER), daemon=True),
+             Proc("10.0.0.1", "trainer", 0, py("""
+                import os, sys
+                print('hello', os.environ['K'], os.getcwd())
+                print('to stderr', file=sys.stderr)
+                print('no newline at end', end='')
+             """), env={"K": "v w"}, workdir=str(tmp_path))]
+    result, out, _ = run(procs, daemon_exit_timeout=0.5)
+    assert result.returncode == 0 and result.failure is None
+    assert f"[10.0.0.1 trainer 0] hello v w {tmp_path}" in out
+    assert "[10.0.0.1 trainer 0] to stderr" in out
+    assert "[10.0.0.1 trainer 0] no newline at end" in out
+    assert "[10.0.0.1 server 0] up" in out
+    assert "still running" in out  # the daemon was stopped after the worker finished
+    assert result.procs[1].peak_rss_kb > 0 and result.procs[1].returncode == 0
+    assert gone(pids_of(result))
+
+
+def test_one_failure_stops_all_names_the_root_cause(tmp_path):
+    marker = tmp_path / "grandchild.pid"
+    procs = [Proc("10.0.0.1", "server", 0, py(SLEEPER), daemon=True),
+             # a worker whose own child (a grandchild of the launcher) must die with it
+             Proc("10.0.0.1", "trainer", 0, py(f"""
+                import subprocess, sys, time
+                p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+                open({str(marker)!r}, 'w').write(str(p.pid))
+                time.sleep(60)
+             """)),
+             Proc("10.0.0.2", "trainer", 1, py("import time, sys; time.sleep(1.5); print('bye'); sys.exit(3)"))]
+    result, out, seconds = run(procs)
+    assert result.returncode == 3
+    f = result.failure
+    assert (f.host, f.role, f.rank, f.returncode) == ("10.0.0.2", "trainer", 1, 3)
+    assert f"launch: trainer 1 on host 10.0.0.2 failed (exit code 3, pid {f.child_pid})" in out
+    assert seconds < 10
+    assert all(p.stopped_by_launcher for p in result.procs[:2])
+    assert gone(pids_of(result) + [int(marker.read_text())])
+
+
+def test_signal_death_is_reported_as_signal():
+    procs = [Proc("h", "trainer", 0, py("import os, signal, time; time.sleep(0.3); os.kill(os.getpid(), signal.SIGKILL)")),
+             Proc("h", "trainer", 1, py(SLEEPER))]
+    result, out, _ = run(procs)
+    assert result.failure.rank == 0 and result.failure.returncode == -9
+    assert result.returncode == 128 + 9
+    assert "killed by SIGKILL (-9)" in out
+
+
+def test_sigterm_ignored_means_sigkill_after_grace():
+    stubborn = py("""
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print('ready', flush=True)
+        time.sleep(60)
+    """)
+    procs = [Proc("h", "trainer", 0, stubborn), Proc("h", "trainer", 1, py("import time, sys; time.sleep(1); sys.exit(5)"))]
+    result, out, seconds = run(procs, grace=1.0)
+    assert result.returncode == 5
+    assert result.procs[0].returncode == -signal.SIGKILL
+    assert seconds < 10
+    assert gone(pids_of(result))
+
+
+def test_missing_program_fails_cleanly():
+    procs = [Proc("h", "trainer", 0, ["/nonexistent/program"]), Proc("h", "trainer", 1, py(SLEEPER))]
+    result, out, _ = run(procs)
+    assert result.failure.rank == 0 and result.returncode == 127
+    assert "cannot start '/nonexistent/program'" in out
+
+
+def launcher_script(tmp_path, body: str) -> list[str]:
+    script = tmp_path / "launch.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from dgl_rbgt.distributed.launcher import Launcher, Proc
+        PY = sys.executable
+        procs = [Proc("h", "server", 0, [PY, "-c", "import time; time.sleep(60)"], daemon=True),
+                 Proc("h", "trainer", 0, [PY, "-c", "import time; print('working', flush=True); time.sleep(60)"])]
+        {body}
+    """))
+    return [PY, str(script)]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_launcher_signal_stops_everything(tmp_path, watched, helpers, sig, code):
+    w = watched(launcher_script(tmp_path, "sys.exit(Launcher(procs, grace=2).run().returncode)"), name="launcher")
+    assert w.wait(30, until=lambda: "working" in w.output()) is None, w.output()
+    kids = w.scan()
+    assert len(kids) >= 4  # two guards and their commands
+    t0 = time.monotonic()
+    os.kill(w.proc.pid, sig)
+    rc = w.wait(30)
+    assert rc == code, w.output()
+    assert time.monotonic() - t0 < 10
+    assert f"{signal.Signals(sig).name} received; stopping every process" in w.output()
+    assert not helpers.alive(w.seen.values())
+
+
+def test_launcher_killed_hard_leaves_no_orphans(tmp_path, watched, helpers):
+    """SIGKILL cannot be caught: the guards notice their stdin closing and stop their commands."""
+    w = watched(launcher_script(tmp_path, "Launcher(procs, grace=2).run()"), name="launcher")
+    assert w.wait(30, until=lambda: "working" in w.output()) is None, w.output()
+    w.scan()
+    os.kill(w.proc.pid, signal.SIGKILL)
+    w.proc.wait(10)
+    deadline = time.monotonic() + 10
+    while helpers.alive(w.seen.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not helpers.alive(w.seen.values())
+
+
+def test_run_via_prefix_runs_the_same_guard(tmp_path):
+    procs = [Proc("h", "trainer", 0, py("import os; print('via', os.environ['X'])"), env={"X": "1"},
+                  transport=PrefixTransport(["env", "PREFIXED=1"]))]
+    result, out, _ = run(procs)
+    assert result.returncode == 0 and "[h trainer 0] via 1" in out
+    assert result.procs[0].transport.kind == "run_via"
+
+
+def test_ssh_command_is_quoted_word_by_word():
+    nasty = ["python", "-c", "print('a b'); import os", "--spec", "/tmp/x y/launch.json", "$(rm -rf /)"]
+    guarded = guard_argv("/venv/bin/python", "/work dir", 3.0, {"A": "1 2", "B": "'q'"}, nasty)
+    argv = SshTransport("10.0.0.2", "alice", 2222).argv(guarded)
+    assert argv[:1] == ["ssh"] and "BatchMode=yes" in argv and argv[argv.index("-p") + 1] == "2222"
+    assert "alice@10.0.0.2" in argv
+    remote = argv[-1]
+    assert remote.startswith("exec ")
+    assert shlex.split(remote[len("exec "):]) == guarded  # the remote shell sees exactly these words
+    assert guarded[2] == GUARD_SOURCE
+
+
+def test_describe_exit():
+    assert describe_exit(0) == "exit code 0"
+    assert describe_exit(3) == "exit code 3"
+    assert describe_exit(-15) == "killed by SIGTERM (-15)"
+    assert describe_exit(137) == "exit code 137 (SIGKILL)"
+
+
+def test_empty_and_bad_env():
+    with pytest.raises(ValueError, match="nothing to launch"):
+        Launcher([])
+    with pytest.raises(ValueError, match="bad environment variable name"):
+        guard_argv(PY, "/", 1.0, {"A=B": "x"}, ["true"])
+
+
+# ---- ports ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def listening():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+def test_port_in_use_is_found(listening, helpers):
+    free = helpers.free_port()
+    assert find_used_ports("127.0.0.1", [listening, free]) == [listening]
+    assert probe_ports("127.0.0.1", [listening, free], LocalTransport()) == [str(listening)]
+    # through a transport: the probe runs as a command on the host
+    assert probe_ports("127.0.0.1", [listening, free], PrefixTransport(["env"])) == [str(listening)]
+
+
+def test_check_ports_refuses_with_a_fix(listening):
+    dist = parse_distributed({"hosts": [{"address": "127.0.0.1"}], "port": listening})
+    with pytest.raises(UserError, match=rf"in use: 127\.0\.0\.1 port\(s\) {listening} .*set distributed\.port"):
+        check_ports(dist)
+    dist = parse_distributed({"hosts": [{"address": "127.0.0.1"}], "port": 30050 if listening != 30050 else 30060,
+                              "master_port": listening})
+    with pytest.raises(UserError, match=rf"port\(s\) {listening}"):
+        check_ports(dist)
+
+
+def test_unreachable_host_is_a_user_error():
+    with pytest.raises(UserError, match=r"host 10\.0\.0\.9: cannot run commands there through run_via"):
+        probe_ports("10.0.0.9", [30050], PrefixTransport([PY, "-c", "import sys; sys.exit(255)"]))
+
+
+def test_build_procs_sets_what_distdgl_and_torch_read():
+    dist = parse_distributed({"hosts": [{"address": "10.0.0.1"}, {"address": "10.0.0.2", "ssh_user": "bob"}],
+                              "trainers_per_host": 2, "samplers": 1, "servers_per_host": 2, "port": 31000,
+                              "master_port": 31500, "graph_format": ["csc", "coo"]})
+    procs = build_procs(dist, spec_path="/r/launch.json", ip_config="/r/ip.txt", part_config="/p/g.json")
+    servers = [p for p in procs if p.role == "server"]
+    trainers = [p for p in procs if p.role == "trainer"]
+    assert [p.rank for p in servers] == [0, 1, 2, 3] and all(p.daemon for p in servers)
+    assert [p.rank for p in trainers] == [0, 1, 2, 3] and not any(p.daemon for p in trainers)
+    assert procs.index(servers[-1]) < procs.index(trainers[0])  # servers start first
+    s = servers[3].env
+    assert (s["DGL_ROLE"], s["DGL_SERVER_ID"], s["DGL_NUM_SERVER"], s["DGL_NUM_CLIENT"]) == ("server", "3", "2", "8")
+    assert s["DGL_CONF_PATH"] == "/p/g.json" and s["DGL_IP_CONFIG"] == "/r/ip.txt" and s["DGL_GRAPH_FORMAT"] == "csc,coo"
+    t = trainers[3].env
+    assert (t["DGL_DIST_MODE"], t["DGL_ROLE"], t["DGL_NUM_SAMPLER"]) == ("distributed", "client", "1")
+    assert (t["RANK"], t["WORLD_SIZE"], t["LOCAL_RANK"], t["MASTER_ADDR"], t["MASTER_PORT"]) == ("3", "4", "1", "10.0.0.1", "31500")
+    assert t["DGL_RBGT_HOST_ADDR"] == "10.0.0.2"
+    assert trainers[3].command[-4:] == ["--role", "trainer", "--rank", "3"]
+    assert isinstance(trainers[3].transport, SshTransport) and trainers[3].transport.user == "bob"
