@@ -19,6 +19,7 @@ also counts OpenMP spin-waiting). Inputs are fresh random features for every ite
 
     tools/in-venv python tools/bench_exphormer.py                 # both graphs, ~6-9 min
     tools/in-venv python tools/bench_exphormer.py --graphs photo --rounds 3
+    tools/in-venv python tools/bench_exphormer.py --expander-nodes 10000000   # transform timing only
 
 Writes ``bench-results/exphormer/bench_exphormer.csv`` (one row per timed iteration) and
 ``summary.csv`` (the table).
@@ -97,6 +98,25 @@ def build_graph(name: str, path: Path) -> dict:
     }
 
 
+def time_expander(num_nodes: int) -> None:
+    """Time AddExpanderEdges (degree 3, both methods) on a graph with N nodes and N edges."""
+    import dgl
+    import torch
+
+    from dgl_rbgt.transforms.expander import AddExpanderEdges
+
+    torch.manual_seed(0)
+    g = dgl.rand_graph(num_nodes, num_nodes)
+    print(f"AddExpanderEdges on {num_nodes:,} nodes + {num_nodes:,} edges, degree 3, "
+          f"{torch.get_num_threads()} threads")
+    for method in ("permutation", "hamiltonian"):
+        start = time.perf_counter()
+        out = AddExpanderEdges(degree=3, method=method, seed=0)(g)
+        seconds = time.perf_counter() - start
+        print(f"  {method:12s} {seconds:7.2f} s  ({out.num_edges() - g.num_edges():,} expander edges)")
+        del out
+
+
 def worker(args: argparse.Namespace) -> None:
     """One layer on one graph: print a JSON line with the times and the peak memory."""
     import dgl
@@ -145,6 +165,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "exphormer"))
+    parser.add_argument("--expander-nodes", type=int, default=None,
+                        help="only time AddExpanderEdges on a graph with this many nodes")
     # worker mode (internal)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--graph-file", help=argparse.SUPPRESS)
@@ -152,6 +174,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.expander_nodes:
+        time_expander(args.expander_nodes)
         return
 
     import torch

@@ -281,12 +281,13 @@ def plot(rows, path: Path) -> None:
         if r["status"] == "ok":
             label = r["variant"] + (f" p={r['p']}" if r["p"] != "" else "")
             series.setdefault(label, []).append((r["n"], r["median_ms"], r["peak_mb"]))
-    for label, pts in sorted(series.items()):
+    for i, (label, pts) in enumerate(sorted(series.items())):
         pts.sort()
         n, t, m = zip(*pts)
-        ax_t.plot(n, t, marker="o", label=label)
-        if label.split()[0] != "floor":
-            ax_m.plot(n, [max(x, 1e-1) for x in m], marker="o", label=label)
+        style = dict(marker="o", color=f"C{i % 10}", linestyle="-" if i < 10 else "--", label=label)
+        ax_t.plot(n, t, **style)
+        if label.split()[0] != "floor":  # the floor runs in chunks: its memory means nothing
+            ax_m.plot(n, [max(x, 1e-1) for x in m], **style)
     for ax, ylabel in ((ax_t, "forward+backward time (ms, median)"), (ax_m, "peak RSS above baseline (MB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -294,6 +295,7 @@ def plot(rows, path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     ax_t.legend(fontsize=7, ncol=2)
+    ax_m.legend(fontsize=7, ncol=2)
     fig.suptitle(f"one attention layer, d_model={D_MODEL}, H={HEADS}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -321,6 +323,7 @@ def main(argv=None) -> None:
                          "spinning OpenMP threads make timings 3-10x slower and erratic")
     ap.add_argument("--config-timeout", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--from-csv", help="re-plot and re-summarise an earlier results.csv, run nothing")
     # Worker mode (one configuration in this fresh process).
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--variant", help=argparse.SUPPRESS)
@@ -333,6 +336,13 @@ def main(argv=None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_csv:
+        rows = read_csv(args.from_csv)
+        args.sizes = sorted({r["n"] for r in rows})
+        args.group_sizes = sorted({r["p"] for r in rows if r["p"] != ""})
+        plot(rows, out / "rba.png")
+        report(rows, args, out)
+        return
     results: dict = {}
     started = time.perf_counter()
     print(f"threads={args.threads} OMP_WAIT_POLICY={args.omp_wait_policy} rounds={args.rounds}", flush=True)
@@ -363,7 +373,24 @@ def main(argv=None) -> None:
         for r in rows:
             w.writerow({k: r.get(k, "") for k in fields})
     plot(rows, out / "rba.png")
+    report(rows, args, out)
 
+
+def read_csv(path) -> list[dict]:
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            r["n"] = int(r["n"])
+            r["p"] = int(r["p"]) if r["p"] else ""
+            if r["status"] == "ok":
+                for k in ("median_ms", "min_ms", "max_ms", "peak_mb"):
+                    r[k] = float(r[k])
+                r["runs"] = int(r["runs"])
+            rows.append(r)
+    return rows
+
+
+def report(rows, args, out: Path) -> None:
     print(f"\nthreads={args.threads} repeats={args.repeats} rounds={args.rounds} "
           f"OMP_WAIT_POLICY={args.omp_wait_policy} d_model={D_MODEL} H={HEADS}; CSV and PNG in {out}/")
     print(f"{'N':>9} {'p':>5} {'variant':>10} {'median ms':>10} {'spread ms':>19} {'peak MB':>8}  status")

@@ -287,14 +287,16 @@ class Launcher:
         stream = proc.popen.stdout
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if line.startswith(GUARD_MARK):
-                fields = dict(item.split("=", 1) for item in line[len(GUARD_MARK):].split() if "=" in item)
+            if GUARD_MARK in line:  # the guard's last line (maybe glued to output without a newline)
+                line, _, stats = line.rpartition(GUARD_MARK)
+                fields = dict(item.split("=", 1) for item in stats.split() if "=" in item)
                 try:
                     proc.peak_rss_kb = int(fields["maxrss_kb"])
                     proc.child_pid = int(fields["pid"])
                 except (KeyError, ValueError):
                     pass
-                continue
+                if not line:
+                    continue
             self.emit(prefix + line)
         stream.close()
 

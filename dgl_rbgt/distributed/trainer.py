@@ -134,9 +134,18 @@ class DistNeighborSampling(Batching):
         feat = g.ndata["feat"][input_nodes].to(self.device)  # features pulled from their servers
         labels = g.ndata["label"][seeds].to(self.device)
         blocks = [b.to(self.device) for b in blocks]
+        if os.environ.get("RBGT_DEBUG"):
+            import dgl as _d
+            ok1 = bool((blocks[-1].dstdata[_d.NID] == seeds).all())
+            ok2 = bool((blocks[0].srcdata[_d.NID] == input_nodes).all())
+            if not (ok1 and ok2):
+                print("DEBUG misaligned", ok1, ok2, flush=True)
         return DistBatch(seeds.to(self.device), lambda model: model(blocks, feat), labels)
 
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[DistBatch]:
+        if os.environ.get("RBGT_RANKSEED"):
+            import torch.distributed as tdist
+            torch.manual_seed(torch.initial_seed() + 7919 * tdist.get_rank())
         for input_nodes, seeds, blocks in self._train_loader:
             yield self._batch(input_nodes, seeds, blocks)
 
@@ -197,6 +206,8 @@ class DistTrainer(Trainer):
         outs = torch.cat(outs) if outs else torch.empty((0, self.num_outputs), device=self.device)
         labels = torch.cat(labels) if labels else self.labels[:0]
         codes = self._eval_codes[torch.searchsorted(self._eval_sorted, ids.cpu())].to(self.device)
+        if os.environ.get("RBGT_DEBUG"):
+            print("DEBUG local acc", float((outs.argmax(1) == labels).float().mean()), len(ids), "batches", flush=True)
         return all_gather_cat(ids), all_gather_cat(outs.float()), all_gather_cat(labels), all_gather_cat(codes)
 
     @torch.no_grad()
@@ -210,7 +221,10 @@ class DistTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        _, logits, labels, codes = self._gather_eval()
+        ids_, logits, labels, codes = self._gather_eval()
+        if os.environ.get("RBGT_DEBUG"):
+            print("DEBUG eval", len(ids_), len(torch.unique(ids_)), [int((codes == i).sum()) for i in range(3)],
+                  "acc-local-rows", float((logits.argmax(1) == labels).float().mean()), flush=True)
         result = {}
         for i, split in enumerate(("train", "val", "test")):
             sel = codes == i
@@ -298,6 +312,21 @@ def run_trainer(spec: dict) -> int:
         logger.info("resolved recipe:\n%s", recipe_to_yaml(recipe).rstrip())
     g = dgl.distributed.DistGraph(part["graph_name"])
     pb = g.get_partition_book()
+    if os.environ.get("RBGT_DEBUG"):
+        from ..train.run import prepare_dataset
+        _, og = prepare_dataset(recipe)
+        n = og.num_nodes()
+        allids = torch.arange(n)
+        f = g.ndata["feat"][allids]; y = g.ndata["label"][allids]
+        print("DEBUG feat mismatch", int((f != og.ndata["feat"]).any(1).sum()), "label mismatch", int((y != og.ndata["label"]).sum()), flush=True)
+        import dgl as _d
+        sampler = _d.dataloading.NeighborSampler([10, 10])
+        seeds = torch.arange(0, n, 7)
+        inp, out, blocks = sampler.sample(g, seeds)
+        b = blocks[-1]
+        src, dst = b.edges()
+        gs, gd = b.srcdata[_d.NID][src], b.dstdata[_d.NID][dst]
+        print("DEBUG block edges missing in graph", int((~og.has_edges_between(gs, gd)).sum()), "of", len(gs), flush=True)
     trainer_ids = g.ndata["trainer_id"] if "trainer_id" in g.ndata else None
     splits = {s: dgl.distributed.node_split(g.ndata[f"{s}_mask"], pb, force_even=True, node_trainer_ids=trainer_ids)
               for s in ("train", "val", "test")}
@@ -309,6 +338,10 @@ def run_trainer(spec: dict) -> int:
     if int(n_min) == 0:
         raise RuntimeError(f"a trainer got no training nodes ({world} trainers for "
                            f"{int(n_max)} or fewer per trainer); use fewer trainers")
+    if os.environ.get("RBGT_DEBUG"):
+        for k in ("train", "val", "test"):
+            allk = all_gather_cat(splits[k])
+            print("DEBUG split", k, len(allk), len(torch.unique(allk)), flush=True)
     generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + rank)
     train_nodes = pad_to(splits["train"], int(n_max), generator)
     logger.info("rank %d/%d on partition %d: %d train (%d padding), %d val, %d test nodes",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import dgl
 import dgl.function as fn
@@ -66,36 +66,91 @@ class _Structure:
 
     ``in_*``: rows are destination nodes (their incoming edges), columns source nodes;
     ``out_*``: rows are source nodes, columns destination nodes. ``*_eid`` maps CSR order to
-    DGL edge ids, so edge tensors stay in the graph's edge order everywhere else.
+    DGL edge ids, so edge tensors stay in the graph's edge order everywhere else. The arrays are
+    DGL's own CSC/CSR formats of the graph (no copy).
     """
 
     def __init__(self, graph: dgl.DGLGraph):
-        self.graph = graph  # DGL's gsddmm computes the per-edge dot products
         self.num_src = graph.num_src_nodes()
         self.num_dst = graph.num_dst_nodes()
-        self.in_ptr, self.in_idx, self.in_eid = graph.adj_tensors("csc")
-        self.out_ptr, self.out_idx, self.out_eid = graph.adj_tensors("csr")
+        self.num_edges = graph.num_edges()
+        self.in_ptr, self.in_idx, in_eid = graph.adj_tensors("csc")
+        self.out_ptr, self.out_idx, out_eid = graph.adj_tensors("csr")
+        self.in_eid, self.out_eid = in_eid.long(), out_eid.long()  # no copy for int64 graphs
+
+
+class _TypedStructure:
+    """Layouts in which edge ``j -> i`` of type ``t`` points at the typed query row ``i*T + t``.
+
+    ``in_*``: CSR with rows ``i*T + t`` (the in-CSR with each row split by type), columns ``j``;
+    ``out_idx``: the columns ``i*T + t`` of the plain out-CSR (rows ``j``, same order, so
+    ``st.out_ptr`` and ``st.out_eid`` serve). Built once per graph; 3 index arrays of E entries.
+    """
+
+    def __init__(self, st: _Structure, codes: torch.Tensor, num_types: int):
+        self.num_types = num_types
+        self.num_rows = st.num_dst * num_types
+        codes = codes.to(device=st.in_eid.device, dtype=st.in_idx.dtype)
+        row = torch.repeat_interleave(
+            torch.arange(st.num_dst, device=st.in_ptr.device, dtype=st.in_idx.dtype), st.in_ptr.diff()
+        )  # (E,) destination of each in-CSR entry
+        key = row * num_types + torch.index_select(codes, 0, st.in_eid)  # (E,) typed row
+        order = torch.sort(key, stable=True).indices  # rows stay sorted; only types regroup
+        counts = torch.bincount(key, minlength=self.num_rows)
+        self.in_ptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(st.in_ptr.dtype)
+        self.in_idx = torch.index_select(st.in_idx, 0, order)
+        self.in_eid = torch.index_select(st.in_eid, 0, order)
+        self.out_idx = st.out_idx * num_types + torch.index_select(codes, 0, st.out_eid)
+
+
+def _csr(ptr: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    with warnings.catch_warnings():  # torch flags sparse CSR as "beta" on first use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(ptr, idx, values, shape)
 
 
 def _csr_mm(
-    ptr: torch.Tensor, idx: torch.Tensor, eid: torch.Tensor, weight: torch.Tensor, x: torch.Tensor, num_rows: int
+    ptr: torch.Tensor,
+    idx: torch.Tensor,
+    eid: torch.Tensor,
+    weight: torch.Tensor,
+    x: torch.Tensor,
+    num_rows: int,
+    head: int | None = None,
 ) -> torch.Tensor:
-    """``out[r, h] = sum over CSR row r of weight[e, h] * x[col(e), h]``.
+    """``out[r, h] = sum over CSR row r of weight[h, e] * x[col(e), h]``.
 
-    ``weight`` is ``(E, H)`` in edge-id order, ``x`` is ``(N_cols, H, D)``; one sparse-dense
-    product per head (MKL on CPU, cuSPARSE on CUDA).
+    ``weight`` is ``(H, E)`` (contiguous, edge-id order), ``x`` is ``(N_cols, H, D)``; one
+    sparse-dense product per head (MKL on CPU, cuSPARSE on CUDA). With ``head``, only that head:
+    ``x`` is then ``(N_cols, D)`` and the result ``(num_rows, D)``.
     """
-    num_heads, width = weight.shape[1], x.shape[2]
-    # (H, E): index_select on a contiguous row is ~6x faster than weight[eid] on (E, H)
-    per_head = weight.t().contiguous()
+    if head is not None:
+        values = torch.index_select(weight[head], 0, eid)  # (E,) in CSR order
+        return _csr(ptr, idx, values, (num_rows, x.shape[0])) @ x
+    num_heads, width = weight.shape[0], x.shape[2]
     out = x.new_empty(num_rows, num_heads, width)  # (N_rows, H, D)
     for h in range(num_heads):
-        values = torch.index_select(per_head[h], 0, eid)  # (E,) in CSR order
-        with warnings.catch_warnings():  # torch flags sparse CSR as "beta" on first use
-            warnings.simplefilter("ignore", UserWarning)
-            mat = torch.sparse_csr_tensor(ptr, idx, values, (num_rows, x.shape[0]))
-        out[:, h] = mat @ x[:, h]  # (N_rows, D); MKL reads the strided rows of x directly
+        values = torch.index_select(weight[h], 0, eid)  # (E,) in CSR order
+        out[:, h] = _csr(ptr, idx, values, (num_rows, x.shape[0])) @ x[:, h]  # (N_rows, D)
     return out
+
+
+def _csr_sddmm(
+    ptr: torch.Tensor, idx: torch.Tensor, eid: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, head: int
+) -> torch.Tensor:
+    """``out[eid(p)] = <rows[row(p)], cols[col(p)]>`` for every CSR entry ``p``; ``(E,)``.
+
+    ``rows`` is ``(N_rows, D)``, ``cols`` ``(N_cols, D)``. torch's sampled product reads each
+    row's vector once for all its entries: ~3x faster than DGL's gsddmm on large graphs.
+    """
+    pattern = _csr(ptr, idx, rows.new_zeros(idx.numel()), (rows.shape[0], cols.shape[0]))
+    values = torch.sparse.sampled_addmm(pattern, rows, cols.t(), beta=0.0).values()  # CSR order
+    return rows.new_empty(idx.numel()).index_copy_(0, eid, values)
+
+
+def _edge_major(per_head: list[torch.Tensor]) -> torch.Tensor:
+    """Stack ``H`` tensors of ``(E,)`` into a contiguous ``(E, H, 1)`` edge tensor."""
+    return torch.stack(per_head, dim=1).unsqueeze(-1)
 
 
 class _EdgeSum(torch.autograd.Function):
@@ -107,86 +162,88 @@ class _EdgeSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, st: _Structure, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        w_he = w.squeeze(-1).t().contiguous()  # (H, E)
         ctx.st = st
-        ctx.save_for_backward(w, x)
-        return _csr_mm(st.in_ptr, st.in_idx, st.in_eid, w.squeeze(-1), x, st.num_dst)  # (N_dst, H, D)
+        ctx.save_for_backward(w_he, x)
+        return _csr_mm(st.in_ptr, st.in_idx, st.in_eid, w_he, x, st.num_dst)  # (N_dst, H, D)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         st = ctx.st
-        w, x = ctx.saved_tensors
-        grad = grad.contiguous()
+        w_he, x = ctx.saved_tensors
         grad_w = grad_x = None
-        if ctx.needs_input_grad[1]:
-            grad_w = dgl.ops.u_dot_v(st.graph, x, grad)  # (E, H, 1): <x[src], grad[dst]>
+        if ctx.needs_input_grad[1]:  # <grad[i], x[j]> per edge j -> i
+            grad_w = _edge_major(
+                [_csr_sddmm(st.in_ptr, st.in_idx, st.in_eid, grad[:, h], x[:, h], h) for h in range(x.shape[1])]
+            )
         if ctx.needs_input_grad[2]:
-            grad_x = _csr_mm(st.out_ptr, st.out_idx, st.out_eid, w.squeeze(-1), grad, st.num_src)
+            grad_x = _csr_mm(st.out_ptr, st.out_idx, st.out_eid, w_he, grad, st.num_src)  # (N_src, H, D)
         return None, grad_w, grad_x
 
 
 class _EdgeDot(torch.autograd.Function):
-    """``s[e] = <x[j], y[i]>`` per head for every edge ``e = j -> i``; output ``(E, H, 1)``.
-
-    Forward is DGL's gsddmm (``u_dot_v``); its gradients are two sparse-dense products.
-    """
+    """``s[e] = <x[j], y[i]>`` per head for every edge ``e = j -> i``; output ``(E, H, 1)``."""
 
     @staticmethod
     def forward(ctx, st: _Structure, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         ctx.st = st
         ctx.save_for_backward(x, y)
-        return dgl.ops.u_dot_v(st.graph, x, y)  # (E, H, 1)
+        return _edge_major(
+            [_csr_sddmm(st.in_ptr, st.in_idx, st.in_eid, y[:, h], x[:, h], h) for h in range(x.shape[1])]
+        )
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         st = ctx.st
         x, y = ctx.saved_tensors
-        grad = grad.squeeze(-1)  # (E, H)
+        grad_he = grad.squeeze(-1).t().contiguous()  # (H, E)
         grad_x = grad_y = None
         if ctx.needs_input_grad[1]:
-            grad_x = _csr_mm(st.out_ptr, st.out_idx, st.out_eid, grad, y, st.num_src)  # (N_src, H, D)
+            grad_x = _csr_mm(st.out_ptr, st.out_idx, st.out_eid, grad_he, y, st.num_src)  # (N_src, H, D)
         if ctx.needs_input_grad[2]:
-            grad_y = _csr_mm(st.in_ptr, st.in_idx, st.in_eid, grad, x, st.num_dst)  # (N_dst, H, D)
+            grad_y = _csr_mm(st.in_ptr, st.in_idx, st.in_eid, grad_he, x, st.num_dst)  # (N_dst, H, D)
         return None, grad_x, grad_y
 
 
-
 class _TypedEdgeDot(torch.autograd.Function):
-    """``s[e] = <k[j], q[i] * table[t]>`` for every edge ``e = j -> i`` of type ``t``.
+    """``s[e] = <k[j], q[i] * table[t]>`` per head for every edge ``e = j -> i`` of type ``t``.
 
-    Forward: one gsddmm on the typed COO graph against the typed queries ``(N_dst * T, H, d)``,
-    freed at once. Backward: per present type, two sparse-dense products on the graph's own CSR
-    layouts with the gradient masked to that type, recomputing ``q * table[t]``; so neither the
-    typed queries nor a typed CSR copy of the graph is kept for the backward pass.
+    Works one head at a time on the typed queries ``(N_dst * T, d)`` of that head, which are
+    recomputed in the backward pass instead of being kept.
     """
 
     @staticmethod
-    def forward(ctx, typed, st, codes, present, k, q, table):
-        num_types, num_heads, width = table.shape
-        typed_q = (q.unsqueeze(1) * table.unsqueeze(0)).reshape(-1, num_heads, width)  # (N_dst*T, H, d)
-        logits = dgl.ops.u_dot_v(typed, k, typed_q)  # (E, H, 1)
-        ctx.st, ctx.present = st, present
-        ctx.save_for_backward(codes, k, q, table)
-        return logits
+    def forward(ctx, st, tst, k, q, table):
+        ctx.st, ctx.tst = st, tst
+        ctx.save_for_backward(k, q, table)
+        per_head = []
+        for h in range(k.shape[1]):
+            typed_q = (q[:, h].unsqueeze(1) * table[:, h].unsqueeze(0)).reshape(-1, q.shape[2])  # (N_dst*T, d)
+            per_head.append(_csr_sddmm(tst.in_ptr, tst.in_idx, tst.in_eid, typed_q, k[:, h], h))
+        return _edge_major(per_head)  # (E, H, 1)
 
     @staticmethod
     def backward(ctx, grad):
-        st, present = ctx.st, ctx.present
-        codes, k, q, table = ctx.saved_tensors
-        grad = grad.squeeze(-1)  # (E, H)
-        grad_k = torch.zeros_like(k) if ctx.needs_input_grad[4] else None
-        grad_q = torch.zeros_like(q) if ctx.needs_input_grad[5] else None
-        grad_table = torch.zeros_like(table) if ctx.needs_input_grad[6] else None
-        for t in present:
-            grad_t = grad * (codes == t).unsqueeze(1).to(grad.dtype)  # (E, H): type t only
-            if grad_k is not None:
-                grad_k += _csr_mm(st.out_ptr, st.out_idx, st.out_eid, grad_t, q * table[t], st.num_src)
+        st, tst = ctx.st, ctx.tst
+        k, q, table = ctx.saved_tensors
+        num_types, num_heads, width = table.shape
+        grad_he = grad.squeeze(-1).t().contiguous()  # (H, E)
+        grad_k = torch.zeros_like(k) if ctx.needs_input_grad[2] else None
+        grad_q = torch.zeros_like(q) if ctx.needs_input_grad[3] else None
+        grad_table = torch.zeros_like(table) if ctx.needs_input_grad[4] else None
+        for h in range(num_heads):
             if grad_q is not None or grad_table is not None:
-                grad_typed = _csr_mm(st.in_ptr, st.in_idx, st.in_eid, grad_t, k, st.num_dst)  # (N_dst, H, d)
+                # d/d(typed query i*T+t) = sum over edges j -> i of type t of grad * k[j]
+                grad_typed = _csr_mm(tst.in_ptr, tst.in_idx, tst.in_eid, grad_he, k[:, h], tst.num_rows, head=h)
+                grad_typed = grad_typed.view(-1, num_types, width)  # (N_dst, T, d)
                 if grad_q is not None:
-                    grad_q += grad_typed * table[t]
+                    grad_q[:, h] = (grad_typed * table[:, h].unsqueeze(0)).sum(1)
                 if grad_table is not None:
-                    grad_table[t] = (grad_typed * q).sum(0)
-        return None, None, None, None, grad_k, grad_q, grad_table
+                    grad_table[:, h] = (grad_typed * q[:, h].unsqueeze(1)).sum(0)
+            if grad_k is not None:
+                typed_q = (q[:, h].unsqueeze(1) * table[:, h].unsqueeze(0)).reshape(-1, width)  # (N_dst*T, d)
+                grad_k[:, h] = _csr_mm(st.out_ptr, tst.out_idx, st.out_eid, grad_he, typed_q, st.num_src, head=h)
+        return None, None, grad_k, grad_q, grad_table
 
 
 BACKENDS = ("auto", "dgl", "torch")
@@ -256,8 +313,9 @@ class ExphormerConv(nn.Module):
         ``edge_softmax``, but the weighted sums (the aggregation and the gradients of the dot
         products) as torch sparse-CSR x dense products, one per head: on CPU DGL's kernel for a
         per-edge weight broadcast over the feature axis is about 20x slower than MKL's product.
-        Its backward pass also keeps less: the typed queries are recomputed per edge type, and
-        the auxiliary graph is kept in COO form only.
+        The per-edge dot products then use torch's sampled dense-dense product (about 3x faster
+        than DGL's gsddmm on large graphs), and the typed queries are built one head at a time
+        and recomputed in the backward pass instead of being kept.
         ``"auto"``: ``"torch"`` on CPU with MKL for float32/float64, ``"dgl"`` otherwise (CUDA).
         Both give the same result up to float rounding. Default: ``"auto"``.
 
@@ -312,7 +370,7 @@ class ExphormerConv(nn.Module):
         attn_drop: float = 0.0,
         allow_zero_in_degree: bool = False,
         clamp: float | None = 5.0,
-        backend: str = "auto",
+        backend: Literal["auto", "dgl", "torch"] = "auto",
     ):
         super().__init__()
         self._backend = check_choice(backend, "backend", BACKENDS)
@@ -399,27 +457,25 @@ class ExphormerConv(nn.Module):
         return codes.to(torch.int64)
 
     def _typed_graph(self, graph: dgl.DGLGraph, use_torch: bool) -> Any:
-        """Auxiliary bipartite graph: edge ``j -> i`` of type ``t`` becomes ``j -> i * T + t``.
+        """Structure for the typed logits, cached per graph.
 
-        Its edge ids equal the graph's, so one ``u_dot_v`` against the typed queries
-        ``q_i * e_t`` (stored at row ``i * T + t``) gives every edge its typed logit. For the
-        torch kernels only its COO form is kept (the gradients use the graph's own CSR with
-        per-type masks), together with the codes and the types present.
+        DGL kernels: an auxiliary bipartite graph where edge ``j -> i`` of type ``t`` becomes
+        ``j -> i * T + t``; its edge ids equal the graph's, so one ``u_dot_v`` against the typed
+        queries ``q_i * e_t`` (row ``i * T + t``) gives every edge its typed logit. Torch
+        kernels: the same graph as CSR index arrays (:class:`_TypedStructure`).
         """
         codes = self._check_codes(graph)
         num_types = self._num_edge_types
+        if use_torch:
+            return _TypedStructure(_Structure(graph), codes, num_types)
         src, dst = graph.edges(order="eid")
         typed_dst = dst.to(torch.int64) * num_types + codes.to(dst.device)  # (E,)
-        typed = dgl.create_block(
+        return dgl.create_block(
             (src.to(torch.int64), typed_dst),
             num_src_nodes=graph.num_src_nodes(),
             num_dst_nodes=graph.num_dst_nodes() * num_types,
             device=graph.device,
         )
-        if not use_torch:
-            return typed
-        present = torch.bincount(codes, minlength=num_types).nonzero().flatten().tolist()
-        return typed.formats("coo"), codes, present
 
     def forward(
         self,
@@ -581,8 +637,7 @@ class ExphormerConv(nn.Module):
                 graph, codes_field, lambda: (use_torch, self._typed_graph(graph, use_torch))
             )
         if use_torch:
-            typed_graph, codes, present = typed
-            return _TypedEdgeDot.apply(typed_graph, _Structure(graph), codes, present, k, q, table)
+            return _TypedEdgeDot.apply(_Structure(graph), typed, k, q, table)  # (E, H, 1)
         typed_q = (q.unsqueeze(1) * table.unsqueeze(0)).reshape(-1, num_heads, out_feats)  # (N_dst*T, H, d)
         with typed.local_scope():
             typed.srcdata["k"] = k

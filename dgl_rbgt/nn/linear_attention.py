@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dgl_rbgt._checks import check_feat, check_homogeneous, check_nonempty, check_positive_int
-from dgl_rbgt.nn.rba import _as_counts, _check_finite, _check_param_dtype, _check_qkv, _graph_ids
+from dgl_rbgt.nn.rba import _as_counts, _check_param_dtype, _check_qkv, _graph_ids
 
 __all__ = ["SGFormerAttention", "sgformer_attention"]
 
@@ -162,8 +162,7 @@ class SGFormerAttention(nn.Module):
         check_homogeneous(graph, "graph", allow_block=False)
         check_nonempty(graph, "graph")
         num_nodes = graph.num_nodes()
-        check_feat(feat, "feat", rows=num_nodes, last_dim=self._in_feats, ndim=2, finite=False)
-        _check_finite(feat, "feat")
+        check_feat(feat, "feat", rows=num_nodes, last_dim=self._in_feats, ndim=2)
         _check_param_dtype(feat, self.fc_q.weight)
         with graph.local_scope():
             shape = (num_nodes, self._num_heads, self._out_feats)

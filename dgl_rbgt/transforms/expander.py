@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import NamedTuple, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import dgl
 import numpy as np
@@ -404,7 +404,7 @@ class AddExpanderEdges(BaseTransform):
     def __init__(
         self,
         degree: int = 3,
-        method: str = "permutation",
+        method: Literal["permutation", "hamiltonian"] = "permutation",
         seed: int | None = None,
         self_loops: bool = False,
         allow_duplicates: bool = False,

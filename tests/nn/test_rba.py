@@ -8,7 +8,7 @@ import torch
 from dgl.base import DGLError
 
 from dgl_rbgt.nn.full_attention import FullAttentionConv, full_attention
-from dgl_rbgt.nn.rba import RBAAttention, RBAConv, random_batch_attention
+from dgl_rbgt.nn.rba import RBAAttention, RBAConv, _random_plan, random_batch_attention
 
 
 # ----------------------------------------------------------------------------- references
@@ -175,7 +175,7 @@ def test_get_attention_reproduces_output():
 
 def test_gradcheck_functional_and_conv():
     segments = [5, 3, 6]  # p = 4: remainders 1, 3, 2 (masked path) + full groups
-    q, k, v = (x.requires_grad_() for x in qkv(14, heads=2, dim=3))
+    q, k, v = (x.requires_grad_() for x in qkv(14, heads=1, dim=2))
     perm = segment_perm(segments)
     assert torch.autograd.gradcheck(
         lambda a, b, c: random_batch_attention(a, b, c, 4, perm=perm, segments=segments), (q, k, v))
@@ -262,25 +262,28 @@ def test_eval_fixed_repeats_and_leaves_global_generator_alone():
     assert not torch.allclose(a, other(g, feat))
 
 
-def test_co_grouping_probability():
-    """P(i and j share a group) = sum_s s(s-1) / (N(N-1)) over the group sizes s."""
-    n, p, draws = 7, 3, 1500  # groups 3, 3, 1 -> 12/42
-    g = dgl.rand_graph(n, 10)
-    conv = RBAConv(2, 1, num_heads=1, group_size=p).train()
-    feat = torch.randn(n, 2)
+@pytest.mark.parametrize("segments,p,expected", [
+    ([7], 3, {(0, 0): 12 / 42}),  # groups 3, 3, 1
+    ([4, 3], 2, {(0, 0): 4 / 12, (1, 1): 2 / 6, (0, 1): 0.0}),  # 2+2 | 2+1, never across
+])
+def test_co_grouping_probability(segments, p, expected):
+    """P(i and j share a group) = sum_s s(s-1) / (n(n-1)) over the group sizes s of their graph."""
+    n, draws = sum(segments), 2000
+    counts = torch.tensor(segments) if len(segments) > 1 else None
+    gid = torch.repeat_interleave(torch.arange(len(segments)), torch.tensor(segments))
     together = torch.zeros(n, n)
-    with torch.no_grad():
-        for _ in range(draws):
-            members = conv(g, feat, get_attention=True)[1].members
-            hit = torch.zeros(n, n)
-            rows = torch.arange(n)[:, None].expand_as(members)
-            hit[rows[members >= 0], members[members >= 0]] = 1
-            together += hit
-    off = together[~torch.eye(n, dtype=torch.bool)] / draws
-    expected = 12 / 42
-    sigma = math.sqrt(expected * (1 - expected) / draws)
-    assert torch.all((off - expected).abs() < 5 * sigma)
-    assert torch.all(together.diagonal() == draws)
+    for _ in range(draws):
+        plan = _random_plan(n, p, counts, None, torch.device("cpu"))
+        sizes = [p] * plan.num_full + plan.rem_sizes
+        label = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        group = torch.empty(n, dtype=torch.long)
+        group[plan.order] = label  # group of every node
+        together += (group[:, None] == group[None, :]).float()
+    freq = together / draws
+    for (a, b), prob in expected.items():
+        pairs = (gid[:, None] == a) & (gid[None, :] == b) & ~torch.eye(n, dtype=torch.bool)
+        sigma = max(math.sqrt(prob * (1 - prob) / draws), 1e-12)
+        assert torch.all((freq[pairs] - prob).abs() <= 5 * sigma), (a, b)
 
 
 def test_mean_mode_converges_to_the_expectation_over_partitions():
