@@ -39,7 +39,10 @@ class NormalizeFeatures(BaseTransform):
         check_homogeneous(g, allow_block=False)
         if "feat" not in g.ndata:
             raise KeyError("NormalizeFeatures needs graph.ndata['feat']")
-        return self._dgl(g.local_var())  # local_var: writes land on a new graph object
+        # DGL's normaliser writes into the feature tensor in place: hand it a copy.
+        out = g.local_var()
+        out.ndata["feat"] = g.ndata["feat"].clone()
+        return self._dgl(out)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(subtract_min={self.subtract_min})"
