@@ -118,6 +118,9 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
     t1 = time.perf_counter()
     seed_everything(recipe.seed)  # random partitioning and METIS draw from the seeded generators
     balance = graph.ndata["train_mask"].to(torch.int64) if dist.balance_train else None
+    # Original node ids travel with the partitions: trainers evaluate in single-machine order, and
+    # predictions can be mapped back to the dataset's ids.
+    graph.ndata["orig_nid"] = torch.arange(graph.num_nodes(), dtype=torch.int64)
     orig_nids, _ = dgl.distributed.partition_graph(
         graph, recipe.name, num_parts, str(out), num_hops=dist.num_hops, part_method=dist.partition_method,
         balance_ntypes=balance, balance_edges=dist.balance_edges, return_mapping=True,

@@ -14,6 +14,12 @@ connects to the servers, joins ``torch.distributed`` (gloo on CPU, NCCL on GPU),
 - :class:`DistTrainer`, which takes labels from the batches and gathers evaluation logits from
   every rank, so all ranks compute the same metrics and stop early together.
 
+Evaluation runs the very batches a single machine would (:func:`eval_plan`): the labelled nodes
+in original-id order cut into ``eval_batch_size`` chunks, dealt round-robin to the trainers. This
+matters because models such as GCN normalise by degrees counted inside a block, so a node's logits
+depend on which nodes share its batch; with rank-local batches the same weights scored 5 points
+lower on the 3000-node quickstart graph than on one machine.
+
 Rank 0 alone writes the run directory (checkpoints atomically); every rank reads the checkpoint
 on ``--resume``, so the run directory must be on a file system all hosts share (like the
 partitions and the checkout).
@@ -22,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import faulthandler
 import json
 import logging
 import math
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,12 +108,32 @@ def pad_to(nodes: torch.Tensor, length: int, generator: torch.Generator) -> torc
     return torch.cat([nodes, nodes[extra[:length - len(nodes)]]])
 
 
+def eval_plan(ids: torch.Tensor, keys: torch.Tensor, codes: torch.Tensor, rank: int, world: int,
+              batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This rank's evaluation nodes, in batches identical to a single machine's.
+
+    ``ids``, ``keys`` and ``codes`` hold every rank's labelled nodes (gathered): DistGraph ids,
+    original ids (the single-machine order) and split codes (0 train, 1 val, 2 test). Sorted by
+    ``keys`` and cut into ``batch_size`` chunks, chunk ``k`` goes to rank ``k % world``; the chunks
+    of a rank are concatenated in order, so a loader with the same ``batch_size`` and no shuffling
+    cuts them back exactly (only the globally last chunk can be short, and it comes last).
+
+    Returns (this rank's nodes, all ids sorted, their codes) - the last two look codes up.
+    """
+    order = torch.argsort(keys)
+    chunks = ids[order].split(batch_size)
+    mine = chunks[rank::world]
+    nodes = torch.cat(mine) if mine else ids[:0]
+    by_id = torch.argsort(ids)
+    return nodes, ids[by_id], codes[by_id]
+
+
 class DistNeighborSampling(Batching):
     """Neighbour-sampled mini-batches from a :class:`dgl.distributed.DistGraph`.
 
     Training batches come from ``train_nodes`` (this trainer's share, already padded), shuffled
-    from torch's generator (seeded per epoch by the loop); evaluation batches cover
-    ``eval_nodes`` with full neighbourhoods, in a fixed order.
+    from torch's generator (seeded per epoch by the loop); evaluation batches cut ``eval_nodes``
+    (see :func:`eval_plan`) in order, with full neighbourhoods.
     """
 
     name = "dist_neighbor"
@@ -134,18 +162,9 @@ class DistNeighborSampling(Batching):
         feat = g.ndata["feat"][input_nodes].to(self.device)  # features pulled from their servers
         labels = g.ndata["label"][seeds].to(self.device)
         blocks = [b.to(self.device) for b in blocks]
-        if os.environ.get("RBGT_DEBUG"):
-            import dgl as _d
-            ok1 = bool((blocks[-1].dstdata[_d.NID] == seeds).all())
-            ok2 = bool((blocks[0].srcdata[_d.NID] == input_nodes).all())
-            if not (ok1 and ok2):
-                print("DEBUG misaligned", ok1, ok2, flush=True)
         return DistBatch(seeds.to(self.device), lambda model: model(blocks, feat), labels)
 
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[DistBatch]:
-        if os.environ.get("RBGT_RANKSEED"):
-            import torch.distributed as tdist
-            torch.manual_seed(torch.initial_seed() + 7919 * tdist.get_rank())
         for input_nodes, seeds, blocks in self._train_loader:
             yield self._batch(input_nodes, seeds, blocks)
 
@@ -162,23 +181,21 @@ class DistNeighborSampling(Batching):
 class DistTrainer(Trainer):
     """The single-machine :class:`~dgl_rbgt.train.loop.Trainer` on one rank of a DistDGL job.
 
-    ``splits`` are this rank's nodes; labels come with each batch (no global label vector is
-    held anywhere). ``evaluate`` gathers logits, labels and split membership from all ranks, so
+    ``splits`` are this rank's nodes; labels come with each batch (no label vector over all nodes
+    is held anywhere; ``code_lookup`` holds the ids and split codes of the labelled nodes, from
+    :func:`eval_plan`). ``evaluate`` gathers logits, labels and split membership from all ranks, so
     every rank computes identical metrics and makes the same early-stopping decision.
     """
 
     def __init__(self, model: nn.Module, batching: DistNeighborSampling, splits: dict[str, torch.Tensor],
-                 label_template: torch.Tensor, num_outputs: int, metric, config, run_dir, **kwargs):
+                 label_template: torch.Tensor, num_outputs: int, metric, config, run_dir, *,
+                 code_lookup: tuple[torch.Tensor, torch.Tensor], **kwargs):
         self.num_outputs = num_outputs
         empty = {k: torch.empty(0, dtype=torch.int64) for k in ("train", "val", "test")}
         super().__init__(model, batching, label_template[:0], empty, metric, config, run_dir, **kwargs)
         self.splits = {k: v.to(self.device) for k, v in splits.items()}
-        # split code of every evaluated node of this rank: 0 train, 1 val, 2 test
-        nodes = torch.cat([splits["train"], splits["val"], splits["test"]])
-        codes = torch.cat([torch.full((len(splits[k]),), i, dtype=torch.int64)
-                           for i, k in enumerate(("train", "val", "test"))])
-        order = torch.argsort(nodes)
-        self._eval_sorted, self._eval_codes = nodes[order], codes[order]
+        # (sorted ids, split codes) of every labelled node of every rank: 0 train, 1 val, 2 test
+        self._eval_sorted, self._eval_codes = code_lookup
 
     def train_step(self, batch: DistBatch) -> tuple[float, int]:
         logits = batch.run(self.model)  # through DDP: gradients are all-reduced in backward
@@ -206,8 +223,6 @@ class DistTrainer(Trainer):
         outs = torch.cat(outs) if outs else torch.empty((0, self.num_outputs), device=self.device)
         labels = torch.cat(labels) if labels else self.labels[:0]
         codes = self._eval_codes[torch.searchsorted(self._eval_sorted, ids.cpu())].to(self.device)
-        if os.environ.get("RBGT_DEBUG"):
-            print("DEBUG local acc", float((outs.argmax(1) == labels).float().mean()), len(ids), "batches", flush=True)
         return all_gather_cat(ids), all_gather_cat(outs.float()), all_gather_cat(labels), all_gather_cat(codes)
 
     @torch.no_grad()
@@ -221,10 +236,7 @@ class DistTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        ids_, logits, labels, codes = self._gather_eval()
-        if os.environ.get("RBGT_DEBUG"):
-            print("DEBUG eval", len(ids_), len(torch.unique(ids_)), [int((codes == i).sum()) for i in range(3)],
-                  "acc-local-rows", float((logits.argmax(1) == labels).float().mean()), flush=True)
+        _, logits, labels, codes = self._gather_eval()
         result = {}
         for i, split in enumerate(("train", "val", "test")):
             sel = codes == i
@@ -312,21 +324,6 @@ def run_trainer(spec: dict) -> int:
         logger.info("resolved recipe:\n%s", recipe_to_yaml(recipe).rstrip())
     g = dgl.distributed.DistGraph(part["graph_name"])
     pb = g.get_partition_book()
-    if os.environ.get("RBGT_DEBUG"):
-        from ..train.run import prepare_dataset
-        _, og = prepare_dataset(recipe)
-        n = og.num_nodes()
-        allids = torch.arange(n)
-        f = g.ndata["feat"][allids]; y = g.ndata["label"][allids]
-        print("DEBUG feat mismatch", int((f != og.ndata["feat"]).any(1).sum()), "label mismatch", int((y != og.ndata["label"]).sum()), flush=True)
-        import dgl as _d
-        sampler = _d.dataloading.NeighborSampler([10, 10])
-        seeds = torch.arange(0, n, 7)
-        inp, out, blocks = sampler.sample(g, seeds)
-        b = blocks[-1]
-        src, dst = b.edges()
-        gs, gd = b.srcdata[_d.NID][src], b.dstdata[_d.NID][dst]
-        print("DEBUG block edges missing in graph", int((~og.has_edges_between(gs, gd)).sum()), "of", len(gs), flush=True)
     trainer_ids = g.ndata["trainer_id"] if "trainer_id" in g.ndata else None
     splits = {s: dgl.distributed.node_split(g.ndata[f"{s}_mask"], pb, force_even=True, node_trainer_ids=trainer_ids)
               for s in ("train", "val", "test")}
@@ -338,25 +335,29 @@ def run_trainer(spec: dict) -> int:
     if int(n_min) == 0:
         raise RuntimeError(f"a trainer got no training nodes ({world} trainers for "
                            f"{int(n_max)} or fewer per trainer); use fewer trainers")
-    if os.environ.get("RBGT_DEBUG"):
-        for k in ("train", "val", "test"):
-            allk = all_gather_cat(splits[k])
-            print("DEBUG split", k, len(allk), len(torch.unique(allk)), flush=True)
     generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + rank)
     train_nodes = pad_to(splits["train"], int(n_max), generator)
     logger.info("rank %d/%d on partition %d: %d train (%d padding), %d val, %d test nodes",
                 rank, world, pb.partid, len(splits["train"]), len(train_nodes) - len(splits["train"]),
                 len(splits["val"]), len(splits["test"]))
     t = recipe.train
+    eval_bs = t.eval_batch_size or t.batch_size
+    local = torch.cat([splits["train"], splits["val"], splits["test"]])
+    local_codes = torch.cat([torch.full((len(splits[k]),), i, dtype=torch.int64)
+                             for i, k in enumerate(("train", "val", "test"))])
+    # original ids (written by `dgl-rbgt partition`) give the single-machine evaluation order
+    keys = g.ndata["orig_nid"][local] if "orig_nid" in g.ndata else local
+    eval_nodes, sorted_ids, sorted_codes = eval_plan(all_gather_cat(local), all_gather_cat(keys.to(torch.int64)),
+                                                     all_gather_cat(local_codes), rank, world, eval_bs)
     batching = DistNeighborSampling(
-        g, device, fanouts=t.fanouts, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
-        train_nodes=train_nodes, eval_nodes=torch.cat([splits["train"], splits["val"], splits["test"]]))
+        g, device, fanouts=t.fanouts, batch_size=t.batch_size, eval_batch_size=eval_bs,
+        train_nodes=train_nodes, eval_nodes=eval_nodes)
     seed_everything(recipe.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(recipe, part["in_feats"], part["num_classes"]).to(device)
     ddp = Replicated(model, device_ids=[device.index] if device.type == "cuda" else None)
     label_template = torch.empty((0, *part["label_shape"]), dtype=getattr(torch, part["label_dtype"]))
     trainer = DistTrainer(ddp, batching, splits, label_template, part["num_classes"], get_metric(part["metric"]), t, rd,
-                          seed=recipe.seed, device=device, checkpoint_every=recipe.output.checkpoint_every,
+                          code_lookup=(sorted_ids, sorted_codes), seed=recipe.seed, device=device, checkpoint_every=recipe.output.checkpoint_every,
                           plot=recipe.output.plot, title=recipe.name, is_writer=is_writer, progress=False)
     result = trainer.fit(resume=bool(spec.get("resume")))
     peaks = all_gather_cat(torch.tensor([peak_rss_bytes() / 2**20], dtype=torch.float64))
@@ -382,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank", type=int, required=True, help="server id or trainer rank (for logs and ps)")
     args = parser.parse_args(argv)
     _setup_logging()
+    # `kill -USR1 PID` prints every thread's Python stack: the first thing to look at in a hang.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     from ..data import DatasetNotFoundError
     from ..errors import UserError
 

@@ -236,10 +236,12 @@ class _TypedEdgeDot(torch.autograd.Function):
                 # d/d(typed query i*T+t) = sum over edges j -> i of type t of grad * k[j]
                 grad_typed = _csr_mm(tst.in_ptr, tst.in_idx, tst.in_eid, grad_he, k[:, h], tst.num_rows, head=h)
                 grad_typed = grad_typed.view(-1, num_types, width)  # (N_dst, T, d)
-                if grad_q is not None:
-                    grad_q[:, h] = (grad_typed * table[:, h].unsqueeze(0)).sum(1)
-                if grad_table is not None:
-                    grad_table[:, h] = (grad_typed * q[:, h].unsqueeze(1)).sum(0)
+                for t in range(num_types):  # type by type: no (N_dst, T, d) temporaries
+                    if grad_q is not None:
+                        grad_q[:, h].addcmul_(grad_typed[:, t], table[t, h])
+                    if grad_table is not None:
+                        grad_table[t, h] = torch.einsum("nc,nc->c", grad_typed[:, t], q[:, h])
+                del grad_typed
             if grad_k is not None:
                 typed_q = (q[:, h].unsqueeze(1) * table[:, h].unsqueeze(0)).reshape(-1, width)  # (N_dst*T, d)
                 grad_k[:, h] = _csr_mm(st.out_ptr, tst.out_idx, st.out_eid, grad_he, typed_q, st.num_src, head=h)
@@ -552,7 +554,7 @@ class ExphormerConv(nn.Module):
                     )
 
             q, k, v = self._project(feat_src, feat_dst)
-            use_torch = self._use_torch(q)
+            use_torch = self._use_torch(q, graph)
             if self.fc_edge is None:
                 if edge_feat is not None:
                     raise ValueError(
@@ -590,10 +592,15 @@ class ExphormerConv(nn.Module):
                 return rst, attn
             return rst
 
-    def _use_torch(self, like: torch.Tensor) -> bool:
+    def _use_torch(self, like: torch.Tensor, graph: dgl.DGLGraph | None = None) -> bool:
         """Whether this call runs the weighted sums as torch sparse-dense products."""
         if self._backend != "auto":
             return self._backend == "torch"
+        if graph is not None:
+            formats = graph.formats()
+            allowed = set(formats["created"]) | set(formats["not created"])
+            if not {"csr", "csc"} <= allowed:  # a graph restricted to COO: stay with DGL
+                return False
         return (
             like.device.type == "cpu"
             and torch.backends.mkl.is_available()

@@ -59,6 +59,20 @@ def launch_cmd(recipe: Path, *extra: str) -> list[str]:
     return [PY, "-m", "dgl_rbgt.distributed.cli", "launch", str(recipe), *extra]
 
 
+def finished(w, timeout: float) -> int | None:
+    """Wait for a launch; on a hang, make the trainers print their stacks (SIGUSR1) for the log."""
+    rc = w.wait(timeout)
+    if rc is None:
+        for p in w.scan():
+            try:
+                if p.cmdline()[1:3] == ["-m", "dgl_rbgt.distributed.trainer"]:
+                    p.send_signal(signal.SIGUSR1)
+            except psutil.Error:
+                pass
+        time.sleep(2)
+    return rc
+
+
 def metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.csv"
     if not path.is_file():
@@ -115,9 +129,9 @@ def test_two_host_run_trains_like_one_machine(cluster, watched, helpers):
     run_dir = cluster.work / "run-full"
     w = watched(launch_cmd(cluster.recipe, "--run-dir", str(run_dir), *sum((["--set", o] for o in OVERRIDES), [])),
                 cwd=cluster.work, name="launch-full")
-    rc = w.wait(240)
+    rc = finished(w, 240)
     out = w.output()
-    assert rc == 0, out[-4000:]
+    assert rc == 0, out[-6000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and len(summary["peak_memory_mb_per_rank"]) == 2
     rows = metrics(run_dir)
@@ -173,9 +187,9 @@ def test_killed_trainer_stops_everything_and_resume_continues(cluster, watched, 
 
     w2 = watched(launch_cmd(cluster.recipe, "--run-dir", str(run_dir), "--resume", *sets), cwd=cluster.work,
                  name="launch-resume")
-    rc = w2.wait(240)
+    rc = finished(w2, 240)
     out2 = w2.output()
-    assert rc == 0, out2[-4000:]
+    assert rc == 0, out2[-6000:]
     assert "resumed from" in out2 and "(resuming)" in out2
     rows = metrics(run_dir)
     assert [int(r["epoch"]) for r in rows] == list(range(12))

@@ -271,6 +271,8 @@ def test_auto_backend_uses_torch_products_on_cpu():
     assert conv._use_torch(torch.zeros(1)) == expected
     assert not conv._use_torch(torch.zeros(1, dtype=torch.float16))
     assert ExphormerConv(D_IN, D_OUT, H, backend="dgl")._use_torch(torch.zeros(1)) is False
+    coo_only = dgl.rand_graph(5, 10).formats("coo")
+    assert not conv._use_torch(torch.zeros(1), coo_only)  # needs CSR/CSC: falls back to DGL
     assert "backend='auto'" in repr(conv)
 
 
