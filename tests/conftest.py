@@ -15,6 +15,11 @@ if "DGL_RBGT_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["DGL_RBGT_DATA"] = str(SHARED_DATA)
 
 
+# One intra-op thread: the checks here use small tensors, where a second thread costs more than
+# it gains (and contended cores make it far worse). Tests that are about threads set their own.
+torch.set_num_threads(int(os.environ.get("DGL_RBGT_TEST_THREADS", "1")))
+
+
 @pytest.fixture
 def data_root() -> Path:
     """The folder with the real datasets; tests that need it fail (not skip) when it is missing."""

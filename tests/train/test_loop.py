@@ -65,8 +65,17 @@ def test_learns_above_chance():
     assert result.summary["test_metric"] > 0.8  # features alone separate the classes
 
 
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("batching", ["full", "neighbor", "node_batch"])
-def test_same_seed_same_numbers(batching):
+def test_same_seed_same_numbers(batching, two_threads):
+    """Also with two threads, where DGL's CPU sampler would otherwise draw per-thread streams."""
     g = toy_graph()
     torch.manual_seed(0)
     a = make_trainer(g, epochs=4, batching=batching)
