@@ -12,14 +12,6 @@ from dgl_rbgt.transforms.expander import AddExpanderEdges
 from dgl_rbgt.transforms.virtual_nodes import AddVirtualNodes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the 2 shared cores, OpenMP threads waiting at barriers for a
-    descheduled partner make small graph kernels up to ~50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_graph(num_nodes=40, num_classes=3, in_feats=8):

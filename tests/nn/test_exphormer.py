@@ -9,14 +9,6 @@ from dgl.base import DGLError
 from dgl_rbgt.nn.exphormer import ExphormerConv
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the 2 shared cores, OpenMP threads waiting at barriers for a
-    descheduled partner make small graph kernels up to ~50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 H, D_OUT, D_IN, T = 3, 4, 5, 3
 
