@@ -96,8 +96,11 @@ def test_resume_refuses_corrupt_checkpoint_and_other_recipes(tmp_path, capsys):
 
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     """SIGKILL a real training process mid-run, resume it, and get the uninterrupted run's numbers."""
-    args = ["recipes/quickstart.yaml", "--set", "dataset.params.num_nodes=3000", "--set", "train.epochs=30",
-            "--set", "train.warmup_epochs=2", "--set", "train.patience=null", "--no-progress"]
+    # The quickstart's RBTransformer draws a fresh random grouping every forward: the resumed run
+    # must draw the same ones.
+    args = ["recipes/quickstart.yaml", "--set", "dataset.params.num_nodes=2000", "--set", "train.epochs=20",
+            "--set", "model.hidden=16", "--set", "train.warmup_epochs=2", "--set", "train.patience=null",
+            "--no-progress"]
     whole = tmp_path / "whole"
     assert cli("train", *args, "--run-dir", str(whole)).returncode == 0
 
@@ -115,7 +118,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
                 break
         time.sleep(0.05)
     proc.wait(30)
-    assert killed_at is not None and killed_at < 29, "the run was not killed mid-way"
+    assert killed_at is not None and killed_at < 19, "the run was not killed mid-way"
 
     assert cli("train", *args, "--run-dir", str(cut), "--resume").returncode == 0
     a = json.loads((whole / "summary.json").read_text())
