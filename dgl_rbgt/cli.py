@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="versions, device and threads")
     info.set_defaults(func=_cmd_info)
+
+    from .distributed.cli import add_subcommands
+
+    add_subcommands(sub)  # partition, launch
     return parser
 
 

@@ -117,6 +117,7 @@ def _build_recipe_model() -> type[BaseModel]:
     from .models import MODELS
     from .transforms import TRANSFORMS
 
+    from .distributed.config import DistributedSection
     from .models.spexphormer import ScoreEstimator
     from .train.neighbour_tables import NeighbourTables
 
@@ -138,6 +139,8 @@ def _build_recipe_model() -> type[BaseModel]:
         # Spexphormer only (train.batching: neighbour_tables):
         "neighbour_tables": (Optional[tables], None),
         "stage1": (Optional[stage1], None),
+        # DistDGL layout, used by `dgl-rbgt partition` / `dgl-rbgt launch` (ignored by `train`):
+        "distributed": (Optional[DistributedSection], None),
     }
     if TRANSFORMS:
         fields["transforms"] = (list[_tagged_union("transform", TRANSFORMS, skip=())], Field(default_factory=list))
