@@ -72,7 +72,7 @@ class RBTransformer(nn.Module):
     gnn_weight : float
         SGFormer's ``w`` in ``w * GNN + (1 - w) * Trans``, in [0, 1].
     dropout : float
-        Dropout in both branches.
+        Dropout in the transformer branch, and in the GCN branch unless ``gnn_dropout`` is set.
     attn_dropout : float
         Dropout on RBA's / full attention's weights.
     use_ln : bool
@@ -86,6 +86,12 @@ class RBTransformer(nn.Module):
         renormalisation; the subgraph of a node batch can have isolated nodes). With
         ``self_loops=False`` the GraphConvs run with ``allow_zero_in_degree=True``: an isolated
         node then gets only its bias from the GCN branch.
+    gnn_dropout : float or None
+        Dropout between the GCN branch's layers (SGFormer tunes it apart from the transformer's
+        ``dropout``); ``None`` uses ``dropout``.
+    gnn_input_dropout : bool
+        Also apply the GCN branch's dropout to the raw features before its first GraphConv, as a
+        plain GCN does (regularises the wide first layer on few labels, e.g. Planetoid).
 
     Note
     ----
@@ -124,6 +130,8 @@ class RBTransformer(nn.Module):
         use_bn: bool = True,
         use_residual: bool = True,
         self_loops: bool = True,
+        gnn_dropout: float | None = None,
+        gnn_input_dropout: bool = False,
     ):
         super().__init__()
         check_positive_int(in_feats, "in_feats")
@@ -139,11 +147,15 @@ class RBTransformer(nn.Module):
         self.gnn_weight = check_probability(gnn_weight, "gnn_weight", allow_one=True)
         check_probability(dropout, "dropout")
         check_probability(attn_dropout, "attn_dropout")
+        if gnn_dropout is not None:
+            check_probability(gnn_dropout, "gnn_dropout")
         self._in_feats = in_feats
         self.attention = attention
         self.use_residual = use_residual
         self.self_loops = self_loops
         self.dropout = nn.Dropout(dropout)
+        self.gnn_dropout = nn.Dropout(dropout if gnn_dropout is None else gnn_dropout)
+        self.gnn_input_dropout = gnn_input_dropout
 
         # Transformer branch.
         self.fc_in = nn.Linear(in_feats, hidden)
@@ -192,11 +204,14 @@ class RBTransformer(nn.Module):
     def _gcn(self, graph, feat: torch.Tensor) -> torch.Tensor:
         if self.self_loops:
             graph = dgl.add_self_loop(dgl.remove_self_loop(graph))
-        h = feat
+        # Dropout on the raw features before the first GraphConv, as in a plain GCN: with few
+        # labels and wide sparse features (Cora: 1433 words, 140 labels) the first layer
+        # otherwise memorises the training nodes.
+        h = self.gnn_dropout(feat) if self.gnn_input_dropout else feat
         for i, conv in enumerate(self.gcns):
             h = conv(graph, h)  # (N, hidden)
             if i < len(self.gcns) - 1:
-                h = self.dropout(torch.relu(self.bns[i](h)))
+                h = self.gnn_dropout(torch.relu(self.bns[i](h)))
         return h
 
     def forward(self, graph, feat: torch.Tensor) -> torch.Tensor:

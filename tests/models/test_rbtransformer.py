@@ -113,3 +113,27 @@ def test_errors():
         model(g, torch.randn(10, 7))
     with pytest.raises(ValueError, match="feat contains NaN or Inf"):
         model(g, torch.full((10, 8), float("nan")))
+
+
+def test_gnn_dropout_options():
+    g, feat, _ = toy_graph()
+    model = RBTransformer(8, 3, hidden=8, gnn_weight=1.0, dropout=0.0, gnn_dropout=0.0,
+                          gnn_input_dropout=True)
+    assert model.gnn_dropout.p == 0.0 and model.dropout.p == 0.0
+    model.train()
+    a = model(g, feat)
+    assert torch.allclose(a, model(g, feat))  # rate 0: training mode is deterministic
+    # dropout=0.9 applies to the transformer branch only, which has no effect at w = 1
+    model.dropout.p = 0.9
+    assert torch.allclose(a, model(g, feat))
+    assert RBTransformer(8, 3, dropout=0.3).gnn_dropout.p == 0.3  # None: follows dropout
+    # one GraphConv and no hidden dropout: the input dropout is the branch's only randomness
+    kw = dict(hidden=8, gnn_weight=1.0, gnn_dropout=0.5, gnn_layers=1)
+    keep = RBTransformer(8, 3, gnn_input_dropout=False, **kw).train()
+    assert torch.allclose(keep(g, feat), keep(g, feat))
+    drop_in = RBTransformer(8, 3, gnn_input_dropout=True, **kw).train()
+    assert not torch.allclose(drop_in(g, feat), drop_in(g, feat))
+    drop_in.eval()
+    assert torch.allclose(drop_in(g, feat), drop_in(g, feat))
+    with pytest.raises(ValueError, match="gnn_dropout"):
+        RBTransformer(8, 3, gnn_dropout=1.5)
