@@ -57,6 +57,10 @@ for pair in pairs:
     key, _, value = pair.partition("=")
     env[key] = value
 os.chdir(workdir)
+try:  # lead a process group of our own: stopping it must never reach whoever started us
+    os.setpgid(0, 0)
+except OSError:
+    pass  # already a session leader (the launcher's new session, or sshd's)
 stop = threading.Event()
 def on_signal(signum, frame):
     stop.set()
@@ -171,7 +175,7 @@ class SshTransport(Transport):
         target = f"{self.user}@{self.address}" if self.user else self.address
         # BatchMode: fail instead of prompting; keepalives: notice a dead peer within ~30 s.
         return ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=10",
-                "-o", "ServerAliveCountMax=3", "-p", str(self.port), target, "--", "exec " + shlex.join(guarded)]
+                "-o", "ServerAliveCountMax=3", "-p", str(self.port), "--", target, "exec " + shlex.join(guarded)]
 
 
 # ---- processes ----------------------------------------------------------------------------------
@@ -279,8 +283,13 @@ class Launcher:
     # ---- output ----
     def emit(self, text: str) -> None:
         with self._lock:
-            self.out.write(text if text.endswith("\n") else text + "\n")
-            self.out.flush()
+            try:
+                self.out.write(text if text.endswith("\n") else text + "\n")
+                self.out.flush()
+            except (OSError, ValueError):
+                # Our own output is gone (closed pipe, full disk): keep draining the children's
+                # pipes anyway, or they would block on their next write and hang the job.
+                pass
 
     def _read(self, proc: Proc) -> None:
         prefix = f"[{proc.label}] "

@@ -35,6 +35,7 @@ import math
 import os
 import signal
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -45,11 +46,13 @@ from torch import nn
 from ..train.batching import Batch, Batching
 from ..train.loop import Trainer
 
-__all__ = ["DistBatch", "DistNeighborSampling", "DistTrainer", "Replicated", "all_gather_cat", "main"]
+__all__ = ["DistBatch", "DistNeighborSampling", "DistTrainer", "Replicated", "all_gather_cat", "eval_plan", "pad_to",
+           "main"]
 
 logger = logging.getLogger("dgl_rbgt.distributed.trainer")  # also when run as __main__
 
 EXIT_USER_ERROR = 2
+COLLECTIVE_TIMEOUT_S = 1800  # a collective waiting longer than this fails (the launcher then stops all)
 
 
 @dataclass
@@ -75,20 +78,31 @@ class Replicated(nn.parallel.DistributedDataParallel):
             hook(epoch)
 
 
+def collective_device() -> torch.device:
+    """Where collective operands must live: the current GPU under NCCL, else the CPU."""
+    import torch.distributed as tdist
+
+    if tdist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` (rows may differ per rank) from every rank, in rank order."""
+    """Concatenate ``tensor`` (rows may differ per rank) from every rank, in rank order; the
+    result is on ``tensor``'s device."""
     import torch.distributed as tdist
 
     world = tdist.get_world_size()
-    size = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)
+    dev = collective_device()
+    size = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=dev)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     tdist.all_gather(sizes, size)
     rows = [int(s) for s in sizes]
-    padded = tensor.new_zeros((max(rows),) + tuple(tensor.shape[1:]))
-    padded[:tensor.shape[0]] = tensor
+    padded = torch.zeros((max(rows),) + tuple(tensor.shape[1:]), dtype=tensor.dtype, device=dev)
+    padded[:tensor.shape[0]] = tensor.to(dev)
     parts = [torch.empty_like(padded) for _ in range(world)]
     tdist.all_gather(parts, padded)
-    return torch.cat([p[:r] for p, r in zip(parts, rows)])
+    return torch.cat([p[:r] for p, r in zip(parts, rows)]).to(tensor.device)
 
 
 def pad_to(nodes: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
@@ -128,6 +142,13 @@ def eval_plan(ids: torch.Tensor, keys: torch.Tensor, codes: torch.Tensor, rank: 
     return nodes, ids[by_id], codes[by_id]
 
 
+def _maybe_fail(epoch: int) -> None:
+    """Fault injection for tests: ``DGL_RBGT_FAIL_AT=RANK:EPOCH`` raises in that rank and epoch."""
+    spec = os.environ.get("DGL_RBGT_FAIL_AT")
+    if spec and spec == f"{os.environ.get('RANK', '0')}:{epoch}":
+        raise RuntimeError(f"failure injected by DGL_RBGT_FAIL_AT={spec}")
+
+
 class DistNeighborSampling(Batching):
     """Neighbour-sampled mini-batches from a :class:`dgl.distributed.DistGraph`.
 
@@ -151,11 +172,14 @@ class DistNeighborSampling(Batching):
         self._train_loader = dgl.dataloading.DistNodeDataLoader(
             graph, train_nodes, dgl.dataloading.NeighborSampler(self.fanouts), batch_size=batch_size,
             shuffle=True, drop_last=False)
-        self._eval_loader = None
-        if len(eval_nodes):
-            self._eval_loader = dgl.dataloading.DistNodeDataLoader(
-                graph, eval_nodes, dgl.dataloading.MultiLayerFullNeighborSampler(len(self.fanouts)),
-                batch_size=self.eval_batch_size, shuffle=False, drop_last=False)
+        # Every rank creates the same loaders, even a rank with nothing to evaluate (it gets a
+        # placeholder list it never iterates): with sampler processes, each loader ships the
+        # DistGraph to them, and unpickling it there waits in a barrier across all samplers.
+        self._has_eval = len(eval_nodes) > 0
+        self._eval_loader = dgl.dataloading.DistNodeDataLoader(
+            graph, eval_nodes if self._has_eval else train_nodes[:1],
+            dgl.dataloading.MultiLayerFullNeighborSampler(len(self.fanouts)),
+            batch_size=self.eval_batch_size, shuffle=False, drop_last=False)
 
     def _batch(self, input_nodes, seeds, blocks) -> DistBatch:
         g = self.graph
@@ -165,11 +189,12 @@ class DistNeighborSampling(Batching):
         return DistBatch(seeds.to(self.device), lambda model: model(blocks, feat), labels)
 
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[DistBatch]:
+        _maybe_fail(epoch)
         for input_nodes, seeds, blocks in self._train_loader:
             yield self._batch(input_nodes, seeds, blocks)
 
     def eval_batches(self, nodes: torch.Tensor | None = None) -> Iterator[DistBatch]:
-        if self._eval_loader is None:
+        if not self._has_eval:
             return
         for input_nodes, seeds, blocks in self._eval_loader:
             yield self._batch(input_nodes, seeds, blocks)
@@ -291,6 +316,42 @@ def run_server(spec: dict) -> int:
     return 0
 
 
+def _split_nodes(g, rank: int, world: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """This rank's train/val/test nodes (DistDGL's node_split) and its padded training list."""
+    import dgl
+    import torch.distributed as tdist
+
+    from ..errors import UserError
+
+    pb = g.get_partition_book()
+    trainer_ids = g.ndata["trainer_id"] if "trainer_id" in g.ndata else None
+    splits = {s: dgl.distributed.node_split(g.ndata[f"{s}_mask"], pb, force_even=True, node_trainer_ids=trainer_ids)
+              for s in ("train", "val", "test")}
+    # Pad every rank's training nodes to the longest list: equal batch counts keep DDP in step.
+    n_local = torch.tensor([len(splits["train"])], dtype=torch.int64, device=collective_device())
+    n_max, n_min = n_local.clone(), n_local.clone()
+    tdist.all_reduce(n_max, op=tdist.ReduceOp.MAX)
+    tdist.all_reduce(n_min, op=tdist.ReduceOp.MIN)
+    if int(n_min) == 0:
+        raise UserError(f"a trainer got no training nodes ({world} trainers, at most {int(n_max)} training "
+                        f"nodes each); use fewer trainers")
+    train_nodes = pad_to(splits["train"], int(n_max), torch.Generator().manual_seed(seed * 1_000_003 + rank))
+    logger.info("rank %d/%d on partition %d: %d train (%d padding), %d val, %d test nodes", rank, world,
+                pb.partid, len(splits["train"]), len(train_nodes) - len(splits["train"]), len(splits["val"]),
+                len(splits["test"]))
+    return splits, train_nodes
+
+
+def _plan_evaluation(g, splits: dict[str, torch.Tensor], rank: int, world: int, batch_size: int):
+    """:func:`eval_plan` over the labelled nodes of all ranks (collective)."""
+    local = torch.cat([splits["train"], splits["val"], splits["test"]])
+    codes = torch.cat([torch.full((len(splits[k]),), i, dtype=torch.int64)
+                       for i, k in enumerate(("train", "val", "test"))])
+    # original ids (stored by `dgl-rbgt partition`) give the single-machine evaluation order
+    keys = g.ndata["orig_nid"][local].to(torch.int64) if "orig_nid" in g.ndata else local
+    return eval_plan(all_gather_cat(local), all_gather_cat(keys), all_gather_cat(codes), rank, world, batch_size)
+
+
 def run_trainer(spec: dict) -> int:
     import dgl
     import torch.distributed as tdist
@@ -299,79 +360,59 @@ def run_trainer(spec: dict) -> int:
     from ..train.loop import seed_everything
     from ..train.memory import peak_rss_bytes
     from ..train.metrics import get_metric
-    from ..train.run import _log_to, build_model, resolve_device
+    from ..train.run import _log_to, build_model, resolve_device, summary_line
     from ..train.rundir import RunDir
     from .config import parse_distributed
 
     recipe = parse_recipe(dict(spec["recipe"]), source="launch spec")
     dist = parse_distributed(spec["distributed"])
     part = spec["partition"]
+    t = recipe.train
     torch.set_num_threads(_threads(dist, recipe))
-    dgl.distributed.initialize(spec["ip_config"])
+    dgl.distributed.initialize(spec["ip_config"])  # before torch.distributed, as DistDGL requires
     _socket_ifname(os.environ.get("DGL_RBGT_HOST_ADDR", ""))
-    device = resolve_device(recipe.train.device)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(t.device)
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         torch.cuda.set_device(device)
     tdist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                             timeout=datetime.timedelta(seconds=float(spec.get("collective_timeout", 1800))))
+                             timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     rank, world = tdist.get_rank(), tdist.get_world_size()
-    is_writer = rank == 0
     rd = RunDir(spec["run_dir"])
-    if is_writer:
+    if rank == 0:
         _log_to(rd)
         logger.info("resolved recipe:\n%s", recipe_to_yaml(recipe).rstrip())
+
     g = dgl.distributed.DistGraph(part["graph_name"])
-    pb = g.get_partition_book()
-    trainer_ids = g.ndata["trainer_id"] if "trainer_id" in g.ndata else None
-    splits = {s: dgl.distributed.node_split(g.ndata[f"{s}_mask"], pb, force_even=True, node_trainer_ids=trainer_ids)
-              for s in ("train", "val", "test")}
-    # Pad every rank's training nodes to the longest list: equal batch counts keep DDP in step.
-    n_local = torch.tensor([len(splits["train"])], dtype=torch.int64)
-    n_max, n_min = n_local.clone(), n_local.clone()
-    tdist.all_reduce(n_max, op=tdist.ReduceOp.MAX)
-    tdist.all_reduce(n_min, op=tdist.ReduceOp.MIN)
-    if int(n_min) == 0:
-        raise RuntimeError(f"a trainer got no training nodes ({world} trainers for "
-                           f"{int(n_max)} or fewer per trainer); use fewer trainers")
-    generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + rank)
-    train_nodes = pad_to(splits["train"], int(n_max), generator)
-    logger.info("rank %d/%d on partition %d: %d train (%d padding), %d val, %d test nodes",
-                rank, world, pb.partid, len(splits["train"]), len(train_nodes) - len(splits["train"]),
-                len(splits["val"]), len(splits["test"]))
-    t = recipe.train
+    splits, train_nodes = _split_nodes(g, rank, world, recipe.seed)
     eval_bs = t.eval_batch_size or t.batch_size
-    local = torch.cat([splits["train"], splits["val"], splits["test"]])
-    local_codes = torch.cat([torch.full((len(splits[k]),), i, dtype=torch.int64)
-                             for i, k in enumerate(("train", "val", "test"))])
-    # original ids (written by `dgl-rbgt partition`) give the single-machine evaluation order
-    keys = g.ndata["orig_nid"][local] if "orig_nid" in g.ndata else local
-    eval_nodes, sorted_ids, sorted_codes = eval_plan(all_gather_cat(local), all_gather_cat(keys.to(torch.int64)),
-                                                     all_gather_cat(local_codes), rank, world, eval_bs)
-    batching = DistNeighborSampling(
-        g, device, fanouts=t.fanouts, batch_size=t.batch_size, eval_batch_size=eval_bs,
-        train_nodes=train_nodes, eval_nodes=eval_nodes)
+    eval_nodes, sorted_ids, sorted_codes = _plan_evaluation(g, splits, rank, world, eval_bs)
+    batching = DistNeighborSampling(g, device, fanouts=t.fanouts, batch_size=t.batch_size, eval_batch_size=eval_bs,
+                                    train_nodes=train_nodes, eval_nodes=eval_nodes)
     seed_everything(recipe.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(recipe, part["in_feats"], part["num_classes"]).to(device)
     ddp = Replicated(model, device_ids=[device.index] if device.type == "cuda" else None)
-    label_template = torch.empty((0, *part["label_shape"]), dtype=getattr(torch, part["label_dtype"]))
-    trainer = DistTrainer(ddp, batching, splits, label_template, part["num_classes"], get_metric(part["metric"]), t, rd,
-                          code_lookup=(sorted_ids, sorted_codes), seed=recipe.seed, device=device, checkpoint_every=recipe.output.checkpoint_every,
-                          plot=recipe.output.plot, title=recipe.name, is_writer=is_writer, progress=False)
+    labels = torch.empty((0, *part["label_shape"]), dtype=getattr(torch, part["label_dtype"]))
+    trainer = DistTrainer(ddp, batching, splits, labels, part["num_classes"], get_metric(part["metric"]), t, rd,
+                          code_lookup=(sorted_ids, sorted_codes), seed=recipe.seed, device=device,
+                          checkpoint_every=recipe.output.checkpoint_every, plot=recipe.output.plot,
+                          title=recipe.name, is_writer=rank == 0, progress=False)
     result = trainer.fit(resume=bool(spec.get("resume")))
+
     peaks = all_gather_cat(torch.tensor([peak_rss_bytes() / 2**20], dtype=torch.float64))
-    if is_writer:
+    if rank == 0:
         summary = dict(result.summary)
         summary.update(recipe=recipe.name, dataset=part.get("dataset", ""), run_dir=str(rd.path),
                        world_size=world, hosts=len(dist.hosts), trainers_per_host=dist.trainers_per_host,
                        peak_memory_mb_per_rank=[round(float(x), 1) for x in peaks])
         rd.write_summary(summary)
-        from ..train.run import summary_line
-
         logger.info("%s", summary_line(summary))
     tdist.barrier()
-    tdist.destroy_process_group()
+    # DistDGL's exit now (client barrier; rank 0 shuts the servers down). The caller then leaves
+    # with os._exit: everything is written, and torch's gloo teardown at interpreter exit
+    # occasionally hangs (pytorch/pytorch#75097; seen here once in ~30 runs: rank 0 stuck after
+    # the final barrier while rank 1 had exited).
+    dgl.distributed.exit_client()
     return 0
 
 
@@ -394,10 +435,24 @@ def main(argv: list[str] | None = None) -> int:
         if expected != args.role:
             raise UserError(f"--role {args.role} but DGL_ROLE={os.environ.get('DGL_ROLE')!r}; start me through "
                             f"`dgl-rbgt launch`")
-        return run_server(spec) if args.role == "server" else run_trainer(spec)
+        if args.role == "server":
+            return run_server(spec)
+        code = run_trainer(spec)
     except (UserError, DatasetNotFoundError) as exc:
         print(f"dgl-rbgt {args.role} {args.rank}: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
-        return EXIT_USER_ERROR
+        code = EXIT_USER_ERROR
+    except SystemExit as exc:  # a DistDGL server ends with sys.exit() once the trainers are done
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - report, then leave without atexit (see below)
+        traceback.print_exc()
+        code = 1
+    # Leave without the interpreter's exit handlers: DistDGL registers one that waits in a barrier
+    # for every other trainer, so a failed trainer would hang instead of exiting (and the launcher
+    # would never learn of the failure); after success, DistDGL's exit already ran.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":  # the guard matters: sampler processes are spawned and re-import this module

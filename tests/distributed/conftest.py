@@ -60,11 +60,17 @@ class Watched:
         self.proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self._out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self.seen: dict[int, psutil.Process] = {}
+        self.cmdlines: dict[int, list[str]] = {}
 
     def scan(self) -> list[psutil.Process]:
         found = descendants(self.proc.pid)
         for p in found:
-            self.seen.setdefault(p.pid, p)
+            if p.pid not in self.seen:
+                self.seen[p.pid] = p
+                try:
+                    self.cmdlines[p.pid] = p.cmdline()
+                except psutil.Error:
+                    self.cmdlines[p.pid] = []
         return found
 
     def wait(self, timeout: float, poll: float = 0.2, until=None) -> int | None:

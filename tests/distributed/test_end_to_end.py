@@ -175,6 +175,7 @@ def test_killed_trainer_stops_everything_and_resume_continues(cluster, watched, 
     seconds = time.monotonic() - t0
     out = w.output()
     assert rc is not None and rc != 0, out[-3000:]
+    print(f"launcher exited {seconds:.1f} s after trainer 1 was killed")
     assert seconds < 30, seconds
     host = cluster.dist.hosts[-1].address
     assert f"failed: trainer 1 on host {host} (killed by SIGKILL (-9), pid {victims[0].pid})" in out, out[-3000:]
@@ -197,3 +198,25 @@ def test_killed_trainer_stops_everything_and_resume_continues(cluster, watched, 
     assert first_resumed >= done - 1  # continued from the last checkpoint, not from scratch
     assert json.loads((run_dir / "summary.json").read_text())["epochs_run"] == 12
     assert not helpers.alive(w2.seen.values())
+
+
+def test_trainer_exception_fails_fast_with_its_traceback(cluster, watched, helpers):
+    """A Python exception in one trainer (the common failure) must end the job, not hang it:
+    DistDGL's exit handler would wait forever in a barrier for the other trainers.
+
+    With one sampler process per trainer: the sampler pool must not deadlock (every rank creates
+    the same loaders, though only rank 0 has nodes to evaluate here) and must not outlive it."""
+    run_dir = cluster.work / "run-exc"
+    sets = sum((["--set", o] for o in OVERRIDES + ["train.epochs=4", "distributed.samplers=1"]), [])
+    w = watched(launch_cmd(cluster.recipe, "--run-dir", str(run_dir), *sets), cwd=cluster.work, name="launch-exc",
+                env={"DGL_RBGT_FAIL_AT": "1:1"})
+    rc = finished(w, 120)
+    out = w.output()
+    assert rc == 1, out[-4000:]
+    host = cluster.dist.hosts[-1].address
+    assert f"failed: trainer 1 on host {host} (exit code 1" in out
+    assert "RuntimeError: failure injected by DGL_RBGT_FAIL_AT=1:1" in out  # the root cause's traceback
+    assert "epoch    0" in out  # the samplers delivered a whole epoch before the failure
+    assert sum("spawn_main" in " ".join(c) for c in w.cmdlines.values()) >= 2, "no sampler processes seen"
+    left = helpers.alive(w.seen.values())
+    assert not left, [(p.pid, w.cmdlines.get(p.pid, [])[:3]) for p in left]

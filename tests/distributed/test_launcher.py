@@ -180,6 +180,24 @@ def test_ssh_command_is_quoted_word_by_word():
     assert remote.startswith("exec ")
     assert shlex.split(remote[len("exec "):]) == guarded  # the remote shell sees exactly these words
     assert guarded[2] == GUARD_SOURCE
+    assert argv[argv.index("--") + 1] == "alice@10.0.0.2"  # nothing after the options can be one
+
+
+def test_ssh_remote_command_runs_in_a_posix_shell(tmp_path):
+    """What sshd does with the command: ``sh -c STRING``. Run it here and check what the guard got."""
+    odd = tmp_path / "dir with 'quotes' and $HOME"
+    odd.mkdir()
+    command = [PY, "-c", "import os, sys; print(repr(sys.argv[1:]), os.getcwd(), os.environ['V'])", "a b", "$(echo no)", "'x'"]
+    argv = SshTransport("10.0.0.2").argv(guard_argv(PY, str(odd), 1.0, {"V": "v $x"}, command))
+    # stdin stays open like ssh's channel (the guard stops its command when stdin closes)
+    proc = subprocess.Popen(["sh", "-c", argv[-1]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        out = proc.stdout.read()
+        assert proc.wait(timeout=60) == 0, out
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert out.splitlines()[0] == f"{['a b', '$(echo no)', chr(39) + 'x' + chr(39)]!r} {odd} v $x"
 
 
 def test_describe_exit():
@@ -249,3 +267,17 @@ def test_build_procs_sets_what_distdgl_and_torch_read():
     assert t["DGL_RBGT_HOST_ADDR"] == "10.0.0.2"
     assert trainers[3].command[-4:] == ["--role", "trainer", "--rank", "3"]
     assert isinstance(trainers[3].transport, SshTransport) and trainers[3].transport.user == "bob"
+
+
+class BrokenOut(io.StringIO):
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_lost_output_does_not_block_children():
+    """With the launcher's own stdout gone (e.g. piped into `head`), children must still be able to
+    write (their pipes keep being drained) and the job ends normally."""
+    chatty = py("import sys; [print('x' * 1000) for _ in range(300)]")  # 300 KB: more than a pipe holds
+    t0 = time.monotonic()
+    result = Launcher([Proc("h", "trainer", 0, chatty)], grace=1.0, out=BrokenOut()).run()
+    assert result.returncode == 0 and time.monotonic() - t0 < 30

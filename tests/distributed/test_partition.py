@@ -32,7 +32,6 @@ def test_report_matches_dgl_partitions(tmp_path, method):
     parts = report["parts"]
     assert len(parts) == 2 and sum(p["nodes"] for p in parts) == N
     assert sum(p["edges"] for p in parts) == report["num_edges"]
-    g_full = None
     cut_edges = 0
     for p in parts:
         g, node_feats, _, gpb, name, _, _ = dgl.distributed.load_partition(str(out / report["part_config"]), p["part"])
@@ -41,7 +40,6 @@ def test_report_matches_dgl_partitions(tmp_path, method):
         assert int(inner.sum()) == p["nodes"]
         assert int((~inner).sum()) == p["halo_nodes"]  # 1-hop halo: the other partitions' in-neighbours
         assert int(node_feats["_N/train_mask"].sum()) == p["train"]
-        inner_edges = g.edata["inner_edge"].bool() if "inner_edge" in g.edata else None
         dst_inner = inner[g.edges()[1]]
         assert int(dst_inner.sum()) == p["edges"]
         cut_edges += int((dst_inner & ~inner[g.edges()[0]]).sum())
