@@ -179,15 +179,21 @@ class NeighbourTables(Batching):
 
     def _batch(self, tables: Sequence[SparseNeighbourhoods], targets: torch.Tensor) -> Batch:
         feat = self.graph.ndata["feat"]
-        calls = []
-        for nb in tables:
-            node_lists, blocks = grow_batch(nb, targets)
-            calls.append(([b.to(self.device) for b in blocks], feat[node_lists[0]].to(self.device)))
 
-        def run(model, calls=calls):
-            # Several draws (evaluation): average the logits.
-            logits = [model(blocks, x) for blocks, x in calls]
-            return logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)
+        def call(model, nb: SparseNeighbourhoods) -> torch.Tensor:
+            # Grown when run, one draw at a time: evaluation with several draws never holds more
+            # than one draw's gathered input features.
+            node_lists, blocks = grow_batch(nb, targets)
+            return model([b.to(self.device) for b in blocks], feat[node_lists[0]].to(self.device))
+
+        def run(model):
+            if len(tables) == 1:
+                return call(model, tables[0])
+            total = None
+            for nb in tables:  # several draws (evaluation): average the logits
+                logits = call(model, nb)
+                total = logits if total is None else total + logits
+            return total / len(tables)
 
         return Batch(targets.to(self.device), run)
 
