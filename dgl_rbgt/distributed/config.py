@@ -144,12 +144,6 @@ def partition_dir_of(recipe, dist: DistributedSection, workdir: str | os.PathLik
 
 # ---- recipes with a distributed section ---------------------------------------------------------
 
-def _schema_has_distributed() -> bool:
-    from ..recipes import Recipe
-
-    return "distributed" in Recipe().model_fields
-
-
 def parse_distributed(data: Any, source: str = "recipe") -> DistributedSection:
     """Validate a ``distributed`` mapping; errors name their key paths (``distributed.hosts.0...``)."""
     from ..recipes import _format_errors
@@ -164,32 +158,13 @@ def parse_distributed(data: Any, source: str = "recipe") -> DistributedSection:
 def load_distributed_recipe(path: str | os.PathLike, overrides: list[str] = ()):
     """Read, override and validate a recipe that has a ``distributed:`` section.
 
-    Returns ``(recipe, dist)``. Works whether or not the recipe schema knows the section yet: when
-    it does, ``dist`` is ``recipe.distributed``; when not, the section is validated on its own.
+    Returns ``(recipe, dist)`` with ``dist`` being ``recipe.distributed``.
     """
-    import yaml
-
-    from ..recipes import apply_overrides, load_recipe, parse_recipe
+    from ..recipes import load_recipe
 
     path = Path(path)
-    if _schema_has_distributed():
-        recipe = load_recipe(path, overrides)
-        dist = recipe.distributed
-    else:
-        if not path.is_file():
-            raise RecipeError(f"recipe file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark else ""
-            raise RecipeError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
-        if not isinstance(data, dict):
-            raise RecipeError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-        data = apply_overrides(data, list(overrides))
-        section = data.pop("distributed", None)
-        recipe = parse_recipe(data, source=str(path))
-        dist = None if section is None else parse_distributed(section, source=str(path))
+    recipe = load_recipe(path, overrides)
+    dist = recipe.distributed
     if dist is None:
         raise RecipeError(f"{path}: no 'distributed:' section; add one with at least "
                           f"'hosts: [{{address: 127.0.0.1}}]' (see docs/distributed.md)")
