@@ -11,17 +11,6 @@ from dgl_rbgt.data import DatasetNotFoundError, data_root, load_dataset
 from dgl_rbgt.data.unpickler import restricted_load
 
 
-def _assert_canonical(g):
-    src, dst = g.edges()
-    n = g.num_nodes()
-    assert not bool((src == dst).any()), "self-loops"
-    keys = src * n + dst
-    assert torch.unique(keys).numel() == keys.numel(), "duplicate edges"
-    assert torch.equal(torch.sort(keys).values, torch.sort(dst * n + src).values), "not symmetric"
-    assert g.ndata["feat"].dtype == torch.float32 and g.ndata["label"].dtype == torch.int64
-    tr, va, te = (g.ndata[k] for k in ("train_mask", "val_mask", "test_mask"))
-    assert tr.dtype == va.dtype == te.dtype == torch.bool
-    assert not bool((tr & va).any() or (tr & te).any() or (va & te).any())
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +18,7 @@ def planetoid():
     return {name: load_dataset(name) for name in ("cora", "citeseer")}
 
 
-def test_cora_counts(planetoid):
+def test_cora_counts(planetoid, check_convention):
     ds = planetoid["cora"]
     g = ds.graph
     # SOURCES.md: 2708 nodes, 5278 undirected edges = 10556 directed, 1433 features, 7 classes.
@@ -37,12 +26,12 @@ def test_cora_counts(planetoid):
     assert [int(g.ndata[k].sum()) for k in ("train_mask", "val_mask", "test_mask")] == [140, 500, 1000]
     assert (ds.name, ds.metric, ds.split) == ("cora", "accuracy", None)
     assert ds.source == os.path.join(str(data_root()), "planetoid", "ind.cora")
-    _assert_canonical(g)
+    check_convention(g)
     # public split: 20 per class
     assert torch.bincount(g.ndata["label"][g.ndata["train_mask"]]).tolist() == [20] * 7
 
 
-def test_citeseer_counts(planetoid):
+def test_citeseer_counts(planetoid, check_convention):
     ds = planetoid["citeseer"]
     g = ds.graph
     # The graph dict holds 9464 adjacency entries: 248 are self-loops (124 nodes) and 236 are
@@ -50,7 +39,7 @@ def test_citeseer_counts(planetoid):
     # edges = 9104 directed (DGL's CiteseerGraphDataset reports 9228 = 9104 + 124 self-loops).
     assert (g.num_nodes(), g.num_edges(), g.ndata["feat"].shape[1], ds.num_classes) == (3327, 9104, 3703, 6)
     assert [int(g.ndata[k].sum()) for k in ("train_mask", "val_mask", "test_mask")] == [120, 500, 1000]
-    _assert_canonical(g)
+    check_convention(g)
 
 
 def test_split_is_public_split(planetoid, data_root):

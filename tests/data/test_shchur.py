@@ -10,18 +10,6 @@ import torch
 from dgl_rbgt.data import DatasetNotFoundError, load_dataset
 
 
-def _assert_canonical(g):
-    src, dst = g.edges()
-    n = g.num_nodes()
-    assert not bool((src == dst).any()), "self-loops"
-    keys = src * n + dst
-    assert torch.unique(keys).numel() == keys.numel(), "duplicate edges"
-    assert torch.equal(torch.sort(keys).values, torch.sort(dst * n + src).values), "not symmetric"
-    assert g.ndata["feat"].dtype == torch.float32 and g.ndata["label"].dtype == torch.int64
-    tr, va, te = (g.ndata[k] for k in ("train_mask", "val_mask", "test_mask"))
-    assert tr.dtype == va.dtype == te.dtype == torch.bool
-    assert not bool((tr & va).any() or (tr & te).any() or (va & te).any())
-    assert bool((tr | va | te).all())
 
 
 def _masks(ds):
@@ -48,7 +36,7 @@ def _reference_adjacency(data_root, zip_name, member):
     return ((adj + adj.T) > 0).tocoo()
 
 
-def test_photo_counts(photo, data_root):
+def test_photo_counts(photo, data_root, check_convention):
     g = photo.graph
     # SOURCES.md: 7650 nodes, 745 features, 8 classes, 238,162 directed edges after symmetrising.
     # The file stores 143,663 entries including one self-loop: A + A^T has 238,163 nonzeros, and
@@ -59,14 +47,14 @@ def test_photo_counts(photo, data_root):
     ref = _reference_adjacency(data_root, "amazon-photo.zip", "amazon_electronics_photo.npz")
     src, dst = g.edges()
     assert torch.equal(src * 7650 + dst, torch.from_numpy(np.sort(ref.row.astype(np.int64) * 7650 + ref.col)))
-    _assert_canonical(g)
+    check_convention(g, covers_all=True)
 
 
-def test_cs_counts(cs, data_root):
+def test_cs_counts(cs, data_root, check_convention):
     g = cs.graph
     # SOURCES.md: 18333 nodes, 163,788 directed edges (already symmetric, no self-loops), 6805 features, 15 classes.
     assert (g.num_nodes(), g.num_edges(), g.ndata["feat"].shape[1], cs.num_classes) == (18333, 163788, 6805, 15)
-    _assert_canonical(g)
+    check_convention(g, covers_all=True)
     with zipfile.ZipFile(data_root / "gnn_benchmark" / "coauthor-cs.zip") as zf:
         with np.load(io.BytesIO(zf.read("ms_academic_cs.npz"))) as npz:
             attr = sp.csr_matrix((npz["attr_data"], npz["attr_indices"], npz["attr_indptr"]), shape=tuple(npz["attr_shape"]))
