@@ -65,12 +65,15 @@ class Watched:
     def scan(self) -> list[psutil.Process]:
         found = descendants(self.proc.pid)
         for p in found:
-            if p.pid not in self.seen:
-                self.seen[p.pid] = p
-                try:
-                    self.cmdlines[p.pid] = p.cmdline()
-                except psutil.Error:
-                    self.cmdlines[p.pid] = []
+            self.seen.setdefault(p.pid, p)
+            # Re-read every scan: a process seen between fork and exec still shows its parent's
+            # command line, so the first reading alone can miss what it became.
+            try:
+                cmdline = p.cmdline()
+            except psutil.Error:
+                cmdline = []
+            if cmdline or p.pid not in self.cmdlines:
+                self.cmdlines[p.pid] = cmdline
         return found
 
     def wait(self, timeout: float, poll: float = 0.2, until=None) -> int | None:
