@@ -87,6 +87,9 @@ class DistributedSection(BaseModel):
     balance_train: bool = True  # balance training nodes across partitions (METIS constraint)
     balance_edges: bool = False  # also balance edges across partitions (METIS constraint)
     num_hops: int = Field(1, ge=1)  # halo hops stored with each partition
+    # Spexphormer: training table draws stored with the partitions; epochs cycle through them,
+    # one per neighbour_tables.resample_every epochs
+    table_draws: int = Field(1, ge=1)
     graph_format: list[Literal["csc", "csr", "coo"]] = Field(default_factory=lambda: ["csc"], min_length=1)
     server_threads: int = Field(1, ge=1)  # OMP threads per server process
     trainer_threads: Optional[int] = Field(None, ge=1)  # default: train.threads, else cores / (2 x trainers)
@@ -175,10 +178,16 @@ def load_distributed_recipe(path: str | os.PathLike, overrides: list[str] = ()):
 def check_recipe_for_distributed(recipe, dist: DistributedSection, source: str = "recipe") -> None:
     """Cross-checks between the recipe and its distributed section."""
     t = recipe.train
-    if t.batching != "neighbor":
-        raise RecipeError(f"{source}: train.batching: distributed runs sample neighbourhoods from the "
-                          f"partitioned graph (got {t.batching!r}); set train.batching: neighbor and "
-                          f"train.fanouts, e.g. [10, 10]")
+    if t.batching == "full":
+        raise RecipeError(f"{source}: train.batching: 'full' needs the whole graph in one process; a distributed "
+                          f"run trains on mini-batches: neighbor (GCN, GAT; with train.fanouts), node_batch "
+                          f"(RBTransformer) or neighbour_tables (Spexphormer)")
+    if t.batching == "neighbour_tables" and recipe.neighbour_tables.resample_every > 0 \
+            and dist.table_draws == 1 and t.epochs > recipe.neighbour_tables.resample_every:
+        raise RecipeError(f"{source}: neighbour_tables.resample_every: {recipe.neighbour_tables.resample_every} asks "
+                          f"for fresh tables during the run, but distributed.table_draws is 1 (the partitions "
+                          f"store the draws); set distributed.table_draws to the number of draws to cycle "
+                          f"through, or neighbour_tables.resample_every: 0 for one fixed draw")
 
 
 # ---- addresses of this machine -----------------------------------------------------------------

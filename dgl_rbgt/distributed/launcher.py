@@ -595,8 +595,8 @@ def launch_recipe(recipe, dist, *, run_dir=None, resume: bool = False, out: IO[s
     spec = {
         "recipe": recipe_data,
         "distributed": dist.model_dump(mode="json"),
-        "partition": {k: report[k] for k in ("graph_name", "in_feats", "num_classes", "metric", "label_shape",
-                                             "label_dtype", "dataset")},
+        "partition": {**{k: report[k] for k in ("graph_name", "in_feats", "num_classes", "metric", "label_shape",
+                                                "label_dtype", "dataset")}, "tables": report.get("tables")},
         "part_config": str((pdir / report["part_config"]).resolve()),
         "ip_config": str(ip_config),
         "run_dir": str(rd_path),

@@ -7,6 +7,10 @@ partitions with ``balance_ntypes=train_mask``), and writes next to DGL's files a
 ``rbgt_partition.json``: the partition sizes, the edge cut, the timings, what the trainers need
 to know about the data (feature size, classes, metric), and a fingerprint of everything the
 partitions depend on, so ``launch`` refuses partitions made from another dataset or layout.
+
+For Spexphormer (``train.batching: neighbour_tables``) the partitions also hold the sampled
+neighbour tables of stage 2 (:mod:`dgl_rbgt.distributed.tables`); stage 1 runs here if the recipe
+names no ``stage1.scores`` file.
 """
 from __future__ import annotations
 
@@ -45,7 +49,15 @@ def partition_inputs(recipe, dist: DistributedSection) -> dict[str, Any]:
         "balance_edges": dist.balance_edges,
         "num_hops": dist.num_hops,
         "graph_format": list(dist.graph_format),
+        **(_table_inputs(recipe, dist) if recipe.train.batching == "neighbour_tables" else {}),
     }
+
+
+def _table_inputs(recipe, dist: DistributedSection) -> dict[str, Any]:
+    """What Spexphormer's stored neighbour tables depend on (stage 1 and the sampling)."""
+    return {"stage1": recipe.stage1.model_dump(mode="json"),
+            "neighbour_tables": recipe.neighbour_tables.model_dump(mode="json"),
+            "layers": recipe.model.layers, "table_draws": dist.table_draws}
 
 
 def _fingerprint(inputs: dict[str, Any]) -> str:
@@ -112,6 +124,15 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
     if missing:
         raise UserError(f"dataset {dataset.name}: the graph lacks ndata {missing}; distributed training "
                         f"needs feat, label and train/val/test masks")
+    tables = None
+    if recipe.train.batching == "neighbour_tables":
+        from .tables import draw_tables, partition_scores
+
+        scores = partition_scores(recipe, dataset, graph, out)
+        tables = draw_tables(recipe, graph, scores, dist.table_draws)
+        graph.ndata.update(tables)
+        logger.info("Spexphormer: %d training and %d evaluation table draws stored with the partitions",
+                    dist.table_draws, recipe.neighbour_tables.eval_repeats)
     t_load = time.perf_counter() - t0
     logger.info("dataset %s: %d nodes, %d edges (%.1f s); partitioning into %d part(s) with %s",
                 dataset.name, graph.num_nodes(), graph.num_edges(), t_load, num_parts, dist.partition_method)
@@ -127,6 +148,10 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
         num_trainers_per_machine=dist.trainers_per_host, graph_formats=list(dist.graph_format))
     t_part = time.perf_counter() - t1
     config_path = out / f"{recipe.name}.json"
+    if tables is not None:  # node ids in the tables: DistGraph ids from here on
+        from .tables import remap_tables
+
+        remap_tables(config_path, orig_nids, [k for k in tables if k.endswith("_table")])
     meta = json.loads(config_path.read_text())
     node_map = meta["node_map"]["_N"]
     part = _partition_of_nodes(graph.num_nodes(), orig_nids, node_map)
@@ -147,6 +172,10 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
         "metric": dataset.metric,
         "label_shape": list(label.shape[1:]),
         "label_dtype": str(label.dtype).removeprefix("torch."),
+        "tables": None if tables is None else {
+            "layers": recipe.model.layers, "train_draws": dist.table_draws,
+            "eval_draws": recipe.neighbour_tables.eval_repeats,
+            "resample_every": recipe.neighbour_tables.resample_every},
         "seconds": {"load": round(t_load, 3), "partition": round(t_part, 3),
                     "total": round(time.perf_counter() - t0, 3)},
         "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),

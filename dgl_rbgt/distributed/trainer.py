@@ -8,9 +8,10 @@ connects to the servers, joins ``torch.distributed`` (gloo on CPU, NCCL on GPU),
 (:func:`~dgl.distributed.node_split`), and trains with the single-machine loop
 (:class:`dgl_rbgt.train.loop.Trainer`) through two seams:
 
-- :class:`DistNeighborSampling`, a :class:`~dgl_rbgt.train.batching.Batching` over DistDGL's
-  :class:`~dgl.dataloading.DistNodeDataLoader`, whose training node list is padded so every
-  trainer runs the same number of batches (DDP's all-reduce would otherwise wait forever);
+- a :class:`~dgl_rbgt.train.batching.Batching` over the DistGraph, chosen by ``train.batching``
+  (:mod:`dgl_rbgt.distributed.batching`: neighbour sampling for GCN/GAT, random node batches for
+  RBTransformer, stored neighbour tables for Spexphormer stage 2), with the same number of
+  training batches on every trainer (DDP's all-reduce would otherwise wait forever);
 - :class:`DistTrainer`, which takes labels from the batches and gathers evaluation logits from
   every rank, so all ranks compute the same metrics and stop early together.
 
@@ -36,30 +37,20 @@ import os
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-
 import torch
 from torch import nn
 
-from ..train.batching import Batch, Batching
+from ..train.batching import Batching
 from ..train.loop import Trainer
+from .batching import DistBatch, DistNeighborSampling, DistNeighbourTables, DistNodeBatches
 
-__all__ = ["DistBatch", "DistNeighborSampling", "DistTrainer", "Replicated", "all_gather_cat", "eval_plan", "pad_to",
-           "main"]
+__all__ = ["DistTrainer", "Replicated", "all_gather_cat", "eval_plan", "pad_to", "main"]
 
 logger = logging.getLogger("dgl_rbgt.distributed.trainer")  # also when run as __main__
 
 EXIT_USER_ERROR = 2
 COLLECTIVE_TIMEOUT_S = 1800  # a collective waiting longer than this fails (the launcher then stops all)
-
-
-@dataclass
-class DistBatch(Batch):
-    """A batch that also carries the labels of its output nodes (fetched from the DistGraph)."""
-
-    labels: torch.Tensor = None
 
 
 class Replicated(nn.parallel.DistributedDataParallel):
@@ -142,67 +133,6 @@ def eval_plan(ids: torch.Tensor, keys: torch.Tensor, codes: torch.Tensor, rank: 
     return nodes, ids[by_id], codes[by_id]
 
 
-def _maybe_fail(epoch: int) -> None:
-    """Fault injection for tests: ``DGL_RBGT_FAIL_AT=RANK:EPOCH`` raises in that rank and epoch."""
-    spec = os.environ.get("DGL_RBGT_FAIL_AT")
-    if spec and spec == f"{os.environ.get('RANK', '0')}:{epoch}":
-        raise RuntimeError(f"failure injected by DGL_RBGT_FAIL_AT={spec}")
-
-
-class DistNeighborSampling(Batching):
-    """Neighbour-sampled mini-batches from a :class:`dgl.distributed.DistGraph`.
-
-    Training batches come from ``train_nodes`` (this trainer's share, already padded), shuffled
-    from torch's generator (seeded per epoch by the loop); evaluation batches cut ``eval_nodes``
-    (see :func:`eval_plan`) in order, with full neighbourhoods.
-    """
-
-    name = "dist_neighbor"
-
-    def __init__(self, graph, device, *, fanouts: list[int], batch_size: int, train_nodes: torch.Tensor,
-                 eval_nodes: torch.Tensor, eval_batch_size: int | None = None):
-        import dgl
-
-        super().__init__(graph, device)
-        self.fanouts = list(fanouts)
-        self.train_nodes = train_nodes
-        self.eval_nodes = eval_nodes
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self._train_loader = dgl.dataloading.DistNodeDataLoader(
-            graph, train_nodes, dgl.dataloading.NeighborSampler(self.fanouts), batch_size=batch_size,
-            shuffle=True, drop_last=False)
-        # Every rank creates the same loaders, even a rank with nothing to evaluate (it gets a
-        # placeholder list it never iterates): with sampler processes, each loader ships the
-        # DistGraph to them, and unpickling it there waits in a barrier across all samplers.
-        self._has_eval = len(eval_nodes) > 0
-        self._eval_loader = dgl.dataloading.DistNodeDataLoader(
-            graph, eval_nodes if self._has_eval else train_nodes[:1],
-            dgl.dataloading.MultiLayerFullNeighborSampler(len(self.fanouts)),
-            batch_size=self.eval_batch_size, shuffle=False, drop_last=False)
-
-    def _batch(self, input_nodes, seeds, blocks) -> DistBatch:
-        g = self.graph
-        feat = g.ndata["feat"][input_nodes].to(self.device)  # features pulled from their servers
-        labels = g.ndata["label"][seeds].to(self.device)
-        blocks = [b.to(self.device) for b in blocks]
-        return DistBatch(seeds.to(self.device), lambda model: model(blocks, feat), labels)
-
-    def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[DistBatch]:
-        _maybe_fail(epoch)
-        for input_nodes, seeds, blocks in self._train_loader:
-            yield self._batch(input_nodes, seeds, blocks)
-
-    def eval_batches(self, nodes: torch.Tensor | None = None) -> Iterator[DistBatch]:
-        if not self._has_eval:
-            return
-        for input_nodes, seeds, blocks in self._eval_loader:
-            yield self._batch(input_nodes, seeds, blocks)
-
-    def num_train_batches(self, train_nodes: torch.Tensor) -> int:
-        return -(-len(self.train_nodes) // self.batch_size)
-
-
 class DistTrainer(Trainer):
     """The single-machine :class:`~dgl_rbgt.train.loop.Trainer` on one rank of a DistDGL job.
 
@@ -212,7 +142,7 @@ class DistTrainer(Trainer):
     every rank computes identical metrics and makes the same early-stopping decision.
     """
 
-    def __init__(self, model: nn.Module, batching: DistNeighborSampling, splits: dict[str, torch.Tensor],
+    def __init__(self, model: nn.Module, batching: Batching, splits: dict[str, torch.Tensor],
                  label_template: torch.Tensor, num_outputs: int, metric, config, run_dir, *,
                  code_lookup: tuple[torch.Tensor, torch.Tensor], **kwargs):
         self.num_outputs = num_outputs
@@ -224,13 +154,18 @@ class DistTrainer(Trainer):
 
     def train_step(self, batch: DistBatch) -> tuple[float, int]:
         logits = batch.run(self.model)  # through DDP: gradients are all-reduced in backward
-        loss = self.loss_fn(logits, batch.labels)
+        labels = batch.labels
+        if batch.loss_mask is not None:
+            logits, labels = logits[batch.loss_mask], labels[batch.loss_mask]
+        count = len(labels)
+        # A node batch may hold no training node; this rank must still take part in the step
+        # (DDP all-reduces in every backward), so it contributes a zero gradient.
+        loss = self.loss_fn(logits, labels) if count else logits.sum() * 0.0
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
         self.optimizer.step()
-        count = len(batch.labels)
         return float(loss.detach()) * count, count
 
     @torch.no_grad()
@@ -247,7 +182,12 @@ class DistTrainer(Trainer):
         ids = torch.cat(ids) if ids else torch.empty(0, dtype=torch.int64, device=self.device)
         outs = torch.cat(outs) if outs else torch.empty((0, self.num_outputs), device=self.device)
         labels = torch.cat(labels) if labels else self.labels[:0]
-        codes = self._eval_codes[torch.searchsorted(self._eval_sorted, ids.cpu())].to(self.device)
+        # Node batches output every node of a subgraph; keep the labelled ones (their split codes)
+        pos = torch.searchsorted(self._eval_sorted, ids.cpu()).clamp_(max=max(len(self._eval_sorted) - 1, 0))
+        keep = (self._eval_sorted[pos] == ids.cpu()) if len(self._eval_sorted) else torch.zeros_like(pos, dtype=torch.bool)
+        keep_dev = keep.to(self.device)
+        ids, outs, labels = ids[keep_dev], outs[keep_dev], labels[keep_dev]
+        codes = self._eval_codes[pos[keep]].to(self.device)
         return all_gather_cat(ids), all_gather_cat(outs.float()), all_gather_cat(labels), all_gather_cat(codes)
 
     @torch.no_grad()
@@ -352,6 +292,52 @@ def _plan_evaluation(g, splits: dict[str, torch.Tensor], rank: int, world: int, 
     return eval_plan(all_gather_cat(local), all_gather_cat(keys), all_gather_cat(codes), rank, world, batch_size)
 
 
+def _max_over_ranks(value: int) -> int:
+    import torch.distributed as tdist
+
+    t = torch.tensor([value], dtype=torch.int64, device=collective_device())
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return int(t)
+
+
+def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], train_nodes: torch.Tensor,
+              eval_nodes: torch.Tensor) -> Batching:
+    """The recipe's batching mode over the DistGraph (collective: every rank calls it)."""
+    import dgl
+    import torch.distributed as tdist
+
+    t = recipe.train
+    eval_bs = t.eval_batch_size or t.batch_size
+    if t.batching == "neighbor":
+        return DistNeighborSampling(g, device, fanouts=t.fanouts, batch_size=t.batch_size, eval_batch_size=eval_bs,
+                                    train_nodes=train_nodes, eval_nodes=eval_nodes)
+    if t.batching == "node_batch":
+        # all of this trainer's nodes, labelled or not: the context of attention and the GCN branch
+        everything = torch.ones(g.num_nodes(), dtype=torch.bool)
+        trainer_ids = g.ndata["trainer_id"] if "trainer_id" in g.ndata else None
+        local = dgl.distributed.node_split(everything, g.get_partition_book(), force_even=True,
+                                           node_trainer_ids=trainer_ids)  # this trainer evaluates these
+        hops = getattr(recipe.model, "gnn_layers", 1) or 1  # the GCN branch's receptive field
+        batching = DistNodeBatches(g, device, rank=tdist.get_rank(), world=tdist.get_world_size(),
+                                   batch_size=t.batch_size, seed=recipe.seed, local_nodes=local,
+                                   eval_batch_size=eval_bs, eval_context_hops=hops)
+        logger.info("rank %d: %d random node batches per epoch; evaluates %d nodes", tdist.get_rank(),
+                    batching.num_batches, len(local))
+        return batching
+    if t.batching == "neighbour_tables":
+        tables = part.get("tables")
+        if not tables:
+            from ..errors import UserError
+
+            raise UserError("the partitions hold no neighbour tables; run `dgl-rbgt partition RECIPE` again")
+        num_batches = -(-_max_over_ranks(len(splits["train"])) // t.batch_size)
+        return DistNeighbourTables(g, device, num_layers=tables["layers"], train_draws=tables["train_draws"],
+                                   eval_draws=tables["eval_draws"], resample_every=tables["resample_every"],
+                                   train_nodes=splits["train"], num_batches=num_batches, eval_nodes=eval_nodes,
+                                   eval_batch_size=eval_bs)
+    raise ValueError(f"train.batching {t.batching!r} has no distributed form")  # the recipe check rejects it first
+
+
 def run_trainer(spec: dict) -> int:
     import dgl
     import torch.distributed as tdist
@@ -387,8 +373,7 @@ def run_trainer(spec: dict) -> int:
     splits, train_nodes = _split_nodes(g, rank, world, recipe.seed)
     eval_bs = t.eval_batch_size or t.batch_size
     eval_nodes, sorted_ids, sorted_codes = _plan_evaluation(g, splits, rank, world, eval_bs)
-    batching = DistNeighborSampling(g, device, fanouts=t.fanouts, batch_size=t.batch_size, eval_batch_size=eval_bs,
-                                    train_nodes=train_nodes, eval_nodes=eval_nodes)
+    batching = _batching(g, recipe, part, device, splits, train_nodes, eval_nodes)
     seed_everything(recipe.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(recipe, part["in_feats"], part["num_classes"]).to(device)
     ddp = Replicated(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -23,7 +23,7 @@ from .loop import Trainer, TrainResult
 from .metrics import Metric
 from .rundir import RunDir
 
-__all__ = ["run_two_stage", "build_estimator", "load_scores"]
+__all__ = ["run_two_stage", "stage1_scores", "build_estimator", "load_scores"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,37 @@ def build_estimator(recipe, in_feats: int, num_classes: int) -> torch.nn.Module:
         raise RecipeError(f"stage1.model: {exc}") from None
 
 
+def stage1_scores(recipe, graph, estimator: torch.nn.Module, device: torch.device, rd: RunDir, metric: Metric,
+                  splits: dict, resume: bool, progress: bool) -> tuple[torch.Tensor, dict | None]:
+    """Per-layer attention scores ``(L, E)`` of the recipe's stage 1, and stage 1's summary.
+
+    From ``stage1.scores`` when the recipe names a file; else from ``rd/scores.pt`` when resuming
+    and it exists; else by training ``estimator`` in ``rd/stage1`` and writing ``rd/scores.pt``
+    (the summary is None when stage 1 did not run here).
+    """
+    labels = graph.ndata["label"]
+    num_layers = recipe.model.layers
+    scores_path = rd.path / "scores.pt"
+    if recipe.stage1.scores:
+        logger.info("stage 1 skipped: scores from %s", recipe.stage1.scores)
+        return load_scores(recipe.stage1.scores, num_layers, graph.num_edges()), None
+    if resume and scores_path.is_file():
+        logger.info("stage 1 already finished: scores from %s", scores_path)
+        return load_scores(scores_path, num_layers, graph.num_edges()), None
+    stage1_dir = RunDir(rd.path / "stage1").create()
+    trainer = Trainer(estimator, FullGraph(graph, device), labels, splits, metric, recipe.stage1.train,
+                      stage1_dir, seed=recipe.seed, device=device, plot=recipe.output.plot,
+                      title=f"{recipe.name} stage 1", progress=progress)
+    summary = trainer.fit(resume=resume and stage1_dir.checkpoint.is_file()).summary
+    estimator.load_state_dict(load_checkpoint(stage1_dir.best, map_location=device)["model"])
+    g = graph.to(device)
+    scores = estimator.attention_scores(g, g.ndata["feat"]).cpu()
+    save_checkpoint({"format": 1, "scores": scores}, scores_path)
+    logger.info("stage 1: val %s %.4f at epoch %d; scores (%d x %d) written to %s", metric.name,
+                summary["val_metric"], summary["best_epoch"], *scores.shape, scores_path)
+    return scores, summary
+
+
 def run_two_stage(recipe, dataset, graph, model: torch.nn.Module, estimator: torch.nn.Module,
                   device: torch.device, rd: RunDir, metric: Metric, splits: dict, resume: bool,
                   progress: bool) -> TrainResult:
@@ -56,27 +87,7 @@ def run_two_stage(recipe, dataset, graph, model: torch.nn.Module, estimator: tor
     from .neighbour_tables import NeighbourTables
 
     labels = graph.ndata["label"]
-    num_layers = recipe.model.layers
-    scores_path = rd.path / "scores.pt"
-    stage1_summary = None
-    if recipe.stage1.scores:
-        scores = load_scores(recipe.stage1.scores, num_layers, graph.num_edges())
-        logger.info("stage 1 skipped: scores from %s", recipe.stage1.scores)
-    elif resume and scores_path.is_file():
-        scores = load_scores(scores_path, num_layers, graph.num_edges())
-        logger.info("stage 1 already finished: scores from %s", scores_path)
-    else:
-        stage1_dir = RunDir(rd.path / "stage1").create()
-        trainer = Trainer(estimator, FullGraph(graph, device), labels, splits, metric, recipe.stage1.train,
-                          stage1_dir, seed=recipe.seed, device=device, plot=recipe.output.plot,
-                          title=f"{recipe.name} stage 1", progress=progress)
-        stage1_summary = trainer.fit(resume=resume and stage1_dir.checkpoint.is_file()).summary
-        estimator.load_state_dict(load_checkpoint(stage1_dir.best, map_location=device)["model"])
-        g = graph.to(device)
-        scores = estimator.attention_scores(g, g.ndata["feat"]).cpu()
-        save_checkpoint({"format": 1, "scores": scores}, scores_path)
-        logger.info("stage 1: val %s %.4f at epoch %d; scores (%d x %d) written to %s", metric.name,
-                    stage1_summary["val_metric"], stage1_summary["best_epoch"], *scores.shape, scores_path)
+    scores, stage1_summary = stage1_scores(recipe, graph, estimator, device, rd, metric, splits, resume, progress)
 
     t = recipe.train
     try:
