@@ -72,9 +72,10 @@ class DatasetSection(_Section):
 
 
 class TrainSection(_Section):
-    """How to train: batching mode, optimiser (AdamW), warmup + cosine schedule, early stopping."""
+    """How to train: batching mode, optimiser (AdamW or Adam), warmup + cosine schedule, early stopping."""
 
     batching: Literal["full", "neighbor", "node_batch", "neighbour_tables"] = "full"
+    optimizer: Literal["adamw", "adam"] = "adamw"  # adamw: decoupled weight decay; adam: L2 in the gradient
     epochs: int = Field(200, ge=1)
     lr: float = Field(0.01, gt=0)
     weight_decay: float = Field(5e-4, ge=0)

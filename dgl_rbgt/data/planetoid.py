@@ -7,6 +7,14 @@ class, i.e. ``range(len(y))``; val = the next 500; test = ``test.index``). CiteS
 skips 15 ids (isolated nodes in the original data): as in the GCN reference code, those nodes
 get zero features and a zero one-hot label (so ``label`` 0) and are in no split.
 Features are the raw binary bag-of-words (no row normalisation).
+
+``split_type="random"`` draws instead a class-balanced random split from ``seed``, as PyG's
+``Planetoid(split="random")`` and SGFormer's ``--rand_split_class`` (their published Cora/CiteSeer
+numbers use it): ``train_per_class`` training nodes per class, then ``num_val`` validation and
+``num_test`` test nodes drawn from the rest. Only labelled nodes are drawn (CiteSeer's 15 padded
+nodes never are), unless ``include_padding=True``: then, as in PyG's Planetoid, they are drawn as
+class-0 nodes like any other; with the same seed this reproduces SGFormer's CiteSeer split (their
+``torch.manual_seed(seed)`` followed by the same class-wise permutations).
 """
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ import itertools
 import logging
 import pickle
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,7 +31,7 @@ import torch
 from .dataset import DatasetSpec, NodeDataset, check_single_split, corrupt_file_error, index_to_mask, make_graph, not_found_error
 from .unpickler import ForbiddenGlobalError, restricted_load
 
-__all__ = ["load_planetoid", "SPECS"]
+__all__ = ["load_planetoid", "class_balanced_split", "SPECS"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +79,55 @@ def _read_parts(root: Path, name: str) -> dict:
     return parts
 
 
-def load_planetoid(spec: DatasetSpec, root: Path, split: int, seed: int) -> NodeDataset:
-    """Load a Planetoid dataset with its public split (``seed`` is unused: the split is fixed).
+def class_balanced_split(
+    label: torch.Tensor, candidates: torch.Tensor, train_per_class: int, num_val: int, num_test: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random ``(train, val, test)`` node ids: ``train_per_class`` per class, then val/test from the rest.
+
+    Only ``candidates`` (node ids) are drawn. A class with fewer than ``train_per_class``
+    candidates puts all of them in training. Validation and test are drawn from one random
+    permutation of the remaining candidates (``num_val`` then ``num_test``; fewer if they run out).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dgl_rbgt.data.planetoid import class_balanced_split
+    >>> label = torch.tensor([0, 1] * 10)
+    >>> tr, va, te = class_balanced_split(label, torch.arange(20), 3, 4, 5, torch.Generator().manual_seed(0))
+    >>> torch.bincount(label[tr]).tolist(), len(va), len(te)
+    ([3, 3], 4, 5)
+    """
+    for value, arg in ((train_per_class, "train_per_class"), (num_val, "num_val"), (num_test, "num_test")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{arg} must be a non-negative int, got {value!r}")
+    cand_label = label[candidates]
+    train, rest = [], []
+    for c in torch.unique(cand_label).tolist():
+        ids = candidates[cand_label == c]
+        ids = ids[torch.randperm(len(ids), generator=generator)]
+        train.append(ids[:train_per_class])
+        rest.append(ids[train_per_class:])
+    train = torch.sort(torch.cat(train)).values
+    rest = torch.cat(rest)
+    rest = rest[torch.randperm(len(rest), generator=generator)]
+    val = torch.sort(rest[:num_val]).values
+    test = torch.sort(rest[num_val : num_val + num_test]).values
+    return train, val, test
+
+
+def load_planetoid(
+    spec: DatasetSpec, root: Path, split: int, seed: int, *,
+    split_type: Literal["public", "random"] = "public",
+    train_per_class: int = 20, num_val: int = 500, num_test: int = 1000, include_padding: bool = False,
+) -> NodeDataset:
+    """Load a Planetoid dataset with its public split, or a seeded class-balanced random split.
+
+    ``split_type="public"`` (default): Kipf & Welling's fixed split; ``seed`` and the counts are
+    unused. ``split_type="random"``: :func:`class_balanced_split` with a generator seeded by
+    ``seed`` (``train_per_class`` per class, ``num_val`` validation, ``num_test`` test nodes),
+    over the labelled nodes, or over all nodes with ``include_padding=True`` (CiteSeer's padded
+    nodes count as class 0, as in PyG; no difference for Cora).
 
     Examples
     --------
@@ -79,9 +135,14 @@ def load_planetoid(spec: DatasetSpec, root: Path, split: int, seed: int) -> Node
     >>> ds = load_dataset("cora")  # doctest: +SKIP
     >>> ds.graph.num_nodes(), ds.graph.num_edges(), int(ds.graph.ndata["train_mask"].sum())  # doctest: +SKIP
     (2708, 10556, 140)
+    >>> g = load_dataset("cora", split_type="random", seed=0).graph  # doctest: +SKIP
+    >>> [int(g.ndata[k].sum()) for k in ("train_mask", "val_mask", "test_mask")]  # doctest: +SKIP
+    [140, 500, 1000]
     """
     name = spec.name
     check_single_split(name, split)
+    if split_type not in ("public", "random"):
+        raise ValueError(f"split_type must be 'public' or 'random', got {split_type!r}")
     p = _read_parts(root, name)
     source = str(root / "planetoid" / f"ind.{name}")
 
@@ -127,15 +188,25 @@ def load_planetoid(spec: DatasetSpec, root: Path, split: int, seed: int) -> Node
     if len(adj) and max(adj) >= num_nodes:
         raise ValueError(f"{source}: the graph has node id {max(adj)} but the features have {num_nodes} rows")
 
-    num_train = p["y"].shape[0]
-    train = index_to_mask(torch.arange(num_train), num_nodes)
-    val = index_to_mask(torch.arange(num_train, num_train + _NUM_VAL), num_nodes)
-    test = index_to_mask(torch.from_numpy(test_idx), num_nodes)
+    if split_type == "public":
+        num_train = p["y"].shape[0]
+        train = index_to_mask(torch.arange(num_train), num_nodes)
+        val = index_to_mask(torch.arange(num_train, num_train + _NUM_VAL), num_nodes)
+        test = index_to_mask(torch.from_numpy(test_idx), num_nodes)
+    else:
+        if include_padding:
+            candidates = torch.arange(num_nodes)
+        else:
+            candidates = torch.from_numpy(np.flatnonzero(onehot.sum(1) > 0))  # not CiteSeer's padding
+        ids = class_balanced_split(label, candidates, train_per_class, num_val, num_test,
+                                   torch.Generator().manual_seed(seed))
+        train, val, test = (index_to_mask(i, num_nodes) for i in ids)
     graph = make_graph(
         torch.from_numpy(src), torch.from_numpy(dst), num_nodes,
         feat=torch.from_numpy(feat), label=label, train_mask=train, val_mask=val, test_mask=test, source=source,
     )
-    logger.info("loaded %s from %s: %d nodes, %d edges", name, source, num_nodes, graph.num_edges())
+    logger.info("loaded %s from %s (%s split%s): %d nodes, %d edges", name, source, split_type,
+                f", seed {seed}" if split_type == "random" else "", num_nodes, graph.num_edges())
     return NodeDataset(name=name, graph=graph, num_classes=int(onehot.shape[1]), metric="accuracy", split=None, source=source)
 
 

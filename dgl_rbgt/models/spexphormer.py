@@ -17,15 +17,16 @@ use the *same* graph object (the scores are per edge of it).
 """
 from __future__ import annotations
 
+import weakref
 from typing import ClassVar, Sequence
 
 import dgl
 import torch
 from torch import nn
 
-from dgl_rbgt._checks import check_feat, check_homogeneous, check_nonempty, check_positive_int, check_probability
+from dgl_rbgt._checks import all_finite, check_feat, check_homogeneous, check_nonempty, check_positive_int, check_probability
 from dgl_rbgt.nn.score_estimator import ScoreEstimatorConv
-from dgl_rbgt.nn.spexphormer import SpexphormerConv, TableBlock
+from dgl_rbgt.nn.spexphormer import SpexphormerConv, TableBlock, _check_index_table
 from dgl_rbgt.transforms.sparsify import SparseNeighbourhoods
 
 __all__ = ["ScoreEstimator", "Spexphormer", "table_blocks"]
@@ -188,6 +189,18 @@ def table_blocks(neighbourhoods: SparseNeighbourhoods) -> list[TableBlock]:
             zip(neighbourhoods.tables, neighbourhoods.etypes, neighbourhoods.valid)]
 
 
+# model -> (weak reference to its last input without gradients, version key, projection); kept
+# out of the module so that copies and pickles of the model carry no cache.
+_ENCODE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _drop_cache(model_ref) -> None:
+    """Forget a model's cached projection once its input tensor is freed."""
+    model = model_ref()
+    if model is not None:
+        _ENCODE_CACHE.pop(model, None)
+
+
 class Spexphormer(nn.Module):
     r"""Spexphormer's stage 2: a wide attention network on sampled neighbour tables.
 
@@ -265,8 +278,55 @@ class Spexphormer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_classes)
 
+    def _encode(self, feat: torch.Tensor, rows: int | None) -> torch.Tensor:
+        """Input projection of ``feat`` (dense, or sparse CSR for wide sparse features).
+
+        The NaN/Inf check runs on the projected ``(n, hidden)`` rows (or the stored values of a
+        sparse input), not on the wide input: a non-finite input entry makes its whole output
+        row non-finite (``inf * 0`` is NaN), so the check is as strict and far cheaper.
+
+        Without gradients, the projection of the last input tensor is kept (keyed on the tensor
+        itself, weakly, and the version counters of it and of the weights), so evaluating several
+        table draws on the same features projects them once.
+        """
+        key = None
+        if not torch.is_grad_enabled() and isinstance(feat, torch.Tensor):
+            key = (feat._version, self.encoder.weight._version,
+                   None if self.encoder.bias is None else self.encoder.bias._version)
+            cached = _ENCODE_CACHE.get(self)
+            if cached is not None and cached[0]() is feat and cached[1] == key:
+                return cached[2]
+        _ENCODE_CACHE.pop(self, None)
+        if isinstance(feat, torch.Tensor) and feat.layout == torch.sparse_csr:
+            if not torch.is_floating_point(feat) or feat.dim() != 2:
+                raise TypeError(f"a sparse feat must be a 2-D floating-point CSR tensor, got "
+                                f"dtype {feat.dtype}, shape {tuple(feat.shape)}")
+            if rows is not None and feat.shape[0] != rows:
+                raise ValueError(f"feat must have {rows} rows (one per node), got shape {tuple(feat.shape)}")
+            if feat.shape[1] != self.encoder.in_features:
+                raise ValueError(f"feat must have last dimension {self.encoder.in_features}, got shape "
+                                 f"{tuple(feat.shape)}")
+            check_feat(feat.values(), "feat", ndim=1)  # NaN / Inf among the stored entries
+            x = self.encoder(feat)
+        else:
+            check_feat(feat, "feat", rows=rows, last_dim=self.encoder.in_features, finite=False)
+            x = self.encoder(feat)
+            if not all_finite(x):
+                if not all_finite(feat):
+                    raise ValueError("feat contains NaN or Inf values")
+                raise ValueError("the input projection of feat overflowed (NaN or Inf)")
+        if key is not None:
+            ref = weakref.ref(feat, lambda _ref, model_ref=weakref.ref(self): _drop_cache(model_ref))
+            _ENCODE_CACHE[self] = (ref, key, x)
+        return x
+
     def forward(self, blocks: Sequence[TableBlock] | SparseNeighbourhoods, feat: torch.Tensor) -> torch.Tensor:
-        """Logits ``(n_targets, num_classes)`` for the last node list (see the class notes)."""
+        """Logits ``(n_targets, num_classes)`` for the last node list (see the class notes).
+
+        ``feat`` may be a sparse CSR tensor (wide bag-of-words features): the input projection
+        then runs as a sparse-dense product (what
+        :class:`~dgl_rbgt.train.neighbour_tables.NeighbourTables` passes for such graphs).
+        """
         if isinstance(blocks, SparseNeighbourhoods):
             blocks = table_blocks(blocks)
         blocks = list(blocks)
@@ -276,11 +336,19 @@ class Spexphormer(nn.Module):
         for i, block in enumerate(blocks):
             if not isinstance(block, TableBlock):
                 raise TypeError(f"blocks[{i}] must be a TableBlock, got {type(block).__name__}")
-        check_feat(feat, "feat", rows=blocks[0].num_src)
-        x = self.encoder(feat)  # (n_0, hidden)
+        x = self._encode(feat, blocks[0].num_src)  # (n_0, hidden)
         for conv, block, norm1, ffn, norm2 in zip(self.convs, blocks, self.attn_norms, self.ffns,
                                                   self.ffn_norms):
-            out = conv(block, x).flatten(1)  # (n_dst, hidden)
+            # The layer's own input checks, without re-checking the (internal) features.
+            _check_index_table(block.table, "table", None, x.shape[0], "rows of the source features")
+            if block.num_src is not None and block.num_src != x.shape[0]:
+                raise ValueError(f"feat must have {block.num_src} rows (one per node), got shape "
+                                 f"{tuple(x.shape)}")
+            if block.num_dst > x.shape[0]:
+                raise ValueError(f"table has {block.num_dst} destination rows but feat only "
+                                 f"{x.shape[0]} rows")
+            valid = conv._check_entries(block.table, block.etype, block.valid)
+            out = conv._attend(block.table, x, x[: block.num_dst], block.etype, valid).flatten(1)
             # Destination nodes are the prefix of the source list: their own features are the
             # first n_dst rows (the residual / self term).
             x = norm1(x[: block.num_dst] + self.dropout(out))

@@ -17,6 +17,166 @@ from dgl_rbgt._checks import check_feat, check_positive_int
 __all__ = ["SpexphormerConv", "TableBlock"]
 
 
+# Rows of destinations processed at a time by :class:`_TableAttention`: its gathered
+# ``(rows * k, 2HD)`` keys/values then fill about this many bytes, so they stay in cache and the
+# scratch buffers are reused (not fresh multi-megabyte allocations, whose page faults cost more
+# than the arithmetic on CPU).
+_CHUNK_BYTES = 2 << 20
+
+
+def _chunk_rows(k: int, width: int, itemsize: int) -> int:
+    return max(1, _CHUNK_BYTES // max(1, k * 2 * width * itemsize))
+
+
+class _TableAttention(torch.autograd.Function):
+    """Fused attention over a neighbour table, forward and backward by hand.
+
+    Inputs: ``q`` (n, H, D) queries, ``kv`` (N, 2HD) keys then values of the source rows,
+    ``emb`` (T, H, D) edge-type vectors, ``bias`` (T, H) or None, ``table``/``etype`` (n, k)
+    int64, ``valid`` (n, k) bool or None. Returns ``(out (n, H, D), att (n, k, H))``.
+
+    The logit of entry ``m`` of node ``i`` in head ``h`` is ``sum_c (q_i * e_t)_c k_{j,c} * scale
+    + b_{t,h}``: the ``T`` products ``q_i * e_t`` are formed per node (``(n, T, H, D)``) and
+    picked per entry, so no keys-times-embedding tensor is formed. The per-head sums over the
+    ``D`` channels are matrix-vector products with a ones vector, and the spreading of a per-head
+    weight over them a product with the ``(HD, H)`` 0/1 head-membership matrix (BLAS calls instead
+    of reductions and broadcasts over a short last axis).
+    Destinations are processed in chunks of rows whose gathered keys/values fit small reused
+    buffers; the backward gathers them again instead of keeping an ``(n, k, 2HD)`` tensor, so
+    the saved state is the attention ``(n, k, H)`` and the clamp mask.
+    """
+
+    @staticmethod
+    def forward(ctx, q, kv, emb, bias, table, etype, valid, clamp, scale):
+        n, h, d = q.shape
+        k = table.shape[1]
+        t = emb.shape[0]
+        width = h * d
+        opts = dict(dtype=q.dtype, device=q.device)
+        flat = table.reshape(-1)
+        att = torch.empty(n, k, h, **opts)
+        out = torch.empty(n, width, **opts)
+        inside = None if clamp is None else torch.empty(n, k, h, dtype=torch.bool, device=q.device)
+        member = _head_membership(h, d, opts)  # (HD, H)
+        ones = torch.ones(d, **opts)  # per-head sums over D channels as a matrix-vector product
+        step = _chunk_rows(k, width, q.element_size())
+        rows = min(step, n)
+        buf = torch.empty(rows * k, 2 * width, **opts)
+        qbuf = torch.empty(rows * k, width, **opts)
+        wide = torch.empty(rows * k, width, **opts)
+        qe = torch.empty(rows, t, h, d, **opts)
+        emb_scaled = (emb * scale).unsqueeze(0)  # (1, T, H, D)
+        base = torch.arange(rows, device=q.device).mul_(t).unsqueeze(1)  # (rows, 1)
+        q_flat = q.reshape(n, width)
+        for a in range(0, n, step):
+            b = min(a + step, n)
+            c = b - a
+            gathered = torch.index_select(kv, 0, flat[a * k:b * k], out=buf[: c * k])
+            keys, values = gathered[:, :width], gathered[:, width:]
+            # q_i * e_t * scale for the T types, picked per entry by type
+            qe_c = torch.mul(q[a:b].unsqueeze(1), emb_scaled, out=qe[:c]).view(c * t, width)
+            pick = (base[:c] + etype[a:b]).view(-1)
+            qsel = torch.index_select(qe_c, 0, pick, out=qbuf[: c * k])
+            logits = torch.mv(qsel.mul_(keys).view(c * k * h, d), ones).view(c, k, h)  # per-head sums
+            if bias is not None:
+                logits += bias.index_select(0, etype[a:b].reshape(-1)).view(c, k, h)
+            if clamp is not None:
+                torch.le(logits.abs(), clamp, out=inside[a:b])  # where the clamp passes gradients
+                logits.clamp_(-clamp, clamp)  # |logits| <= clamp: exp cannot overflow
+            if valid is not None:
+                logits.masked_fill_(~valid[a:b].unsqueeze(-1), float("-inf"))
+            if clamp is None:
+                top = logits.amax(dim=1, keepdim=True)
+                logits -= top.masked_fill_(top == float("-inf"), 0.0)  # rows without valid entries
+            att_c = torch.exp(logits, out=att[a:b])
+            total = att_c.sum(1, keepdim=True)  # (c, 1, H)
+            if valid is not None:
+                total.clamp_(min=torch.finfo(total.dtype).tiny)  # rows without valid entries: 0
+            att_c.div_(total)
+            spread = torch.mm(att_c.view(c * k, h), member.t(), out=wide[: c * k])  # (c*k, HD)
+            torch.sum(spread.mul_(values).view(c, k, width), 1, out=out[a:b])
+        ctx.save_for_backward(q, kv, emb, att, inside, table, etype, bias)
+        ctx.scale = scale
+        ctx.mark_non_differentiable(att)
+        return out.view(n, h, d), att
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_att):
+        q, kv, emb, att, inside, table, etype, bias = ctx.saved_tensors
+        n, h, d = q.shape
+        k = table.shape[1]
+        t = emb.shape[0]
+        width = h * d
+        scale = ctx.scale
+        grad_out = grad_out.reshape(n, width)
+        need_q, need_kv, need_emb, need_bias = (ctx.needs_input_grad[i] for i in range(4))
+        need_bias = need_bias and bias is not None
+        flat = table.reshape(-1)
+        opts = dict(dtype=q.dtype, device=q.device)
+        member = _head_membership(h, d, opts)  # (HD, H)
+        ones = torch.ones(d, **opts)  # per-head sums over D channels as a matrix-vector product
+        g_kv = torch.zeros_like(kv) if need_kv else None
+        g_q = torch.empty(n, width, **opts) if need_q else None
+        g_emb = torch.zeros_like(emb) if need_emb else None
+        g_bias = torch.zeros_like(bias) if need_bias else None
+        step = _chunk_rows(k, width, q.element_size())
+        rows = min(step, n)
+        buf = torch.empty(rows * k, 2 * width, **opts)
+        gbuf = torch.empty(rows * k, 2 * width, **opts)
+        tmp = torch.empty(rows * k, width, **opts)
+        wide = torch.empty(rows * k, width, **opts)
+        qe = torch.empty(rows, t, h, d, **opts)
+        g_qe = torch.empty(rows * t, width, **opts)
+        prod = torch.empty(rows, t, h, d, **opts)
+        emb_scaled = (emb * scale).unsqueeze(0)  # (1, T, H, D)
+        base = torch.arange(rows, device=q.device).mul_(t).unsqueeze(1)
+        for a in range(0, n, step):
+            b = min(a + step, n)
+            c = b - a
+            entries = flat[a * k:b * k]
+            gathered = torch.index_select(kv, 0, entries, out=buf[: c * k])
+            keys, values = gathered[:, :width], gathered[:, width:]
+            go = grad_out[a:b].unsqueeze(1)  # (c, 1, HD)
+            att_c = att[a:b]  # (c, k, H)
+            # d out / d att_m = <grad_out, v_m> per head; softmax backward (att 0 where masked)
+            prod_v = torch.mul(values.view(c, k, width), go, out=tmp[: c * k].view(c, k, width))
+            g_att = torch.mv(prod_v.view(c * k * h, d), ones).view(c, k, h)
+            g_logits = g_att.sub_((att_c * g_att).sum(1, keepdim=True)).mul_(att_c)
+            if inside is not None:
+                g_logits.mul_(inside[a:b])
+            if need_bias:
+                g_bias.index_add_(0, etype[a:b].reshape(-1), g_logits.view(-1, h))
+            g_spread = torch.mm(g_logits.view(c * k, h), member.t(), out=wide[: c * k])  # (c*k, HD)
+            pick = (base[:c] + etype[a:b]).view(-1)
+            if need_q or need_emb:
+                # logit = <q_i * e_t * scale, k_j>: the gradient of the picked (q_i * e_t) row is
+                # g * k_j, summed per (node, type), then split between q_i and e_t
+                gq = g_qe[: c * t].zero_()
+                gq.index_add_(0, pick, torch.mul(keys, g_spread, out=tmp[: c * k]))
+                gq = gq.view(c, t, h, d)
+                if need_q:
+                    torch.sum(torch.mul(gq, emb_scaled, out=prod[:c]).view(c, t, width), 1, out=g_q[a:b])
+                if need_emb:
+                    g_emb += torch.mul(gq, q[a:b].unsqueeze(1), out=prod[:c]).sum(0).mul_(scale)
+            if need_kv:
+                grads = gbuf[: c * k]
+                # keys: g * (q_i * e_t * scale); values: att * grad_out
+                qe_c = torch.mul(q[a:b].unsqueeze(1), emb_scaled, out=qe[:c]).view(c * t, width)
+                torch.index_select(qe_c, 0, pick, out=tmp[: c * k])
+                torch.mul(tmp[: c * k], g_spread, out=grads[:, :width])
+                spread = torch.mm(att_c.view(c * k, h), member.t(), out=wide[: c * k])
+                torch.mul(spread.view(c, k, width), go, out=grads[:, width:].view(c, k, width))
+                g_kv.index_add_(0, entries, grads)
+        if g_q is not None:
+            g_q = g_q.view(n, h, d)
+        return g_q, g_kv, g_emb, g_bias, None, None, None, None, None
+
+
+def _head_membership(h: int, d: int, opts: dict) -> torch.Tensor:
+    """``(H*D, H)`` 0/1 matrix: channel ``c`` belongs to head ``c // D``."""
+    return torch.eye(h, **opts).repeat_interleave(d, dim=0)
+
+
 @dataclass
 class TableBlock:
     """One layer's input of :class:`SpexphormerConv`: a neighbour table into a source node list.
@@ -219,17 +379,25 @@ class SpexphormerConv(nn.Module):
             feat_src, feat_dst = feat
         else:
             feat_src = feat
-            check_feat(feat_src, "feat", last_dim=self._in_src_feats)
+            check_feat(feat_src, "feat", rows=num_src, last_dim=self._in_src_feats)
             if isinstance(table, torch.Tensor) and table.dim() == 2 and table.shape[0] > feat.shape[0]:
                 raise ValueError(f"table has {table.shape[0]} destination rows but feat only "
                                  f"{feat.shape[0]} rows; the destinations must be the first rows of "
                                  f"feat (or pass a (source, destination) pair)")
             feat_dst = feat[: table.shape[0]] if isinstance(table, torch.Tensor) else feat
-        check_feat(feat_src, "feat", rows=num_src, last_dim=self._in_src_feats)
-        n_src = feat_src.shape[0]
-        _check_index_table(table, "table", None, n_src, "rows of the source features")
+        if isinstance(feat, tuple):
+            check_feat(feat_src, "feat", rows=num_src, last_dim=self._in_src_feats)
+        _check_index_table(table, "table", None, feat_src.shape[0], "rows of the source features")
+        if isinstance(feat, tuple):
+            check_feat(feat_dst, "feat (destination)", rows=table.shape[0], last_dim=self._in_dst_feats)
+        valid = self._check_entries(table, etype, valid)
+        return self._attend(table, feat_src, feat_dst, etype, valid, get_attention)
+
+    def _check_entries(self, table: torch.Tensor, etype: torch.Tensor | None,
+                       valid: torch.Tensor | None) -> torch.Tensor | None:
+        """Check ``etype`` and ``valid`` against ``table``; returns ``valid``, or None when
+        nothing is masked."""
         n, k = table.shape
-        check_feat(feat_dst, "feat (destination)", rows=n, last_dim=self._in_dst_feats)
         if etype is not None:
             _check_index_table(etype, "etype", (n, k), self._num_edge_types,
                                f"num_edge_types={self._num_edge_types}")
@@ -240,29 +408,28 @@ class SpexphormerConv(nn.Module):
                                  f"{tuple(getattr(valid, 'shape', ()))}")
             if bool(valid.all()):
                 valid = None  # nothing masked: skip the masking work
+        return valid
+
+    def _attend(self, table: torch.Tensor, feat_src: torch.Tensor, feat_dst: torch.Tensor,
+                etype: torch.Tensor | None, valid: torch.Tensor | None, get_attention: bool = False):
+        """The layer without argument checks (``valid`` None or with at least one False entry).
+
+        Keys and values come from one merged projection of the source rows, gathered once; the
+        edge-type vectors are folded into the queries (``q * e_t`` for the ``T`` types, picked
+        per entry), so no ``(n, k, H, D)`` keys-times-embedding tensor is formed;
+        :class:`_TableAttention` has a hand-written backward that keeps one gathered tensor.
+        """
+        n, k = table.shape
         h, d = self._num_heads, self._out_feats
-        table = table.long()
-        q = self.fc_q(feat_dst).view(n, h, d)  # (n, H, D)
-        keys = self.fc_k(feat_src).view(n_src, h, d)[table]  # (n, k, H, D)
-        values = self.fc_v(feat_src).view(n_src, h, d)[table]  # (n, k, H, D)
+        if self.fc_k.bias is None:
+            kv_bias = None
+        else:
+            kv_bias = torch.cat([self.fc_k.bias, self.fc_v.bias])
+        kv = nn.functional.linear(feat_src, torch.cat([self.fc_k.weight, self.fc_v.weight]), kv_bias)  # (N, 2HD)
+        q = self.fc_q(feat_dst)  # (n, HD)
         if etype is None:
-            edge = self.edge_emb.weight[0].view(1, 1, h, d)  # (1, 1, H, D) every entry type 0
-        else:
-            edge = self.edge_emb(etype.long()).view(n, k, h, d)  # (n, k, H, D)
-        # Per head: sum_c q_c k_c e_c over that head's channels only (no head/neighbour mixing).
-        logits = torch.einsum("nhd,nkhd->nkh", q, keys * edge) / math.sqrt(d)  # (n, k, H)
-        if self.edge_bias is not None:
-            bias = self.edge_bias[0].view(1, 1, h) if etype is None else self.edge_bias[etype.long()]
-            logits = logits + bias  # (n, k, H)
-        if self.clamp is not None:
-            logits = logits.clamp(-self.clamp, self.clamp)
-        if valid is None:
-            att = torch.softmax(logits, dim=1)  # (n, k, H)
-        else:
-            # Masked entries get -inf; a row without any valid entry gets zeros (not NaN).
-            any_valid = valid.any(dim=1, keepdim=True).unsqueeze(-1)  # (n, 1, 1)
-            masked = logits.masked_fill(~valid.unsqueeze(-1), float("-inf"))
-            masked = torch.where(any_valid, masked, torch.zeros_like(logits))
-            att = torch.softmax(masked, dim=1) * any_valid  # (n, k, H)
-        out = torch.einsum("nkh,nkhd->nhd", att, values)  # (n, H, D)
+            etype = torch.zeros(n, k, dtype=torch.long, device=table.device)  # every entry type 0
+        out, att = _TableAttention.apply(
+            q.view(n, h, d), kv, self.edge_emb.weight.view(-1, h, d), self.edge_bias, table.long(),
+            etype.long(), valid, self.clamp, 1.0 / math.sqrt(d))
         return (out, att) if get_attention else out

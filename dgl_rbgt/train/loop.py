@@ -106,8 +106,12 @@ class Trainer:
         self.is_writer = is_writer and run_dir is not None
         self.progress = progress
         self.loss_fn = loss_for(self.labels)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
-                                           weight_decay=config.weight_decay)
+        # A model may split its parameters into groups (e.g. per-branch weight decay) by defining
+        # param_groups(weight_decay) -> list of torch param-group dicts.
+        groups = (self.model.param_groups(config.weight_decay) if hasattr(self.model, "param_groups")
+                  else self.model.parameters())
+        optim_cls = torch.optim.Adam if getattr(config, "optimizer", "adamw") == "adam" else torch.optim.AdamW
+        self.optimizer = optim_cls(groups, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = warmup_cosine(self.optimizer, config.epochs, config.warmup_epochs,
                                        config.min_lr_ratio)
         self._is_train = torch.zeros(len(self.labels), dtype=torch.bool, device=self.device)

@@ -140,3 +140,48 @@ def test_bad_adjacency_names_file(tmp_path, data_root):
         pickle.dump({0: [[1, 2]]}, fh, protocol=2)
     with pytest.raises(ValueError, match=r"ind\.cora\.graph could not be read as an adjacency dict"):
         load_dataset("cora", root=tmp_path)
+
+
+@pytest.mark.parametrize("name,classes", [("cora", 7), ("citeseer", 6)])
+def test_random_split_counts_balance_disjoint(name, classes, check_convention):
+    # split_type="random": 20 training nodes per class, 500 val, 1000 test (SGFormer's protocol).
+    g = load_dataset(name, split_type="random", seed=0).graph
+    tr, va, te = (g.ndata[k] for k in ("train_mask", "val_mask", "test_mask"))
+    assert [int(tr.sum()), int(va.sum()), int(te.sum())] == [20 * classes, 500, 1000]
+    assert torch.bincount(g.ndata["label"][tr], minlength=classes).tolist() == [20] * classes
+    check_convention(g)  # includes disjointness of the three masks
+    public = load_dataset(name).graph
+    assert not torch.equal(tr, public.ndata["train_mask"])  # a different split from the public one
+    assert torch.equal(g.ndata["feat"], public.ndata["feat"]) and torch.equal(g.ndata["label"], public.ndata["label"])
+
+
+def test_random_split_seeded_repeatable():
+    masks = lambda ds: [ds.graph.ndata[k] for k in ("train_mask", "val_mask", "test_mask")]  # noqa: E731
+    a = masks(load_dataset("cora", split_type="random", seed=3))
+    b = masks(load_dataset("cora", split_type="random", seed=3))
+    c = masks(load_dataset("cora", split_type="random", seed=4))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+
+
+def test_random_split_skips_citeseer_padding(planetoid, data_root):
+    test_index = np.loadtxt(data_root / "planetoid" / "ind.citeseer.test.index", dtype=np.int64)
+    missing = torch.tensor(sorted(set(range(test_index.min(), test_index.max() + 1)) - set(test_index.tolist())))
+    for seed in range(3):
+        g = load_dataset("citeseer", split_type="random", seed=seed).graph
+        in_split = g.ndata["train_mask"] | g.ndata["val_mask"] | g.ndata["test_mask"]
+        assert not bool(in_split[missing].any())
+    # include_padding: drawn from all nodes, as PyG; the padded nodes then count as class 0
+    g = load_dataset("citeseer", split_type="random", seed=123, include_padding=True).graph
+    assert int(g.ndata["train_mask"].sum()) == 120 and int(g.ndata["test_mask"].sum()) == 1000
+    cora = [load_dataset("cora", split_type="random", seed=1, include_padding=flag).graph for flag in (False, True)]
+    assert all(torch.equal(cora[0].ndata[k], cora[1].ndata[k]) for k in ("train_mask", "val_mask", "test_mask"))
+
+
+def test_random_split_options():
+    g = load_dataset("cora", split_type="random", seed=0, train_per_class=5, num_val=100, num_test=200).graph
+    assert [int(g.ndata[k].sum()) for k in ("train_mask", "val_mask", "test_mask")] == [35, 100, 200]
+    with pytest.raises(ValueError, match="split_type must be 'public' or 'random'"):
+        load_dataset("cora", split_type="geom")
+    with pytest.raises(ValueError, match="num_val must be a non-negative int"):
+        load_dataset("cora", split_type="random", num_val=-1)

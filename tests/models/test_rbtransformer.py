@@ -137,3 +137,73 @@ def test_gnn_dropout_options():
     assert torch.allclose(drop_in(g, feat), drop_in(g, feat))
     with pytest.raises(ValueError, match="gnn_dropout"):
         RBTransformer(8, 3, gnn_dropout=1.5)
+
+
+def test_param_groups_split_branches():
+    model = RBTransformer(8, 3, hidden=8, group_size=8, trans_weight_decay=0.01)
+    trans, rest = model.param_groups(5e-4)
+    assert (trans["weight_decay"], rest["weight_decay"]) == (0.01, 5e-4)
+    ids = [id(p) for p in trans["params"]] + [id(p) for p in rest["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # a partition
+    assert id(model.fc_in.weight) in {id(p) for p in trans["params"]}  # SGFormer: input fc is the transformer's
+    assert id(model.fc_out.weight) in {id(p) for p in rest["params"]}
+    assert {id(p) for p in model.gcns.parameters()} <= {id(p) for p in rest["params"]}
+    same = RBTransformer(8, 3, hidden=8, group_size=8).param_groups(0.1)
+    assert [g["weight_decay"] for g in same] == [0.1, 0.1]
+    torch.optim.Adam(model.param_groups(5e-4), lr=0.01)  # valid torch param groups
+    with pytest.raises(ValueError, match="trans_weight_decay"):
+        RBTransformer(8, 3, trans_weight_decay=-1.0)
+
+
+@pytest.mark.parametrize("optimizer,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_trainer_uses_param_groups(optimizer, cls):
+    from dgl_rbgt.recipes import TrainSection
+    from dgl_rbgt.train.batching import FullGraph
+    from dgl_rbgt.train.loop import Trainer
+    from dgl_rbgt.train.metrics import get_metric
+
+    g, feat, labels = toy_graph()
+    g.ndata["feat"] = feat
+    model = RBTransformer(8, 3, hidden=8, group_size=8, trans_weight_decay=0.01)
+    ids = torch.arange(60)
+    trainer = Trainer(model, FullGraph(g), labels, {"train": ids[:30], "val": ids[30:45], "test": ids[45:]},
+                      get_metric("accuracy"), TrainSection(epochs=2, weight_decay=5e-4, optimizer=optimizer),
+                      progress=False)
+    assert type(trainer.optimizer) is cls
+    assert [grp["weight_decay"] for grp in trainer.optimizer.param_groups] == [0.01, 5e-4]
+    assert trainer.fit().summary["epochs_run"] == 2
+
+
+def test_use_act_relu_after_attention():
+    g, feat, _ = toy_graph()
+    kw = dict(hidden=8, group_size=8, gnn_layers=0, dropout=0.0, use_ln=False, attention="sgformer")
+    plain = RBTransformer(8, 3, **kw).eval()
+    act = RBTransformer(8, 3, use_act=True, **kw).eval()
+    act.load_state_dict(plain.state_dict())
+    x = plain._transformer(g, feat)
+    assert bool((x < 0).any())  # without the activation the branch output can be negative
+    assert torch.allclose(act._transformer(g, feat), torch.relu(x))
+
+
+@pytest.mark.parametrize("attention", ["rba", "sgformer"])
+def test_sparse_features_same_function(attention):
+    g, feat, labels = toy_graph()
+    feat = feat * (torch.rand_like(feat) < 0.3)  # mostly zeros, as bag-of-words
+    kw = dict(hidden=8, group_size=16, gnn_layers=2, attention=attention, gnn_input_dropout=True)
+    dense = RBTransformer(8, 3, **kw)
+    sparse = RBTransformer(8, 3, sparse_features=True, **kw)
+    sparse.load_state_dict(dense.state_dict())
+    for model in (dense, sparse):
+        model.eval()
+    assert torch.allclose(dense(g, feat), sparse(g, feat), atol=1e-5)
+    grads = []
+    for model in (dense, sparse):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(g, feat), labels).backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+    sparse.train()  # dropout on the non-zero entries: runs, and differs between calls
+    assert not torch.allclose(sparse(g, feat), sparse(g, feat))
+    sparse.load_state_dict(dense.state_dict())  # undo the BatchNorm statistics of those calls
+    sub = dgl.node_subgraph(g, torch.arange(20))  # isolated nodes: degrees clamp to 1 as GraphConv
+    assert torch.allclose(dense.eval()(sub, feat[:20]), sparse.eval()(sub, feat[:20]), atol=1e-5)

@@ -350,3 +350,131 @@ def test_constructor_errors(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         ExphormerConv(**args)
+
+
+# --- the fused path (torch kernels, no attention returned): outputs and every gradient -------
+
+
+def dense_loss_and_grads(conv, g, x, weight, keep=None, drop_p=0.0, input_grad=True):
+    """Loss ``sum(out * weight)`` of the dense float64 reference and its gradients (input and
+    every parameter). ``keep``: optional (H, n_dst, n_src) dropout keep mask."""
+    conv.zero_grad()
+    inp = x.clone().requires_grad_(input_grad)
+    src, dst = g.edges()
+    n = g.num_nodes()
+    ref, attn, _ = dense_reference(conv, src, dst, n, n, inp, inp, typed_edge_vec(conv, g), conv._clamp)
+    if keep is not None:
+        d = conv._out_feats
+        v = (inp @ conv.fc_v.weight.T + conv.fc_v.bias).view(n, H, d)
+        ref = torch.einsum("hij,jhc->ihc", attn * keep / (1 - drop_p), v)
+    (ref * weight).sum().backward()
+    return ref.detach(), [inp.grad] + [p.grad.clone() for p in conv.parameters()]
+
+
+def layer_loss_and_grads(conv, g, x, weight, input_grad=True):
+    conv.zero_grad()
+    inp = x.clone().requires_grad_(input_grad)
+    out = conv(g, inp)
+    (out * weight).sum().backward()
+    return out.detach(), [inp.grad] + [p.grad.clone() for p in conv.parameters()]
+
+
+@pytest.mark.parametrize("clamp", [None, 5.0, 0.5])
+@pytest.mark.parametrize("num_types", [1, 3])
+@pytest.mark.parametrize("bias, input_grad", [(True, True), (False, True), (True, False)])
+def test_fused_outputs_and_all_gradients_match_dense_reference(backend, clamp, num_types, bias, input_grad):
+    g = random_typed_graph(30, p=0.25, num_types=num_types)
+    conv = make_conv(backend=backend, clamp=clamp, num_edge_types=num_types, bias=bias, allow_zero_in_degree=True)
+    x = 2 * torch.randn(30, D_IN, dtype=torch.float64)
+    weight = torch.randn(30, H, D_OUT, dtype=torch.float64)
+    ref, ref_grads = dense_loss_and_grads(conv, g, x, weight, input_grad=input_grad)
+    out, grads = layer_loss_and_grads(conv, g, x, weight, input_grad=input_grad)
+    if not input_grad:
+        assert grads[0] is None and ref_grads[0] is None
+        grads, ref_grads = grads[1:], ref_grads[1:]
+    assert rel_err(out, ref) <= 1e-10
+    names = (["input"] if input_grad else []) + [n for n, _ in conv.named_parameters()]
+    for name, a, b in zip(names, grads, ref_grads):
+        if num_types == 1 and clamp is None and name == "fc_k.bias":
+            # one type, no clamp: the key bias shifts a whole softmax row, its gradient is ~0
+            assert a.abs().max() <= 1e-10 and b.abs().max() <= 1e-10
+            continue
+        assert rel_err(a, b) <= 1e-10, name
+
+
+def test_fused_structure_keeps_three_index_arrays_and_types_in_blocks():
+    from dgl_rbgt.nn.exphormer import _FusedStructure, _Structure
+
+    g = random_typed_graph(25, p=0.3)
+    fs = _FusedStructure(_Structure(g), g.edata["etype"], T)
+    assert fs.off[-1] == g.num_edges() and len(fs.in_ptr) == len(fs.out_ptr) == T
+    src, dst = g.edges()
+    codes = g.edata["etype"]
+    for t, a, b in fs.types():  # each type's block holds exactly that type's edges, by destination
+        rows = torch.repeat_interleave(torch.arange(25), fs.in_deg[t])
+        cols = fs.in_idx[a:b]
+        pairs = set(zip(rows.tolist(), cols.tolist()))
+        assert pairs == set(zip(dst[codes == t].tolist(), src[codes == t].tolist()))
+        assert bool((rows.diff() >= 0).all())
+        # out-CSR of the same type, mapped back through perm, names the same entries
+        out_rows = torch.repeat_interleave(torch.arange(25), fs.out_ptr[t].diff())
+        back = fs.perm[a:b]
+        assert bool(((back >= a) & (back < b)).all())
+        assert torch.equal(rows[back - a], fs.out_idx[a:b]) and torch.equal(cols[back - a], out_rows)
+
+
+def test_fused_attention_dropout_matches_reference_with_the_same_mask(monkeypatch):
+    import dgl_rbgt.nn.exphormer as mod
+
+    g = random_typed_graph(25, p=0.3, zero_rows=(2,))
+    p = 0.4
+    conv = make_conv(backend="torch", attn_drop=p, allow_zero_in_degree=True)
+    conv.train()
+    x = torch.randn(25, D_IN, dtype=torch.float64)
+    weight = torch.randn(25, H, D_OUT, dtype=torch.float64)
+    keep = torch.rand(H, 25, 25) >= p  # dense (H, dst, src) mask
+
+    def fixed_mask(shape, drop_p, device):
+        assert drop_p == p and shape == (H, g.num_edges())
+        _, fs = conv._typed_cache._value
+        rows = torch.cat([torch.repeat_interleave(torch.arange(25), fs.in_deg[t]) for t, _, _ in fs.types()])
+        return keep[:, rows, fs.in_idx]  # (H, E) in the layer's entry order
+
+    monkeypatch.setattr(mod, "_attention_keep_mask", fixed_mask)
+    out, grads = layer_loss_and_grads(conv, g, x, weight)
+    ref, ref_grads = dense_loss_and_grads(conv, g, x, weight, keep=keep.double(), drop_p=p)
+    assert rel_err(out, ref) <= 1e-10
+    for a, b in zip(grads, ref_grads):
+        assert rel_err(a, b) <= 1e-10
+    conv.eval()  # no dropout in evaluation: the plain reference
+    ref, _ = dense_loss_and_grads(conv, g, x, weight)
+    assert rel_err(conv(g, x), ref) <= 1e-10
+
+
+def test_fused_block_gradients_match_full_graph(backend):
+    g = random_typed_graph(60, p=0.15)
+    x = torch.randn(60, D_IN, dtype=torch.float64)
+    frontier = dgl.sampling.sample_neighbors(g, torch.tensor([0, 5, 17, 33, 59]), 4)
+    block = dgl.to_block(frontier)
+    conv = make_conv(backend=backend, clamp=2.0, allow_zero_in_degree=True)
+    src_ids, dst_ids = block.srcdata[dgl.NID], block.dstdata[dgl.NID]
+    weight = torch.randn(block.num_dst_nodes(), H, D_OUT, dtype=torch.float64)
+    inp = x.clone().requires_grad_(True)
+    (conv(block, inp[src_ids]) * weight).sum().backward()
+    block_grads = [inp.grad] + [p.grad.clone() for p in conv.parameters()]
+    conv.zero_grad()
+    inp = x.clone().requires_grad_(True)
+    (conv(frontier, inp)[dst_ids] * weight).sum().backward()
+    full_grads = [inp.grad] + [p.grad.clone() for p in conv.parameters()]
+    for a, b in zip(block_grads, full_grads):
+        assert rel_err(a, b) <= 1e-10
+
+
+def test_fused_float32_feature_size_not_multiple_of_eight():
+    # per-head size 9: the sampled products pad to 16; float32 result close to float64
+    g = random_typed_graph(40, p=0.2)
+    conv = ExphormerConv(D_IN, 9, 2, backend="torch")
+    x = torch.randn(40, D_IN)
+    out32 = conv(g, x)
+    out64 = conv.double()(g, x.double())
+    assert out32.dtype == torch.float32 and rel_err(out32.double(), out64) <= 1e-5
