@@ -18,14 +18,16 @@ __all__ = ["SpexphormerConv", "TableBlock"]
 
 
 # Rows of destinations processed at a time by :class:`_TableAttention`: its gathered
-# ``(rows * k, 2HD)`` keys/values then fill about this many bytes, so they stay in cache and the
-# scratch buffers are reused (not fresh multi-megabyte allocations, whose page faults cost more
-# than the arithmetic on CPU).
+# ``(rows * k, 2HD)`` keys/values fill about this many bytes per intra-op thread, so each thread's
+# share stays in cache and the scratch buffers are reused (not fresh multi-megabyte allocations,
+# whose page faults cost more than the arithmetic on CPU); with more threads, fewer and larger
+# chunks (fewer parallel regions to synchronise).
 _CHUNK_BYTES = 2 << 20
 
 
 def _chunk_rows(k: int, width: int, itemsize: int) -> int:
-    return max(1, _CHUNK_BYTES // max(1, k * 2 * width * itemsize))
+    budget = _CHUNK_BYTES * max(1, torch.get_num_threads())
+    return max(1, budget // max(1, k * 2 * width * itemsize))
 
 
 class _TableAttention(torch.autograd.Function):

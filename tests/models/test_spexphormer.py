@@ -175,3 +175,32 @@ def test_two_stage_pipeline_learns_and_repeats(one_thread):
     scores2, result2 = run_pipeline(g, splits)
     assert torch.equal(scores, scores2)
     assert result.summary["val_metric"] == result2.summary["val_metric"]
+
+
+def test_sparse_csr_input_and_cached_projection():
+    """A sparse CSR input gives the dense input's logits and gradients; without gradients the
+    input projection is reused for the same tensor and recomputed when it or the weights change."""
+    torch.manual_seed(0)
+    g = add_self_loops(typed_graph())
+    nb = sparsify(g, torch.rand(2, g.num_edges()), [3, 2])
+    dense = torch.randn(g.num_nodes(), 80).double() * (torch.rand(g.num_nodes(), 80) < 0.05)
+    model = Spexphormer(80, 3, hidden=8, layers=2, dropout=0.0).double()
+    randomise(model)
+    model.eval()
+    out_dense = model(nb, dense)
+    out_dense.square().sum().backward()
+    grad_dense = model.encoder.weight.grad.clone()
+    model.zero_grad()
+    out_sparse = model(nb, dense.to_sparse_csr())
+    out_sparse.square().sum().backward()
+    torch.testing.assert_close(out_sparse, out_dense, rtol=0, atol=1e-12)
+    torch.testing.assert_close(model.encoder.weight.grad, grad_dense, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        first = model(nb, dense)
+        torch.testing.assert_close(model(nb, dense), first, rtol=0, atol=0)
+        dense.mul_(2.0)  # in place: a new version of the same tensor
+        torch.testing.assert_close(model(nb, dense), model(nb, dense.clone()), rtol=0, atol=1e-12)
+        model.encoder.weight.mul_(0.5)  # the weights change: projected again
+        torch.testing.assert_close(model(nb, dense), model(nb, dense.clone()), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="feat contains NaN or Inf"):
+        model(nb, torch.full((g.num_nodes(), 80), float("nan"), dtype=torch.float64))

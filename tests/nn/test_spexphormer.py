@@ -205,3 +205,33 @@ def test_errors():
         SpexphormerConv(4, 2, clamp=-1.0)
     with pytest.raises(TypeError, match="clamp must be a float or None"):
         SpexphormerConv(4, 2, clamp="5")
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("clamp", [None, 0.8])
+def test_gradients_match_finite_differences_in_chunks(monkeypatch, masked, clamp):
+    """The hand-written backward, with the destinations cut into many chunks and in one."""
+    import dgl_rbgt.nn.spexphormer as module
+
+    torch.manual_seed(3)
+    conv = SpexphormerConv(5, 3, num_heads=2, bias=True, edge_bias=True, clamp=clamp).double()
+    randomise(conv)
+    feat = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
+    table = torch.randint(0, 9, (7, 4))
+    etype = torch.randint(0, 3, (7, 4))
+    valid = None
+    if masked:
+        valid = torch.rand(7, 4) > 0.4
+        valid[2] = False  # a row without valid entries
+    inputs = [feat, *conv.parameters()]
+    results = []
+    for chunk_bytes in (1, 1 << 30):  # one destination per chunk; everything in one chunk
+        monkeypatch.setattr(module, "_CHUNK_BYTES", chunk_bytes)
+        assert torch.autograd.gradcheck(lambda *_: conv(table, feat, etype=etype, valid=valid), inputs,
+                                        eps=1e-6, atol=1e-6)
+        out = conv(table, feat, etype=etype, valid=valid)
+        results.append((out, torch.autograd.grad(out.square().sum(), inputs)))
+    (out_a, grads_a), (out_b, grads_b) = results
+    torch.testing.assert_close(out_a, out_b, rtol=0, atol=1e-12)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
