@@ -183,6 +183,11 @@ class Exphormer(nn.Module):
         )
         self.output = nn.Linear(hidden, num_classes)
         self._local_cache = GraphCache()
+        # every block attends over the same graph: one cached edge layout for all of them
+        # (ExphormerConv keeps index arrays of E entries per graph), not one per block
+        shared = GraphCache()
+        for block in self.blocks:
+            block.attn._typed_cache = shared
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

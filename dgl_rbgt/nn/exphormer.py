@@ -259,8 +259,9 @@ class _FusedStructure:
     ``out_idx`` are the same per type for the out-CSR (rows ``j``, columns ``i``), and ``perm``
     maps out-CSR positions to in-CSR positions (for the products over sources in backward).
 
-    Extra memory: 3 index arrays of E entries (1 when ``T == 1``: DGL's CSC and CSR arrays are
-    used as they are), plus ``T (N_src + N_dst)`` pointers.
+    Extra memory: 2 index arrays of E int32 entries (int64 beyond 2**31) and one of E int64
+    (``perm``); only ``perm`` when ``T == 1`` (DGL's CSC and CSR arrays are used as they are);
+    plus ``T (N_src + N_dst)`` pointers.
     """
 
     def __init__(self, st: _Structure, codes: torch.Tensor, num_types: int):
@@ -288,19 +289,22 @@ class _FusedStructure:
             ptrs = torch.cat([counts.new_zeros(num_types, 1), torch.cumsum(counts, 1)], 1)  # (T, rows+1)
             return order, ptrs, counts
 
+        # int32 CSR indices where they fit: half the memory, same speed in torch's kernels
+        small = max(self.num_edges, self.num_src, self.num_dst) < 2**31 - 1
+        index_dtype = torch.int32 if small else torch.int64
         order, ptrs, counts = by_type(st.in_ptr, st.in_idx, st.in_eid, self.num_dst)
         type_sizes = counts.sum(1)
         self.off = [0] + torch.cumsum(type_sizes, 0).tolist()
-        self.in_ptr = list(ptrs.to(st.in_idx.dtype).unbind(0))
+        self.in_ptr = list(ptrs.to(index_dtype).unbind(0))
         self.in_deg = list(counts.unbind(0))
-        self.in_idx = torch.index_select(st.in_idx, 0, order)
+        self.in_idx = torch.index_select(st.in_idx, 0, order).to(index_dtype)
         pos_of_eid = torch.empty_like(order).index_put_(
             (torch.index_select(st.in_eid.long(), 0, order),), torch.arange(self.num_edges, device=device)
         )
         del order
         order, ptrs, _ = by_type(st.out_ptr, st.out_idx, st.out_eid, self.num_src)
-        self.out_ptr = list(ptrs.to(st.out_idx.dtype).unbind(0))
-        self.out_idx = torch.index_select(st.out_idx, 0, order)
+        self.out_ptr = list(ptrs.to(index_dtype).unbind(0))
+        self.out_idx = torch.index_select(st.out_idx, 0, order).to(index_dtype)
         self.perm = torch.index_select(pos_of_eid, 0, torch.index_select(st.out_eid.long(), 0, order))
 
     def types(self):
@@ -418,10 +422,13 @@ class _FusedAttention(torch.autograd.Function):
             torch.div(num, norm[h].unsqueeze(1), out=out[:, h])
             del num, den
         ctx.fs, ctx.scale, ctx.same_input = fs, scale, x_src is x_dst
-        ctx.save_for_backward(x_src, x_dst, w_q, b_q, w_k, b_k, w_v, b_v, table, weights, norm, out, keep_clamp, keep_drop)
+        ctx.save_for_backward(
+            x_src, x_dst, w_q, b_q, w_k, b_k, w_v, b_v, table, weights, norm, out, keep_clamp, keep_drop
+        )
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         fs, scale = ctx.fs, ctx.scale
         x_src, x_dst, w_q, b_q, w_k, b_k, w_v, b_v, table, weights, norm, out, keep_clamp, keep_drop = ctx.saved_tensors
@@ -542,8 +549,8 @@ class ExphormerConv(nn.Module):
     ``q, k, v`` (the backward pass recomputes them one head at a time), and works one head and
     one edge type at a time, so its temporaries are ``(E,)`` or ``(N, d)``. The edge type enters as the
     per-type vector ``e_t`` applied to the queries (:math:`\langle q_i \odot e_t, k_j\rangle`), over
-    the edges of that type, which are stored type by type. The index arrays for this (3 of
-    ``E`` entries) are cached for the last graph seen. The DGL kernels use an auxiliary graph
+    the edges of that type, which are stored type by type. The index arrays for this (two int32 and
+    one int64 array of ``E`` entries) are cached for the last graph seen. The DGL kernels use an auxiliary graph
     whose destination ids encode the edge type (edge ``j -> i`` of type ``t`` goes to
     ``i * T + t``, against the typed queries ``q_i * e_t``), :math:`O(E H + N T H d)` memory.
     The ``edge_feat`` path needs :math:`O(E H d)` memory.

@@ -117,3 +117,13 @@ def test_errors():
     block = dgl.to_block(dgl.sampling.sample_neighbors(g, torch.tensor([0, 1]), 2))
     with pytest.raises(DGLError, match="is a block"):
         model(block, torch.randn(block.num_src_nodes(), 8))
+
+
+def test_blocks_share_one_cached_edge_layout():
+    g = AddExpanderEdges(degree=2, seed=0)(dgl.rand_graph(30, 90))
+    model = Exphormer(8, 3, hidden=16, layers=3)
+    caches = {id(block.attn._typed_cache) for block in model.blocks}
+    assert len(caches) == 1
+    out = model(g, torch.randn(30, 8))
+    assert out.shape == (30, 3) and torch.isfinite(out).all()
+    assert model.blocks[0].attn._typed_cache._value is not None
