@@ -161,11 +161,7 @@ class DistTrainer(Trainer):
         # A node batch may hold no training node; this rank must still take part in the step
         # (DDP all-reduces in every backward), so it contributes a zero gradient.
         loss = self.loss_fn(logits, labels) if count else logits.sum() * 0.0
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.clip_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
-        self.optimizer.step()
+        self.optimise(loss)
         return float(loss.detach()) * count, count
 
     @torch.no_grad()
@@ -259,7 +255,6 @@ def run_server(spec: dict) -> int:
 def _split_nodes(g, rank: int, world: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """This rank's train/val/test nodes (DistDGL's node_split) and its padded training list."""
     import dgl
-    import torch.distributed as tdist
 
     from ..errors import UserError
 
@@ -268,11 +263,9 @@ def _split_nodes(g, rank: int, world: int, seed: int) -> tuple[dict[str, torch.T
     splits = {s: dgl.distributed.node_split(g.ndata[f"{s}_mask"], pb, force_even=True, node_trainer_ids=trainer_ids)
               for s in ("train", "val", "test")}
     # Pad every rank's training nodes to the longest list: equal batch counts keep DDP in step.
-    n_local = torch.tensor([len(splits["train"])], dtype=torch.int64, device=collective_device())
-    n_max, n_min = n_local.clone(), n_local.clone()
-    tdist.all_reduce(n_max, op=tdist.ReduceOp.MAX)
-    tdist.all_reduce(n_min, op=tdist.ReduceOp.MIN)
-    if int(n_min) == 0:
+    n_max = _max_over_ranks(len(splits["train"]))
+    n_min = -_max_over_ranks(-len(splits["train"]))
+    if n_min == 0:
         raise UserError(f"a trainer got no training nodes ({world} trainers, at most {int(n_max)} training "
                         f"nodes each); use fewer trainers")
     train_nodes = pad_to(splits["train"], int(n_max), torch.Generator().manual_seed(seed * 1_000_003 + rank))
@@ -301,13 +294,12 @@ def _max_over_ranks(value: int) -> int:
 
 
 def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], train_nodes: torch.Tensor,
-              eval_nodes: torch.Tensor) -> Batching:
+              eval_nodes: torch.Tensor, eval_bs: int) -> Batching:
     """The recipe's batching mode over the DistGraph (collective: every rank calls it)."""
     import dgl
     import torch.distributed as tdist
 
     t = recipe.train
-    eval_bs = t.eval_batch_size or t.batch_size
     if t.batching == "neighbor":
         return DistNeighborSampling(g, device, fanouts=t.fanouts, batch_size=t.batch_size, eval_batch_size=eval_bs,
                                     train_nodes=train_nodes, eval_nodes=eval_nodes)
@@ -373,7 +365,7 @@ def run_trainer(spec: dict) -> int:
     splits, train_nodes = _split_nodes(g, rank, world, recipe.seed)
     eval_bs = t.eval_batch_size or t.batch_size
     eval_nodes, sorted_ids, sorted_codes = _plan_evaluation(g, splits, rank, world, eval_bs)
-    batching = _batching(g, recipe, part, device, splits, train_nodes, eval_nodes)
+    batching = _batching(g, recipe, part, device, splits, train_nodes, eval_nodes, eval_bs)
     seed_everything(recipe.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(recipe, part["in_feats"], part["num_classes"]).to(device)
     ddp = Replicated(model, device_ids=[device.index] if device.type == "cuda" else None)

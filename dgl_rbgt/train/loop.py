@@ -127,12 +127,16 @@ class Trainer:
         if count == 0:  # a random node batch may hold no labelled node: nothing to learn from
             return 0.0, 0
         loss = self.loss_fn(logits[keep], self.labels[batch.output_nodes[keep]])
+        self.optimise(loss)
+        return float(loss.detach()) * count, count
+
+    def optimise(self, loss: torch.Tensor) -> None:
+        """Backward, optional gradient clipping, one optimiser step."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
         self.optimizer.step()
-        return float(loss.detach()) * count, count
 
     # ---- the evaluation seam -------------------------------------------------------------
     @torch.no_grad()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import statistics
 import sys
 import warnings
@@ -43,17 +42,6 @@ EXTRA = {"rbtransformer_local": ["train.batch_size=1500", "train.eval_batch_size
 FLOOR = {"rbtransformer_local": 0.9, "spexphormer_local": 0.5}
 
 
-def free_ports(n: int) -> list[int]:
-    found: list[int] = []
-    while len(found) < n:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        if all(abs(p - q) > 1 for q in found):
-            found.append(p)
-    return found
-
-
 @pytest.fixture(scope="module")
 def hosts():
     ok, why = namespaces_available()
@@ -69,7 +57,7 @@ def hosts():
         yield emulated
 
 
-def prepared(name: str, hosts, work: Path):
+def prepared(name: str, hosts, work: Path, free_ports):
     data = yaml.safe_load((ROOT / f"recipes/distributed/{name}.yaml").read_text())
     if hosts is not None:
         data["distributed"].update(hosts=hosts.host_entries(), trainers_per_host=1)
@@ -88,7 +76,7 @@ def prepared(name: str, hosts, work: Path):
 def test_model_trains_distributed_like_one_machine(name, hosts, tmp_path, watched, helpers):
     from dgl_rbgt.train.run import run_recipe
 
-    path, recipe, dist, sets = prepared(name, hosts, tmp_path)
+    path, recipe, dist, sets = prepared(name, hosts, tmp_path, helpers.free_ports)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
