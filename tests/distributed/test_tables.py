@@ -93,3 +93,11 @@ def test_training_draws_cycle_every_resample_epochs():
     assert [nt.draw_of_epoch(e) for e in range(8)] == [0, 0, 1, 1, 2, 2, 0, 0]
     nt.resample_every = 0
     assert {nt.draw_of_epoch(e) for e in range(5)} == {0}
+
+
+def test_table_key_names_what_it_expects():
+    assert table_key("eval", 1, 0, "valid") == "rbgt_eval1_l0_valid"
+    with pytest.raises(ValueError, match=r"kind must be one of \('train', 'eval'\).*'test'"):
+        table_key("test", 0, 0, "table")
+    with pytest.raises(ValueError, match=r"part one of \('table', 'etype', 'valid'\).*'rows'"):
+        table_key("train", 0, 0, "rows")
