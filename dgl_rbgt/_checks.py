@@ -5,6 +5,7 @@ allowed, so a user can fix the call without reading our code.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Sequence
 
 import torch
@@ -81,14 +82,29 @@ def check_feat(
 def all_finite(x: torch.Tensor) -> bool:
     """Whether ``x`` has no NaN or Inf, in one pass over it on the common path.
 
-    A non-finite value makes the float64 sum non-finite, so a finite sum proves the tensor is
-    finite; only a non-finite sum (a real NaN/Inf, or an overflow) needs the exact elementwise test.
+    A non-finite value makes the sum non-finite, so a finite sum proves the tensor is finite; only
+    a non-finite sum (a real NaN/Inf, or an overflow) needs the exact elementwise test. The sum runs
+    in ``x``'s own dtype: a float64 sum would first copy the tensor (1 GB for Coauthor CS's
+    features). Large tensors that passed are remembered with their version counter, so the same
+    unmodified input (a graph's features, every epoch) is checked once.
     """
     if x.numel() == 0:
         return True
-    if bool(torch.isfinite(x.sum(dtype=torch.float64))):
-        return True
-    return bool(torch.isfinite(x).all())
+    memo = x.numel() >= _MEMO_MIN_NUMEL and not x.requires_grad and not x.is_inference()
+    if memo:
+        seen = _FINITE_MEMO.get(id(x))
+        if seen is not None and seen[0]() is x and seen[1] == x._version:
+            return True
+    finite = bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+    if finite and memo:
+        key = id(x)
+        _FINITE_MEMO[key] = (weakref.ref(x, lambda _, key=key: _FINITE_MEMO.pop(key, None)), x._version)
+    return finite
+
+
+# Tensors of at least this many elements that all_finite found finite: id -> (weakref, version).
+_MEMO_MIN_NUMEL = 1 << 20
+_FINITE_MEMO: dict[int, tuple[weakref.ref, int]] = {}
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
