@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .dataset import DatasetSpec, NodeDataset, corrupt_file_error, make_graph, not_found_error
+from .dataset import (
+    DatasetSpec,
+    NodeDataset,
+    check_split_fractions,
+    corrupt_file_error,
+    make_graph,
+    not_found_error,
+    random_split_masks,
+)
 
 __all__ = ["load_heterophilous", "SPECS", "FILES"]
 
@@ -55,8 +63,16 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise corrupt_file_error(path, "a heterophilous-graphs .npz", err) from err
 
 
-def load_heterophilous(spec: DatasetSpec, root: Path, split: int, seed: int) -> NodeDataset:
-    """Load one heterophilous dataset with fixed split ``split`` (``seed`` is unused).
+def load_heterophilous(
+    spec: DatasetSpec, root: Path, split: int, seed: int, *,
+    split_type: str = "fixed", train_frac: float = 0.5, val_frac: float = 0.25,
+) -> NodeDataset:
+    """Load one heterophilous dataset with fixed split ``split``, or a seeded random split.
+
+    ``split_type="fixed"`` (default): the file's split number ``split``; ``seed`` and the fractions
+    are unused. ``split_type="random"``: a ``train_frac`` / ``val_frac`` / rest split of all nodes
+    drawn with a generator seeded by ``seed`` (the protocol of Spexphormer's reference code on
+    Actor: a random 50/25/25 split); ``split`` must then be 0.
 
     Examples
     --------
@@ -65,6 +81,11 @@ def load_heterophilous(spec: DatasetSpec, root: Path, split: int, seed: int) -> 
     >>> ds.graph.num_nodes(), ds.num_classes, ds.metric, ds.split  # doctest: +SKIP
     (10000, 2, 'roc_auc', 3)
     """
+    if split_type not in ("fixed", "random"):
+        raise ValueError(f"split_type must be 'fixed' or 'random', got {split_type!r}")
+    train_frac, val_frac = check_split_fractions(train_frac, val_frac)
+    if split_type == "random" and split != 0:
+        raise ValueError(f"split must be 0 with split_type='random' (the split is drawn from seed), got {split}")
     name = spec.name
     candidates = _paths(root, name)
     path = next((p for p in candidates if p.is_file()), None)
@@ -91,17 +112,23 @@ def load_heterophilous(spec: DatasetSpec, root: Path, split: int, seed: int) -> 
     if not np.issubdtype(label.dtype, np.integer) or (label.size and label.min() < 0):
         raise ValueError(f"{path}: node_labels must be non-negative integers, got dtype {label.dtype}")
 
+    if split_type == "random":
+        train, val, test = random_split_masks(num_nodes, train_frac, val_frac, torch.Generator().manual_seed(seed))
+    else:
+        train, val, test = (torch.from_numpy(m[split].astype(bool)) for m in masks)
     graph = make_graph(
         torch.from_numpy(edges[:, 0].astype(np.int64)), torch.from_numpy(edges[:, 1].astype(np.int64)), num_nodes,
         feat=torch.from_numpy(feat.astype(np.float32, copy=False)),
         label=torch.from_numpy(label.astype(np.int64, copy=False)),
-        train_mask=torch.from_numpy(masks[0][split].astype(bool)),
-        val_mask=torch.from_numpy(masks[1][split].astype(bool)),
-        test_mask=torch.from_numpy(masks[2][split].astype(bool)),
+        train_mask=train, val_mask=val, test_mask=test,
         source=str(path),
     )
     num_classes = int(label.max()) + 1 if label.size else 0
-    logger.info("loaded %s split %d from %s: %d nodes, %d edges", name, split, path, num_nodes, graph.num_edges())
+    if split_type == "random":
+        logger.info("loaded %s with a random %.2f/%.2f split (seed %d) from %s: %d nodes, %d edges",
+                    name, train_frac, val_frac, seed, path, num_nodes, graph.num_edges())
+    else:
+        logger.info("loaded %s split %d from %s: %d nodes, %d edges", name, split, path, num_nodes, graph.num_edges())
     return NodeDataset(name=name, graph=graph, num_classes=num_classes, metric=spec.metric, split=split, source=str(path))
 
 

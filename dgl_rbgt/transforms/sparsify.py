@@ -53,6 +53,10 @@ ZERO_FALLBACKS = ("uniform", "error")
 _ETYPE = "etype"
 # Clears the sign bit: used to turn IEEE-754 float64 bit patterns into order-preserving int64.
 _LOW63 = 0x7FFF_FFFF_FFFF_FFFF
+# The sign bit of an int64, as a (negative) Python int that torch accepts as an int64 scalar.
+_SIGN64 = -(1 << 63)
+# Fewest key bits for the packed (destination, key) sort; below it, two sorts (see _segment_order).
+_PACKED_MIN_KEY_BITS = 40
 
 
 @dataclass
@@ -318,14 +322,22 @@ def _segment_order(weight: torch.Tensor, dst: torch.Tensor, method: str,
                    generator: torch.Generator | None, all_positive: bool) -> torch.Tensor:
     """Edge ids sorted by (destination, key): each node's segment starts with its kept edges.
 
-    One global sort by key, then a stable sort by destination; both on integers (float64 keys
-    are mapped to order-preserving int64), which CPU torch sorts with a radix sort.
+    Random keys (``reservoir``, ``uniform``) are packed with the destination into one int64,
+    ``dst`` in the high bits and the key's leading bits below, and sorted once; CPU torch sorts
+    integers with a radix sort, and one sort with no gathers in between is about twice as fast
+    as two. The key keeps at least 40 bits (sign, exponent and 28 mantissa bits of a float64
+    key), so ties among a node's random keys are vanishingly rare and only ever fall back to edge
+    id order. ``topk`` (exact score order, ties by edge id) and graphs with more than 2^23 nodes
+    use one global sort by key, then a stable sort by destination.
     """
     num_edges = weight.numel()
+    num_nodes_bits = max(int(dst.max()).bit_length(), 1) if num_edges else 1
+    key_bits = 63 - num_nodes_bits
+    packed = method != "topk" and key_bits >= _PACKED_MIN_KEY_BITS
     if method == "uniform":
-        # Any i.i.d. continuous key gives a uniform order; random 62-bit integers tie with
-        # probability ~E^2 / 2^62 and need no float work.
-        key = torch.randint(0, 2**62, (num_edges,), generator=generator, device=weight.device)
+        # Any i.i.d. continuous key gives a uniform order; random integers need no float work.
+        bits = key_bits if packed else 62
+        key = torch.randint(0, 2**bits, (num_edges,), generator=generator, device=weight.device)
     elif method == "topk":
         key = _ordered_int64(-weight)  # largest score first; zero weights (-0.0) last
     else:
@@ -337,6 +349,12 @@ def _segment_order(weight: torch.Tensor, dst: torch.Tensor, method: str,
         if not all_positive:
             log_key.masked_fill_(weight == 0, float("inf"))
         key = _ordered_int64(log_key)
+        if packed:
+            # Signed order -> unsigned order (flip the sign bit), then keep the top key_bits bits
+            # (a logical shift: torch's >> on int64 is arithmetic, so mask the sign extension).
+            key = ((key ^ _SIGN64) >> (64 - key_bits)) & ((1 << key_bits) - 1)
+    if packed:
+        return torch.sort((dst.to(torch.int64) << key_bits) | key, stable=True).indices
     # Stable: topk ties stay in edge-id order.
     by_key = torch.sort(key, stable=True).indices
     by_dst = torch.sort(dst[by_key], stable=True).indices

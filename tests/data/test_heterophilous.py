@@ -20,7 +20,6 @@ EXPECTED = {
 
 
 
-
 @pytest.fixture(scope="module")
 def loaded():
     return {name: load_dataset(name) for name in EXPECTED}
@@ -137,3 +136,29 @@ def test_overlapping_masks_rejected(tmp_path):
     load_dataset("wisconsin", root=tmp_path, split=1)
     with pytest.raises(ValueError, match=r"wisconsin\.npz: train/val/test masks overlap on 1 nodes"):
         load_dataset("wisconsin", root=tmp_path, split=2)
+
+
+def test_random_split_is_seeded_and_follows_the_fractions(data_root, check_convention):
+    a = load_dataset("actor", root=data_root, split_type="random", seed=3)
+    b = load_dataset("actor", root=data_root, split_type="random", seed=3)
+    c = load_dataset("actor", root=data_root, split_type="random", seed=4, train_frac=0.6, val_frac=0.2)
+    check_convention(a.graph)
+    masks = [a.graph.ndata[m] for m in ("train_mask", "val_mask", "test_mask")]
+    assert [int(m.sum()) for m in masks] == [3800, 1900, 1900]  # 50/25/25 of 7600
+    assert int(sum(m.long() for m in masks).max()) == 1
+    for m in ("train_mask", "val_mask", "test_mask"):
+        assert torch.equal(a.graph.ndata[m], b.graph.ndata[m])
+    assert int(c.graph.ndata["train_mask"].sum()) == 4560
+    assert not torch.equal(a.graph.ndata["train_mask"], c.graph.ndata["train_mask"])
+    fixed = load_dataset("actor", root=data_root)
+    assert not torch.equal(a.graph.ndata["train_mask"], fixed.graph.ndata["train_mask"])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(split_type="shuffled"), "split_type must be 'fixed' or 'random'"),
+    (dict(split_type="random", split=2), "split must be 0 with split_type='random'"),
+    (dict(split_type="random", train_frac=0.8, val_frac=0.3), "train_frac"),
+])
+def test_random_split_errors(data_root, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        load_dataset("actor", root=data_root, **kwargs)

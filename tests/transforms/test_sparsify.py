@@ -1,4 +1,5 @@
 """sparsify: exact sampling laws, fixed degree, conventions, seeding, to_graphs and errors."""
+import importlib
 import itertools
 import math
 
@@ -8,6 +9,9 @@ import torch
 from dgl.base import DGLError
 
 from dgl_rbgt.transforms.sparsify import SparseNeighbourhoods, sparsify
+
+# The module (the package's `sparsify` attribute is the function).
+sparsify_module = importlib.import_module("dgl_rbgt.transforms.sparsify")
 
 SIGMAS = 5.0  # tolerance of every frequency check, in binomial standard deviations
 
@@ -54,7 +58,10 @@ def slot_of_edges(nb: SparseNeighbourhoods, layer: int, copies: int, m: int) -> 
 
 @pytest.mark.parametrize("weights,k", [([1.0, 2.0, 3.0, 4.0, 10.0], 2), ([0.5, 1.0, 1.5, 7.0], 3),
                                        ([0.1, 0.2, 5.0, 5.0, 0.3], 2)])
-def test_inclusion_law_matches_successive_sampling(weights, k):
+@pytest.mark.parametrize("packed", [True, False], ids=["one-packed-sort", "two-sorts"])
+def test_inclusion_law_matches_successive_sampling(weights, k, packed, monkeypatch):
+    if not packed:  # the path of graphs with more than 2^23 nodes
+        monkeypatch.setattr(sparsify_module, "_PACKED_MIN_KEY_BITS", 64)
     copies = 20000
     g, scores = star_copies(weights, copies)
     nb = sparsify(g, scores, k, generator=torch.Generator().manual_seed(11))
@@ -130,7 +137,10 @@ def test_deficient_nodes_keep_all_and_fill_with_replacement():
     assert_frequencies(both_zero.view(1), [1 / 16], copies)
 
 
-def test_uniform_method_ignores_scores():
+@pytest.mark.parametrize("packed", [True, False], ids=["one-packed-sort", "two-sorts"])
+def test_uniform_method_ignores_scores(packed, monkeypatch):
+    if not packed:
+        monkeypatch.setattr(sparsify_module, "_PACKED_MIN_KEY_BITS", 64)
     copies = 20000
     g, scores = star_copies([1.0, 100.0, 0.0, 5.0], copies)
     nb = sparsify(g, scores, 2, method="uniform")
