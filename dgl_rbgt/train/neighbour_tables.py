@@ -20,7 +20,7 @@ import torch
 
 from dgl_rbgt._checks import check_choice, check_positive_int
 from dgl_rbgt.nn.spexphormer import TableBlock
-from dgl_rbgt.transforms.sparsify import METHODS, SparseNeighbourhoods, sparsify
+from dgl_rbgt.transforms.sparsify import METHODS, SparseNeighbourhoods, Sparsifier
 
 from .batching import Batch, Batching
 
@@ -199,16 +199,16 @@ class NeighbourTables(Batching):
         method: str = "reservoir",
     ):
         super().__init__(graph, device)
-        self.scores = _load_scores(scores)
-        if self.scores.dim() != 2:
+        scores = _load_scores(scores)
+        if scores.dim() != 2:
             raise ValueError(f"scores must have shape (L, E) with one row per layer, got "
-                             f"{tuple(self.scores.shape)}")
-        if self.scores.shape[1] != graph.num_edges():
+                             f"{tuple(scores.shape)}")
+        if scores.shape[1] != graph.num_edges():
             raise ValueError(
-                f"scores has {self.scores.shape[1]} columns but the graph has {graph.num_edges()} "
+                f"scores has {scores.shape[1]} columns but the graph has {graph.num_edges()} "
                 f"edges; pass the same graph (with its expander and self-loop edges) that the score "
                 f"estimator ran on")
-        num_layers = self.scores.shape[0]
+        num_layers = scores.shape[0]
         if isinstance(ks, int) and not isinstance(ks, bool):
             ks = [ks] * num_layers
         if not isinstance(ks, Sequence) or len(ks) != num_layers:
@@ -223,7 +223,10 @@ class NeighbourTables(Batching):
         self.method = check_choice(method, "method", METHODS)
         if "feat" not in graph.ndata:
             raise ValueError("graph has no ndata['feat']; the batches gather input features from it")
-        # Validates scores and ks once, here, with the eval draws (which are needed anyway).
+        # The per-graph part of every draw, done once (the scores are kept there, in its order).
+        self.sampler = Sparsifier(graph, scores)
+        del scores
+        # Validates ks once, here, with the eval draws (which are needed anyway).
         self._eval_tables = [self._draw(torch.Generator().manual_seed(eval_seed + i))
                              for i in range(self.eval_repeats)]
         self.train_tables: SparseNeighbourhoods | None = None
@@ -240,7 +243,7 @@ class NeighbourTables(Batching):
         return self._feat_rows[1].rows(ids)
 
     def _draw(self, generator: torch.Generator | None) -> SparseNeighbourhoods:
-        return sparsify(self.graph, self.scores, self.ks, method=self.method, generator=generator)
+        return self.sampler.draw(self.ks, method=self.method, generator=generator)
 
     def _batch(self, tables: Sequence[SparseNeighbourhoods], targets: torch.Tensor) -> Batch:
         def call(model, nb: SparseNeighbourhoods) -> torch.Tensor:

@@ -5,8 +5,10 @@ expander and self-loop edges, reads its per-layer attention scores, and keeps fo
 every layer a fixed number ``k`` of incoming edges drawn with probabilities proportional to those
 scores. The wide network then attends over these ``N x k`` neighbour tables with dense gathers.
 
-:func:`sparsify` draws the tables for all nodes at once: no Python loop over nodes, one pass of
-two integer sorts per layer.
+:func:`sparsify` draws the tables without a Python loop over nodes: the in-edges are grouped by
+destination once, then each layer is drawn over ranges of destinations holding about two million
+in-edges each, with one integer sort per range (so the working memory does not grow with the
+graph).
 
 Sampling law (``method="reservoir"``)
 -------------------------------------
@@ -45,7 +47,7 @@ from dgl.base import DGLError
 
 from dgl_rbgt._checks import check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int
 
-__all__ = ["SparseNeighbourhoods", "sparsify", "METHODS", "ZERO_FALLBACKS"]
+__all__ = ["SparseNeighbourhoods", "Sparsifier", "sparsify", "METHODS", "ZERO_FALLBACKS"]
 
 METHODS = ("reservoir", "topk", "uniform")
 ZERO_FALLBACKS = ("uniform", "error")
@@ -57,6 +59,9 @@ _LOW63 = 0x7FFF_FFFF_FFFF_FFFF
 _SIGN64 = -(1 << 63)
 # Fewest key bits for the packed (destination, key) sort; below it, two sorts (see _segment_order).
 _PACKED_MIN_KEY_BITS = 40
+# In-edges per chunk of destination nodes drawn together: sparsify's temporaries take about 100
+# bytes per edge of a chunk, so about 200 MB at most, whatever the graph's size.
+_CHUNK_EDGES = 1 << 21
 
 
 @dataclass
@@ -246,60 +251,153 @@ def sparsify(
     >>> [int(h.in_degrees().min()) for h in nb.to_graphs()]
     [3, 2]
     """
-    check_homogeneous(g, "g", allow_block=False)
-    check_nonempty(g, "g")
-    num_nodes, num_edges = g.num_nodes(), g.num_edges()
-    if num_edges == 0:
-        raise DGLError("g has no edges, so there is nothing to sample; add self-loops or expander "
-                       "edges first (dgl_rbgt.transforms.edge_types.add_self_loops)")
-    scores = _check_scores(scores, num_edges)
-    ks = _check_ks(k, scores)
-    check_choice(method, "method", METHODS)
-    check_choice(zero_fallback, "zero_fallback", ZERO_FALLBACKS)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    return Sparsifier(g, scores).draw(k, method=method, generator=generator, return_graphs=return_graphs,
+                                      zero_fallback=zero_fallback)
 
-    device = g.device
-    src, dst = (x.to(torch.int64) for x in g.edges(order="eid"))
-    etype_all = (g.edata[_ETYPE].to(torch.int64) if _ETYPE in g.edata
-                 else torch.zeros(num_edges, dtype=torch.int64, device=device))
-    in_deg = torch.bincount(dst, minlength=num_nodes)  # (N,)
-    indptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=device)
-    indptr[1:] = torch.cumsum(in_deg, 0)  # CSR offsets of each node's segment after the sort
-    # The second sort (by destination) is much faster on 32-bit keys.
-    dst_sortable = dst.to(torch.int32) if num_nodes < 2**31 else dst
-    scores = scores.to(device)
-    rows = scores if scores.dim() == 2 else scores.unsqueeze(0).expand(len(ks), -1)
 
-    tables, edge_ids, etypes, valids = [], [], [], []
-    self_ref = torch.arange(num_nodes, device=device).unsqueeze(1)  # (N, 1) masked entries
-    for layer, k_l in enumerate(ks):
-        weight, all_positive = _layer_weights(rows[layer], dst, in_deg, num_nodes, method,
-                                              zero_fallback, layer)
-        num_cand = in_deg if all_positive else torch.bincount(dst[weight > 0], minlength=num_nodes)  # (N,)
-        order = _segment_order(weight, dst_sortable, method, generator, all_positive)  # (E,) edge ids
-        # Slot j of node v holds the j-th edge of v's sorted segment, for j < min(k, candidates).
-        slots = torch.arange(k_l, device=device)
-        filled = slots.unsqueeze(0) < num_cand.unsqueeze(1)  # (N, k)
-        pos = (indptr[:-1].unsqueeze(1) + slots).clamp(max=num_edges - 1)  # (N, k) into order
-        eid_table = torch.where(filled, order[pos], torch.full_like(pos, -1))  # (N, k)
-        _fill_deficient(eid_table, order, indptr, num_cand, weight, k_l, generator)
-        valid = eid_table >= 0  # (N, k): False only for nodes without candidates
-        safe = eid_table.clamp(min=0)
-        tables.append(torch.where(valid, src[safe], self_ref))
-        etypes.append(torch.where(valid, etype_all[safe], torch.zeros_like(safe)))
-        edge_ids.append(eid_table)
-        valids.append(valid)
-    result = SparseNeighbourhoods(tables, edge_ids, etypes, valids, num_nodes)
-    if return_graphs:
-        result.graphs = result.to_graphs()
-    return result
+class Sparsifier:
+    """:func:`sparsify` for repeated draws from the same graph and scores.
+
+    The construction does the per-graph work once: it groups the in-edges by destination and
+    stores the scores, source ids, edge types and edge ids in that order (32-bit ids where they
+    fit), so each :meth:`draw` reads contiguous slices and only sorts. A training loop that
+    resamples every epoch keeps one (:class:`~dgl_rbgt.train.neighbour_tables.NeighbourTables`
+    does); the graph itself is not kept.
+
+    Parameters
+    ----------
+    g : DGLGraph
+        Homogeneous graph (not a block), as for :func:`sparsify`.
+    scores : Tensor
+        ``(E,)`` or ``(L, E)`` nonnegative finite floats, as for :func:`sparsify`.
+
+    Examples
+    --------
+    >>> import dgl, torch
+    >>> from dgl_rbgt.transforms.sparsify import Sparsifier
+    >>> g = dgl.add_self_loop(dgl.rand_graph(6, 20))
+    >>> sampler = Sparsifier(g, torch.rand(2, g.num_edges()))
+    >>> nb = sampler.draw([3, 2], generator=torch.Generator().manual_seed(0))
+    >>> [tuple(t.shape) for t in nb.tables], sampler.num_layers
+    ([(6, 3), (6, 2)], 2)
+    """
+
+    def __init__(self, g: dgl.DGLGraph, scores: torch.Tensor):
+        check_homogeneous(g, "g", allow_block=False)
+        check_nonempty(g, "g")
+        num_nodes, num_edges = g.num_nodes(), g.num_edges()
+        if num_edges == 0:
+            raise DGLError("g has no edges, so there is nothing to sample; add self-loops or expander "
+                           "edges first (dgl_rbgt.transforms.edge_types.add_self_loops)")
+        scores = _check_scores(scores, num_edges)
+        device = g.device
+        self.num_nodes, self.num_edges = num_nodes, num_edges
+        self._per_layer = scores.dim() == 2  # (L, E); else one row shared by every layer
+        ids = torch.int32 if max(num_nodes, num_edges) < 2**31 else torch.int64
+        src, dst = g.edges(order="eid")
+        self.in_deg = torch.bincount(dst, minlength=num_nodes)  # (N,)
+        self.indptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=device)
+        self.indptr[1:] = torch.cumsum(self.in_deg, 0)  # each node's in-edges: [indptr[v], indptr[v+1])
+        # Edge ids grouped by destination, in edge-id order within a node (a 32-bit sort when it fits).
+        by_dst = torch.sort(dst.to(torch.int32) if num_nodes < 2**31 else dst, stable=True).indices
+        del dst
+        self._eids = by_dst.to(ids)  # (E,) position -> edge id
+        self._src = src.index_select(0, by_dst).to(ids)  # (E,) position -> source node
+        etype = g.edata[_ETYPE] if _ETYPE in g.edata else None
+        if etype is not None:
+            etype = etype.index_select(0, by_dst.to(etype.device))
+            if num_edges and -128 <= int(etype.min()) and int(etype.max()) < 128:
+                etype = etype.to(torch.int8)  # a handful of type codes: one byte per edge
+        self._etype = etype
+        rows = scores.to(device) if self._per_layer else scores.to(device).unsqueeze(0)
+        self._scores = rows.index_select(1, by_dst)  # (L or 1, E) in position order
+        self._chunks = _destination_chunks(self.indptr, _CHUNK_EDGES)
+
+    @property
+    def num_layers(self) -> int | None:
+        """Score rows (layers); None for ``(E,)`` scores, shared by any number of layers."""
+        return self._scores.shape[0] if self._per_layer else None
+
+    def draw(self, k: int | Sequence[int], *, method: str = "reservoir",
+             generator: torch.Generator | None = None, return_graphs: bool = False,
+             zero_fallback: str = "uniform") -> "SparseNeighbourhoods":
+        """One draw of the neighbour tables; the arguments are :func:`sparsify`'s."""
+        ks = _check_ks(k, self._scores if self._per_layer else self._scores[0])
+        check_choice(method, "method", METHODS)
+        check_choice(zero_fallback, "zero_fallback", ZERO_FALLBACKS)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        num_nodes, device = self.num_nodes, self.indptr.device
+        tables, edge_ids, etypes, valids = [], [], [], []
+        for layer, k_l in enumerate(ks):
+            score = self._scores[layer if self._per_layer else 0]
+            pos = torch.empty(num_nodes, k_l, dtype=torch.int64, device=device)  # kept positions
+            for v0, v1 in self._chunks:
+                pos[v0:v1] = _draw_chunk(score, self.indptr, self.in_deg, v0, v1, k_l, method,
+                                         zero_fallback, layer, generator)
+            valid = pos >= 0  # (N, k): False only for nodes without candidates
+            safe = pos.clamp(min=0)
+            self_ref = torch.arange(num_nodes, device=device).unsqueeze(1)  # (N, 1) masked entries
+            tables.append(torch.where(valid, self._src[safe].to(torch.int64), self_ref))
+            edge_ids.append(torch.where(valid, self._eids[safe].to(torch.int64), -1))
+            etypes.append(torch.zeros_like(safe) if self._etype is None else
+                          torch.where(valid, self._etype[safe].to(torch.int64), 0))
+            valids.append(valid)
+        result = SparseNeighbourhoods(tables, edge_ids, etypes, valids, num_nodes)
+        if return_graphs:
+            result.graphs = result.to_graphs()
+        return result
+
+
+def _destination_chunks(indptr: torch.Tensor, max_edges: int) -> list[tuple[int, int]]:
+    """Consecutive node ranges ``[v0, v1)`` with at most ``max_edges`` in-edges each (a node with
+    more gets a range of its own)."""
+    num_nodes = indptr.numel() - 1
+    bounds = [0]
+    while bounds[-1] < num_nodes:
+        start = bounds[-1]
+        limit = torch.tensor(int(indptr[start]) + max_edges, device=indptr.device)
+        end = int(torch.searchsorted(indptr, limit, right=True)) - 1  # last v with indptr[v] <= limit
+        bounds.append(min(max(end, start + 1), num_nodes))
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _draw_chunk(score: torch.Tensor, indptr: torch.Tensor, in_deg: torch.Tensor, v0: int, v1: int,
+                k: int, method: str, zero_fallback: str, layer: int,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Kept edge positions ``(v1 - v0, k)`` of destinations ``v0 .. v1-1`` (-1 where masked).
+
+    ``score`` is in position order (edges grouped by destination), so the range's edges are one
+    contiguous slice, and every per-edge temporary covers only them: the working memory is
+    bounded by the chunk size rather than by the graph.
+    """
+    n = v1 - v0
+    e0, e1 = int(indptr[v0]), int(indptr[v1])
+    m = e1 - e0
+    if m == 0:  # no node of the range has an in-edge: all masked
+        return torch.full((n, k), -1, dtype=torch.int64, device=indptr.device)
+    deg = in_deg[v0:v1]
+    local_indptr = indptr[v0:v1 + 1] - e0
+    local_dst = torch.repeat_interleave(torch.arange(n, device=deg.device), deg)  # (m,)
+    weight, all_positive = _layer_weights(score[e0:e1], local_dst, deg, n, method, zero_fallback, layer, v0)
+    num_cand = deg if all_positive else torch.bincount(local_dst[weight > 0], minlength=n)  # (n,)
+    local_dst = local_dst.to(torch.int32) if n < 2**31 else local_dst
+    order = _segment_order(weight, local_dst, method, generator, all_positive)  # (m,) local positions
+    del local_dst
+    # Slot j of node v holds the j-th edge of v's sorted segment, for j < min(k, candidates).
+    slots = torch.arange(k, device=order.device)
+    filled = slots.unsqueeze(0) < num_cand.unsqueeze(1)  # (n, k)
+    at = (local_indptr[:-1].unsqueeze(1) + slots).clamp(max=m - 1)  # (n, k) into order
+    table = torch.where(filled, order[at], torch.full_like(at, -1))  # (n, k) local positions
+    _fill_deficient(table, order, local_indptr, num_cand, weight, k, generator)
+    return torch.where(table >= 0, table + e0, table)
 
 
 def _layer_weights(score: torch.Tensor, dst: torch.Tensor, in_deg: torch.Tensor, num_nodes: int,
-                   method: str, zero_fallback: str, layer: int) -> tuple[torch.Tensor, bool]:
-    """Float64 sampling weights of one layer, with the all-zero fallback applied, and whether
-    they are all positive (then every in-edge is a candidate)."""
+                   method: str, zero_fallback: str, layer: int, first_node: int = 0) -> tuple[torch.Tensor, bool]:
+    """Float64 sampling weights of one layer's edges into ``num_nodes`` destinations (``dst``
+    local ids; ``first_node`` is the first one's graph id), with the all-zero fallback applied,
+    and whether they are all positive (then every in-edge is a candidate)."""
     if method == "uniform":
         return torch.ones_like(score, dtype=torch.float64), True
     weight = score.to(torch.float64)
@@ -308,7 +406,7 @@ def _layer_weights(score: torch.Tensor, dst: torch.Tensor, in_deg: torch.Tensor,
     node_sum = torch.zeros(num_nodes, dtype=torch.float64, device=weight.device).index_add_(0, dst, weight)
     all_zero = (node_sum == 0) & (in_deg > 0)  # (N,) nodes with in-edges but no candidate
     if bool(all_zero.any()):
-        nodes = all_zero.nonzero().flatten()
+        nodes = all_zero.nonzero().flatten() + first_node
         if zero_fallback == "error":
             raise ValueError(
                 f"scores of layer {layer} are all zero on the in-edges of {len(nodes)} node(s) "

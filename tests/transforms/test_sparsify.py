@@ -58,10 +58,12 @@ def slot_of_edges(nb: SparseNeighbourhoods, layer: int, copies: int, m: int) -> 
 
 @pytest.mark.parametrize("weights,k", [([1.0, 2.0, 3.0, 4.0, 10.0], 2), ([0.5, 1.0, 1.5, 7.0], 3),
                                        ([0.1, 0.2, 5.0, 5.0, 0.3], 2)])
-@pytest.mark.parametrize("packed", [True, False], ids=["one-packed-sort", "two-sorts"])
-def test_inclusion_law_matches_successive_sampling(weights, k, packed, monkeypatch):
-    if not packed:  # the path of graphs with more than 2^23 nodes
+@pytest.mark.parametrize("path", ["one-packed-sort", "two-sorts", "chunks"])
+def test_inclusion_law_matches_successive_sampling(weights, k, path, monkeypatch):
+    if path == "two-sorts":  # the path of ranges with more than 2^23 nodes
         monkeypatch.setattr(sparsify_module, "_PACKED_MIN_KEY_BITS", 64)
+    if path == "chunks":  # ranges of 2-3 destinations (and of source nodes without in-edges)
+        monkeypatch.setattr(sparsify_module, "_CHUNK_EDGES", 2 * len(weights) + 1)
     copies = 20000
     g, scores = star_copies(weights, copies)
     nb = sparsify(g, scores, k, generator=torch.Generator().manual_seed(11))
@@ -291,3 +293,47 @@ def test_integer_keys_keep_float_order():
     keys = _ordered_int64(x)
     order = torch.sort(keys, stable=True).indices
     assert bool((x[order].diff() >= 0).all())
+
+
+@pytest.mark.parametrize("chunk_edges", [1, 5, 64, 1 << 21])
+def test_chunked_draws_keep_every_convention(chunk_edges, monkeypatch):
+    """Ranges smaller than one node's in-edges, zero in-degree nodes, all-zero scores and deficient
+    nodes inside and across chunk boundaries: same conventions at every chunk size."""
+    monkeypatch.setattr(sparsify_module, "_CHUNK_EDGES", chunk_edges)
+    torch.manual_seed(0)
+    g = dgl.graph((torch.randint(0, 60, (400,)), torch.randint(0, 50, (400,))), num_nodes=60)  # 50-59: no in-edges
+    scores = torch.rand(2, g.num_edges())
+    scores[:, g.in_edges(7, form="eid")] = 0.0  # node 7: all-zero scores -> uniform fallback
+    deg = g.in_degrees()
+    nb = sparsify(g, scores, [3, 12], generator=torch.Generator().manual_seed(1))
+    src, dst = g.edges()
+    for layer, k in enumerate([3, 12]):
+        eids, table, valid = nb.edge_ids[layer], nb.tables[layer], nb.valid[layer]
+        assert torch.equal(valid.all(1), deg > 0) and not bool(valid[deg == 0].any())
+        assert torch.equal(table[deg == 0], torch.arange(50, 60).unsqueeze(1).expand(-1, k))
+        kept = eids[valid]
+        assert torch.equal(dst[kept], torch.arange(60).unsqueeze(1).expand(-1, k)[valid])  # in-edges of the row
+        assert torch.equal(src[kept], table[valid])
+        for v in range(50):
+            row = eids[v].tolist()
+            if deg[v] >= k:  # without replacement
+                assert len(set(row)) == k
+            else:  # all candidates first, then refills among them
+                assert set(row) == set(g.in_edges(v, form="eid").tolist())
+
+
+def test_sparsifier_draws_equal_sparsify():
+    torch.manual_seed(0)
+    g = dgl.add_self_loop(dgl.rand_graph(80, 500))
+    g.edata["etype"] = torch.randint(0, 3, (g.num_edges(),))
+    scores = torch.rand(2, g.num_edges())
+    sampler = sparsify_module.Sparsifier(g, scores)
+    assert sampler.num_layers == 2 and sparsify_module.Sparsifier(g, scores[0]).num_layers is None
+    for seed in (0, 1):
+        a = sampler.draw([4, 2], generator=torch.Generator().manual_seed(seed))
+        b = sparsify(g, scores, [4, 2], generator=torch.Generator().manual_seed(seed))
+        for name in ("tables", "edge_ids", "etypes", "valid"):
+            assert all(torch.equal(x, y) for x, y in zip(getattr(a, name), getattr(b, name)))
+        assert all(torch.equal(e, g.edata["etype"][i]) for e, i in zip(a.etypes, a.edge_ids))
+    with pytest.raises(ValueError, match="k has 3 entries but scores has 2 layers"):
+        sampler.draw([1, 2, 3])
