@@ -5,7 +5,10 @@
 
 For each size a random graph with ``E`` edges and ``E / degree`` nodes (uniform endpoints) and
 uniform random scores is drawn once; each method then runs ``repeats`` times, alternating
-methods within a repeat (the machine is shared and noisy). DGL's
+methods within a repeat (the machine is shared and noisy). ``reservoir_redraw`` is one draw of a
+prepared :class:`~dgl_rbgt.transforms.sparsify.Sparsifier` (what a training loop pays per epoch;
+the preparation is timed apart as ``prepare``). ``peak MB`` is the peak resident memory above
+the memory before the call (Linux' resettable peak counter). DGL's
 ``sample_neighbors(prob=..., replace=False)`` runs as a peer for scale only: it samples a
 different law and gives nodes with fewer than k candidates fewer entries. Prints a table last
 and writes every timing to ``bench-results/sparsify/sparsify.csv``.
@@ -23,9 +26,31 @@ from pathlib import Path
 import dgl
 import torch
 
-from dgl_rbgt.transforms.sparsify import sparsify
+from dgl_rbgt.transforms.sparsify import Sparsifier, sparsify
 
-METHODS = ("reservoir", "topk", "uniform", "dgl_sample_neighbors")
+METHODS = ("reservoir", "topk", "uniform", "prepare", "reservoir_redraw", "dgl_sample_neighbors")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_since_reset_mb() -> float:
+    """Peak RSS since the last reset (VmHWM), NaN where the counter cannot be reset."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return float("nan")
+
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def random_graph(num_edges: int, degree: int, seed: int) -> tuple[dgl.DGLGraph, torch.Tensor]:
@@ -37,14 +62,25 @@ def random_graph(num_edges: int, degree: int, seed: int) -> tuple[dgl.DGLGraph, 
     return g, torch.rand(num_edges, generator=gen)
 
 
-def run_once(method: str, g: dgl.DGLGraph, scores: torch.Tensor, k: int, seed: int) -> float:
+def run_once(method: str, g: dgl.DGLGraph, scores: torch.Tensor, k: int, seed: int,
+             prepared: Sparsifier | None = None) -> tuple[float, float]:
+    """Seconds and peak MB (above the RSS before the call) of one call."""
+    before = _rss_mb()
+    _reset_peak()
     t0 = time.perf_counter()
     if method == "dgl_sample_neighbors":
         dgl.seed(seed)
-        dgl.sampling.sample_neighbors(g, torch.arange(g.num_nodes()), k, prob="w", replace=False)
+        out = dgl.sampling.sample_neighbors(g, torch.arange(g.num_nodes()), k, prob="w", replace=False)
+    elif method == "prepare":
+        out = Sparsifier(g, scores)
+    elif method == "reservoir_redraw":
+        out = prepared.draw(k, generator=torch.Generator().manual_seed(seed))
     else:
-        sparsify(g, scores, k, method=method, generator=torch.Generator().manual_seed(seed))
-    return time.perf_counter() - t0
+        out = sparsify(g, scores, k, method=method, generator=torch.Generator().manual_seed(seed))
+    seconds = time.perf_counter() - t0
+    peak = _peak_since_reset_mb() - before
+    del out
+    return seconds, peak
 
 
 def main() -> None:
@@ -71,14 +107,16 @@ def main() -> None:
         g.edata["w"] = scores
         # Warm-up on a small slice of the work (first-call allocations, thread pools).
         run_once(args.methods[0], *random_graph(min(num_edges, 100_000), args.degree, 1), args.k, 0)
+        prepared = Sparsifier(g, scores) if "reservoir_redraw" in args.methods else None
         for rep in range(args.repeats):
             for method in args.methods:
-                seconds = run_once(method, g, scores, args.k, seed=rep)
+                seconds, peak = run_once(method, g, scores, args.k, seed=rep, prepared=prepared)
                 rows.append({"edges": num_edges, "nodes": g.num_nodes(), "k": args.k, "method": method,
                              "repeat": rep, "seconds": seconds, "edges_per_second": num_edges / seconds,
-                             "threads": threads})
-                print(f"  E={num_edges:>11,d} {method:<22s} rep {rep}: {seconds:8.3f} s", flush=True)
-        del g, scores
+                             "peak_mb": peak, "threads": threads})
+                print(f"  E={num_edges:>11,d} {method:<22s} rep {rep}: {seconds:8.3f} s, peak {peak:8.0f} MB",
+                      flush=True)
+        del g, scores, prepared
 
     path = args.out / "sparsify.csv"
     with path.open("w", newline="") as fh:
@@ -87,15 +125,17 @@ def main() -> None:
         writer.writerows(rows)
 
     print(f"\nwrote {path}\n")
-    header = f"{'edges':>12} {'method':<22} {'median s':>9} {'min s':>8} {'max s':>8} {'Medges/s':>9}"
+    header = (f"{'edges':>12} {'method':<22} {'median s':>9} {'min s':>8} {'max s':>8} {'Medges/s':>9} "
+              f"{'peak MB':>8}")
     print(header)
     print("-" * len(header))
     for size in args.sizes:
         for method in args.methods:
-            times = [r["seconds"] for r in rows if r["edges"] == int(size) and r["method"] == method]
+            runs = [r for r in rows if r["edges"] == int(size) and r["method"] == method]
+            times = [r["seconds"] for r in runs]
             med = statistics.median(times)
             print(f"{int(size):>12,d} {method:<22} {med:9.3f} {min(times):8.3f} {max(times):8.3f} "
-                  f"{int(size) / med / 1e6:9.2f}")
+                  f"{int(size) / med / 1e6:9.2f} {max(r['peak_mb'] for r in runs):8.0f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from .edge_types import EdgeType, add_self_loops
 from .expander import AddExpanderEdges, spectral_gap
 from .features import NormalizeFeatures
 from .self_loops import AddSelfLoops
-from .sparsify import SparseNeighbourhoods, sparsify
+from .sparsify import SparseNeighbourhoods, Sparsifier, sparsify
 from .virtual_nodes import AddVirtualNodes
 
 TRANSFORMS: dict = {
@@ -19,4 +19,4 @@ TRANSFORMS: dict = {
 }
 
 __all__ = ["AddExpanderEdges", "AddSelfLoops", "AddVirtualNodes", "EdgeType", "NormalizeFeatures",
-           "SparseNeighbourhoods", "add_self_loops", "sparsify", "spectral_gap", "TRANSFORMS"]
+           "SparseNeighbourhoods", "Sparsifier", "add_self_loops", "sparsify", "spectral_gap", "TRANSFORMS"]
