@@ -183,9 +183,10 @@ class ScoreEstimator(nn.Module):
 
 
 def table_blocks(neighbourhoods: SparseNeighbourhoods) -> list[TableBlock]:
-    """Full-graph input of :class:`Spexphormer`: every layer's node list is all ``N`` nodes."""
+    """Full-graph input of :class:`Spexphormer`: every layer's node list is all ``N`` nodes
+    (compact tables are widened to int64)."""
     n = neighbourhoods.num_nodes
-    return [TableBlock(t, e, v, num_src=n) for t, e, v in
+    return [TableBlock(t.to(torch.int64), e.to(torch.int64), v, num_src=n) for t, e, v in
             zip(neighbourhoods.tables, neighbourhoods.etypes, neighbourhoods.valid)]
 
 

@@ -161,3 +161,22 @@ def test_errors():
     nb = sparsify(g, scores, 2)
     with pytest.raises(ValueError, match="targets must be distinct"):
         grow_batch(nb, torch.tensor([1, 2, 1]))
+
+
+def test_stored_draws_are_compact_and_batch_the_same():
+    """Kept draws hold 32-bit ids and 8-bit types without edge ids; batches widen them."""
+    g = feat_graph()
+    scores = torch.rand(3, g.num_edges())
+    nt = NeighbourTables(g, scores=scores, ks=KS, batch_size=50, eval_seed=3)
+    stored = nt._eval_tables[0]
+    full = sparsify(g, scores, KS, generator=torch.Generator().manual_seed(3))
+    assert stored.edge_ids is None
+    assert all(t.dtype == torch.int32 for t in stored.tables) and all(e.dtype == torch.int8 for e in stored.etypes)
+    for a, b in zip(stored.tables, full.tables):
+        assert torch.equal(a.long(), b)
+    for a, b in zip(stored.etypes, full.etypes):
+        assert torch.equal(a.long(), b)
+    with pytest.raises(ValueError, match="without edge ids"):
+        stored.to_graphs()
+    _, blocks = grow_batch(stored, torch.arange(10))
+    assert all(b.table.dtype == torch.int64 and b.etype.dtype == torch.int64 for b in blocks)
