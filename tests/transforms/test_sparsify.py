@@ -337,3 +337,9 @@ def test_sparsifier_draws_equal_sparsify():
         assert all(torch.equal(e, g.edata["etype"][i]) for e, i in zip(a.etypes, a.edge_ids))
     with pytest.raises(ValueError, match="k has 3 entries but scores has 2 layers"):
         sampler.draw([1, 2, 3])
+    with pytest.raises(ValueError, match="return_graphs needs the edge ids"):
+        sampler.draw([4, 2], compact=True, return_graphs=True)
+    compact = sampler.draw([4, 2], generator=torch.Generator().manual_seed(0), compact=True)
+    full = sampler.draw([4, 2], generator=torch.Generator().manual_seed(0))
+    assert compact.edge_ids is None and compact.tables[0].dtype == torch.int32
+    assert all(torch.equal(a.long(), b) for a, b in zip(compact.tables + compact.etypes, full.tables + full.etypes))
