@@ -41,9 +41,18 @@ class DistBatch(Batch):
 
 
 def maybe_fail(epoch: int) -> None:
-    """Fault injection for tests: ``DGL_RBGT_FAIL_AT=RANK:EPOCH`` raises in that rank and epoch."""
+    """Fault injection for tests: ``DGL_RBGT_FAIL_AT=RANK:EPOCH`` raises in that rank and epoch.
+
+    Every rank first meets the others in a barrier at the start of that epoch, so the failure
+    comes after all of them finished the epoch before (rank 0 has logged it); without it, a
+    loaded machine could let the launcher stop rank 0 before its last log line.
+    """
     spec = os.environ.get("DGL_RBGT_FAIL_AT")
-    if spec and spec == f"{os.environ.get('RANK', '0')}:{epoch}":
+    if not spec or not spec.endswith(f":{epoch}"):
+        return
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    if spec == f"{os.environ.get('RANK', '0')}:{epoch}":
         raise RuntimeError(f"failure injected by DGL_RBGT_FAIL_AT={spec}")
 
 
