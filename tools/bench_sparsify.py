@@ -27,30 +27,9 @@ import dgl
 import torch
 
 from dgl_rbgt.transforms.sparsify import Sparsifier, sparsify
+from memory_probe import peak_mb, reset_peak, rss_mb
 
 METHODS = ("reservoir", "topk", "uniform", "prepare", "reservoir_redraw", "dgl_sample_neighbors")
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_since_reset_mb() -> float:
-    """Peak RSS since the last reset (VmHWM), NaN where the counter cannot be reset."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def random_graph(num_edges: int, degree: int, seed: int) -> tuple[dgl.DGLGraph, torch.Tensor]:
@@ -65,8 +44,8 @@ def random_graph(num_edges: int, degree: int, seed: int) -> tuple[dgl.DGLGraph, 
 def run_once(method: str, g: dgl.DGLGraph, scores: torch.Tensor, k: int, seed: int,
              prepared: Sparsifier | None = None) -> tuple[float, float]:
     """Seconds and peak MB (above the RSS before the call) of one call."""
-    before = _rss_mb()
-    _reset_peak()
+    before = rss_mb()
+    reset_peak()
     t0 = time.perf_counter()
     if method == "dgl_sample_neighbors":
         dgl.seed(seed)
@@ -78,7 +57,7 @@ def run_once(method: str, g: dgl.DGLGraph, scores: torch.Tensor, k: int, seed: i
     else:
         out = sparsify(g, scores, k, method=method, generator=torch.Generator().manual_seed(seed))
     seconds = time.perf_counter() - t0
-    peak = _peak_since_reset_mb() - before
+    peak = peak_mb() - before
     del out
     return seconds, peak
 

@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from memory_probe import peak_mb, reset_peak, rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench-results" / "spexphormer"
 
@@ -52,33 +54,8 @@ REFERENCE = {  # dataset: (stage 1, stage 2)
 }
 
 
-def _rss_mb() -> float:
-    """Current resident set size (MB)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM; Linux >= 4.0), so that a later
-    :func:`_hwm_mb` is the peak of what ran in between. False where it is not supported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +209,7 @@ def memory_worker(spec: str, method: str, hidden: int, heads: int, layers: int, 
     from dgl_rbgt.train.neighbour_tables import NeighbourTables
     from dgl_rbgt.train.run import splits_of
 
-    base = _rss_mb()
+    base = rss_mb()
     torch.manual_seed(0)
     ds, g = _load_graph(spec, self_loops=method != "exphormer")
     in_feats, C = g.ndata["feat"].shape[1], ds.num_classes
@@ -256,9 +233,9 @@ def memory_worker(spec: str, method: str, hidden: int, heads: int, layers: int, 
         batching._drawn_at = 0
     trainer = Trainer(model, batching, labels, splits, metric, Cfg, None, progress=False)
     model.train()
-    data_rss = _rss_mb()
+    data_rss = rss_mb()
     data_peak = _maxrss_mb()
-    resettable = _reset_peak()
+    resettable = reset_peak()
     times, n_nodes = [], []
     batches = batching.train_batches(splits["train"], 0)
     t_all = time.perf_counter()
@@ -282,7 +259,7 @@ def memory_worker(spec: str, method: str, hidden: int, heads: int, layers: int, 
         "peak_mb": peak - base,
         # the steps' own peak above the resident memory just before them (the kernel's peak
         # counter is reset after the data is ready, so the data setup's transients do not count)
-        "step_peak_mb": (max(0.0, _hwm_mb() - data_rss) if resettable
+        "step_peak_mb": (max(0.0, peak_mb() - data_rss) if resettable
                          else max(0.0, peak - data_rss) if peak > data_peak else float("nan")),
     }
 

@@ -342,6 +342,8 @@ class Sparsifier:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         num_nodes, device = self.num_nodes, self.indptr.device
+        wide = self._src.dtype if compact else torch.int64
+        self_ref = torch.arange(num_nodes, dtype=wide, device=device).unsqueeze(1)  # (N, 1) masked entries
         tables, edge_ids, etypes, valids = [], [], [], []
         for layer, k_l in enumerate(ks):
             score = self._scores[layer if self._per_layer else 0]
@@ -351,9 +353,7 @@ class Sparsifier:
                                          zero_fallback, layer, generator)
             valid = pos >= 0  # (N, k): False only for nodes without candidates
             safe = pos.clamp(min=0)
-            self_ref = torch.arange(num_nodes, device=device).unsqueeze(1)  # (N, 1) masked entries
-            wide = torch.int64 if not compact else self._src.dtype
-            tables.append(torch.where(valid, self._src[safe].to(wide), self_ref.to(wide)))
+            tables.append(torch.where(valid, self._src[safe].to(wide), self_ref))
             if not compact:
                 edge_ids.append(torch.where(valid, self._eids[safe].to(torch.int64), -1))
             if self._etype is None:
@@ -446,8 +446,8 @@ def _segment_order(weight: torch.Tensor, dst: torch.Tensor, method: str,
     integers with a radix sort, and one sort with no gathers in between is about twice as fast
     as two. The key keeps at least 40 bits (sign, exponent and 28 mantissa bits of a float64
     key), so ties among a node's random keys are vanishingly rare and only ever fall back to edge
-    id order. ``topk`` (exact score order, ties by edge id) and graphs with more than 2^23 nodes
-    use one global sort by key, then a stable sort by destination.
+    id order. ``topk`` (exact score order, ties by edge id) and ranges of more than 2^23
+    destinations use one global sort by key, then a stable sort by destination.
     """
     num_edges = weight.numel()
     num_nodes_bits = max(int(dst.max()).bit_length(), 1) if num_edges else 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import contextlib
 import os
 import signal
 import statistics
@@ -110,13 +111,9 @@ def cluster(tmp_path_factory):
     recipe_path = work / "e2e.yaml"
     recipe_path.write_text(yaml.safe_dump(data, sort_keys=False))
     recipe, dist = load_distributed_recipe(recipe_path, OVERRIDES)
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
+    with contextlib.chdir(work):
         report = partition(recipe, dist)
         single = run_recipe(recipe, run_dir=work / "single", progress=False).summary
-    finally:
-        os.chdir(cwd)
     try:
         yield SimpleNamespace(work=work, recipe=recipe_path, dist=dist, report=report, single=single, mode=mode,
                               hosts=hosts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import contextlib
 import os
 import statistics
 import sys
@@ -77,13 +78,9 @@ def test_model_trains_distributed_like_one_machine(name, hosts, tmp_path, watche
     from dgl_rbgt.train.run import run_recipe
 
     path, recipe, dist, sets = prepared(name, hosts, tmp_path, helpers.free_ports)
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
+    with contextlib.chdir(tmp_path):
         report = partition(recipe, dist)
         single = run_recipe(recipe, run_dir=tmp_path / "single", progress=False).summary
-    finally:
-        os.chdir(cwd)
     run_dir = tmp_path / "run"
     w = watched([PY, "-m", "dgl_rbgt.distributed.cli", "launch", str(path), "--run-dir", str(run_dir), *sets],
                 cwd=tmp_path, name=f"launch-{name}")
