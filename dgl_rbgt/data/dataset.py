@@ -28,6 +28,7 @@ __all__ = [
     "symmetrize_edges",
     "make_graph",
     "random_split_masks",
+    "class_balanced_split",
     "check_split_fractions",
     "index_to_mask",
     "check_single_split",
@@ -281,6 +282,43 @@ def random_split_masks(
         index_to_mask(perm[n_train : n_train + n_val], num_nodes),
         index_to_mask(perm[n_train + n_val :], num_nodes),
     )
+
+
+def class_balanced_split(
+    label: torch.Tensor, candidates: torch.Tensor, train_per_class: int, num_val: int, num_test: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random ``(train, val, test)`` node ids: ``train_per_class`` per class, then val/test from the rest.
+
+    Only ``candidates`` (node ids) are drawn. A class with fewer than ``train_per_class``
+    candidates puts all of them in training. Validation and test are drawn from one random
+    permutation of the remaining candidates (``num_val`` then ``num_test``; fewer if they run out).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dgl_rbgt.data.dataset import class_balanced_split
+    >>> label = torch.tensor([0, 1] * 10)
+    >>> tr, va, te = class_balanced_split(label, torch.arange(20), 3, 4, 5, torch.Generator().manual_seed(0))
+    >>> torch.bincount(label[tr]).tolist(), len(va), len(te)
+    ([3, 3], 4, 5)
+    """
+    for value, arg in ((train_per_class, "train_per_class"), (num_val, "num_val"), (num_test, "num_test")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{arg} must be a non-negative int, got {value!r}")
+    cand_label = label[candidates]
+    train, rest = [], []
+    for c in torch.unique(cand_label).tolist():
+        ids = candidates[cand_label == c]
+        ids = ids[torch.randperm(len(ids), generator=generator)]
+        train.append(ids[:train_per_class])
+        rest.append(ids[train_per_class:])
+    train = torch.sort(torch.cat(train)).values
+    rest = torch.cat(rest)
+    rest = rest[torch.randperm(len(rest), generator=generator)]
+    val = torch.sort(rest[:num_val]).values
+    test = torch.sort(rest[num_val : num_val + num_test]).values
+    return train, val, test
 
 
 def check_split_fractions(train_frac: float, val_frac: float) -> tuple[float, float]:

@@ -19,7 +19,9 @@ from .dataset import (
     DatasetSpec,
     NodeDataset,
     check_split_fractions,
+    class_balanced_split,
     corrupt_file_error,
+    index_to_mask,
     make_graph,
     not_found_error,
     random_split_masks,
@@ -70,9 +72,16 @@ def load_heterophilous(
     """Load one heterophilous dataset with fixed split ``split``, or a seeded random split.
 
     ``split_type="fixed"`` (default): the file's split number ``split``; ``seed`` and the fractions
-    are unused. ``split_type="random"``: a ``train_frac`` / ``val_frac`` / rest split of all nodes
-    drawn with a generator seeded by ``seed`` (the protocol of Spexphormer's reference code on
-    Actor: a random 50/25/25 split); ``split`` must then be 0.
+    are unused. The random splits are drawn with a generator seeded by ``seed``; ``split`` must
+    then be 0:
+
+    - ``"random"``: ``round(train_frac * N)`` training and ``round(val_frac * N)`` validation nodes
+      drawn from all nodes, test the rest;
+    - ``"class_balanced"``: ``round(train_frac * N / C)`` training nodes of each of the C classes
+      (all of a smaller class), then ``round(val_frac * N)`` validation nodes from the rest, test
+      the remainder. This is the protocol of Spexphormer's reference code on Actor (after BernNet
+      and Specformer): its 50/25/25 split has a balanced training set, so the test set leans to
+      the large classes.
 
     Examples
     --------
@@ -81,11 +90,11 @@ def load_heterophilous(
     >>> ds.graph.num_nodes(), ds.num_classes, ds.metric, ds.split  # doctest: +SKIP
     (10000, 2, 'roc_auc', 3)
     """
-    if split_type not in ("fixed", "random"):
-        raise ValueError(f"split_type must be 'fixed' or 'random', got {split_type!r}")
+    if split_type not in ("fixed", "random", "class_balanced"):
+        raise ValueError(f"split_type must be 'fixed', 'random' or 'class_balanced', got {split_type!r}")
     train_frac, val_frac = check_split_fractions(train_frac, val_frac)
-    if split_type == "random" and split != 0:
-        raise ValueError(f"split must be 0 with split_type='random' (the split is drawn from seed), got {split}")
+    if split_type != "fixed" and split != 0:
+        raise ValueError(f"split must be 0 with split_type={split_type!r} (the split is drawn from seed), got {split}")
     name = spec.name
     candidates = _paths(root, name)
     path = next((p for p in candidates if p.is_file()), None)
@@ -112,8 +121,15 @@ def load_heterophilous(
     if not np.issubdtype(label.dtype, np.integer) or (label.size and label.min() < 0):
         raise ValueError(f"{path}: node_labels must be non-negative integers, got dtype {label.dtype}")
 
+    generator = torch.Generator().manual_seed(seed)
     if split_type == "random":
-        train, val, test = random_split_masks(num_nodes, train_frac, val_frac, torch.Generator().manual_seed(seed))
+        train, val, test = random_split_masks(num_nodes, train_frac, val_frac, generator)
+    elif split_type == "class_balanced":
+        num_classes = int(label.max()) + 1 if label.size else 0
+        per_class = int(round(train_frac * num_nodes / max(num_classes, 1)))
+        ids = class_balanced_split(torch.from_numpy(label.astype(np.int64)), torch.arange(num_nodes), per_class,
+                                   int(round(val_frac * num_nodes)), num_nodes, generator)
+        train, val, test = (index_to_mask(i, num_nodes) for i in ids)
     else:
         train, val, test = (torch.from_numpy(m[split].astype(bool)) for m in masks)
     graph = make_graph(
@@ -124,9 +140,9 @@ def load_heterophilous(
         source=str(path),
     )
     num_classes = int(label.max()) + 1 if label.size else 0
-    if split_type == "random":
-        logger.info("loaded %s with a random %.2f/%.2f split (seed %d) from %s: %d nodes, %d edges",
-                    name, train_frac, val_frac, seed, path, num_nodes, graph.num_edges())
+    if split_type != "fixed":
+        logger.info("loaded %s with a %s %.2f/%.2f split (seed %d) from %s: %d nodes, %d edges",
+                    name, split_type, train_frac, val_frac, seed, path, num_nodes, graph.num_edges())
     else:
         logger.info("loaded %s split %d from %s: %d nodes, %d edges", name, split, path, num_nodes, graph.num_edges())
     return NodeDataset(name=name, graph=graph, num_classes=num_classes, metric=spec.metric, split=split, source=str(path))

@@ -28,10 +28,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .dataset import DatasetSpec, NodeDataset, check_single_split, corrupt_file_error, index_to_mask, make_graph, not_found_error
+from .dataset import (
+    DatasetSpec, NodeDataset, check_single_split, class_balanced_split, corrupt_file_error, index_to_mask, make_graph,
+    not_found_error,
+)
 from .unpickler import ForbiddenGlobalError, restricted_load
 
-__all__ = ["load_planetoid", "class_balanced_split", "SPECS"]
+__all__ = ["load_planetoid", "SPECS"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,43 +80,6 @@ def _read_parts(root: Path, name: str) -> dict:
     if not isinstance(parts["graph"], dict):
         raise corrupt_file_error(files[_PARTS.index("graph")], "an adjacency dict", TypeError(type(parts["graph"]).__name__))
     return parts
-
-
-def class_balanced_split(
-    label: torch.Tensor, candidates: torch.Tensor, train_per_class: int, num_val: int, num_test: int,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random ``(train, val, test)`` node ids: ``train_per_class`` per class, then val/test from the rest.
-
-    Only ``candidates`` (node ids) are drawn. A class with fewer than ``train_per_class``
-    candidates puts all of them in training. Validation and test are drawn from one random
-    permutation of the remaining candidates (``num_val`` then ``num_test``; fewer if they run out).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from dgl_rbgt.data.planetoid import class_balanced_split
-    >>> label = torch.tensor([0, 1] * 10)
-    >>> tr, va, te = class_balanced_split(label, torch.arange(20), 3, 4, 5, torch.Generator().manual_seed(0))
-    >>> torch.bincount(label[tr]).tolist(), len(va), len(te)
-    ([3, 3], 4, 5)
-    """
-    for value, arg in ((train_per_class, "train_per_class"), (num_val, "num_val"), (num_test, "num_test")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{arg} must be a non-negative int, got {value!r}")
-    cand_label = label[candidates]
-    train, rest = [], []
-    for c in torch.unique(cand_label).tolist():
-        ids = candidates[cand_label == c]
-        ids = ids[torch.randperm(len(ids), generator=generator)]
-        train.append(ids[:train_per_class])
-        rest.append(ids[train_per_class:])
-    train = torch.sort(torch.cat(train)).values
-    rest = torch.cat(rest)
-    rest = rest[torch.randperm(len(rest), generator=generator)]
-    val = torch.sort(rest[:num_val]).values
-    test = torch.sort(rest[num_val : num_val + num_test]).values
-    return train, val, test
 
 
 def load_planetoid(

@@ -154,9 +154,29 @@ def test_random_split_is_seeded_and_follows_the_fractions(data_root, check_conve
     assert not torch.equal(a.graph.ndata["train_mask"], fixed.graph.ndata["train_mask"])
 
 
+def test_class_balanced_split_balances_training_only(data_root, check_convention):
+    """Spexphormer's Actor protocol: 760 training nodes of each class, 1900 validation, test the rest."""
+    a = load_dataset("actor", root=data_root, split_type="class_balanced", seed=3)
+    b = load_dataset("actor", root=data_root, split_type="class_balanced", seed=3)
+    c = load_dataset("actor", root=data_root, split_type="class_balanced", seed=4)
+    check_convention(a.graph)
+    label = a.graph.ndata["label"]
+    masks = [a.graph.ndata[m] for m in ("train_mask", "val_mask", "test_mask")]
+    assert [int(m.sum()) for m in masks] == [3800, 1900, 1900]
+    assert int(sum(m.long() for m in masks).max()) == 1 and bool(sum(m.long() for m in masks).min() == 1)
+    assert torch.bincount(label[masks[0]], minlength=5).tolist() == [760] * 5
+    # Held-out nodes follow the leftover class sizes, so the largest class dominates test.
+    held_out = torch.bincount(label[masks[1] | masks[2]], minlength=5)
+    assert torch.equal(held_out, torch.bincount(label, minlength=5) - 760)
+    for m in ("train_mask", "val_mask", "test_mask"):
+        assert torch.equal(a.graph.ndata[m], b.graph.ndata[m])
+    assert not torch.equal(a.graph.ndata["train_mask"], c.graph.ndata["train_mask"])
+
+
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(split_type="shuffled"), "split_type must be 'fixed' or 'random'"),
+    (dict(split_type="shuffled"), "split_type must be 'fixed', 'random' or 'class_balanced'"),
     (dict(split_type="random", split=2), "split must be 0 with split_type='random'"),
+    (dict(split_type="class_balanced", split=1), "split must be 0 with split_type='class_balanced'"),
     (dict(split_type="random", train_frac=0.8, val_frac=0.3), "train_frac"),
 ])
 def test_random_split_errors(data_root, kwargs, match):
