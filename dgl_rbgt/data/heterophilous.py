@@ -121,11 +121,11 @@ def load_heterophilous(
     if not np.issubdtype(label.dtype, np.integer) or (label.size and label.min() < 0):
         raise ValueError(f"{path}: node_labels must be non-negative integers, got dtype {label.dtype}")
 
+    num_classes = int(label.max()) + 1 if label.size else 0
     generator = torch.Generator().manual_seed(seed)
     if split_type == "random":
         train, val, test = random_split_masks(num_nodes, train_frac, val_frac, generator)
     elif split_type == "class_balanced":
-        num_classes = int(label.max()) + 1 if label.size else 0
         per_class = int(round(train_frac * num_nodes / max(num_classes, 1)))
         ids = class_balanced_split(torch.from_numpy(label.astype(np.int64)), torch.arange(num_nodes), per_class,
                                    int(round(val_frac * num_nodes)), num_nodes, generator)
@@ -139,7 +139,6 @@ def load_heterophilous(
         train_mask=train, val_mask=val, test_mask=test,
         source=str(path),
     )
-    num_classes = int(label.max()) + 1 if label.size else 0
     if split_type != "fixed":
         logger.info("loaded %s with a %s %.2f/%.2f split (seed %d) from %s: %d nodes, %d edges",
                     name, split_type, train_frac, val_frac, seed, path, num_nodes, graph.num_edges())
