@@ -2,8 +2,10 @@
 
 Each (recipe, variant, seed) runs in its own process through the CLI, so every run is exactly
 what a user gets from ``dgl-rbgt train``; results are read from the runs' summary.json files.
+A finished run is reused when the recipe file's text and the options are the same as when it
+ran (a key kept in the run directory); otherwise it runs again.
 
-    tools/in-venv python tools/accuracy.py recipes/rbtransformer_cora.yaml recipes/rbtransformer_citeseer.yaml \\
+    tools/in-venv python tools/accuracy.py recipes/rba/rbtransformer_cora.yaml recipes/rba/rbtransformer_citeseer.yaml \\
         --variant rba:model.attention=rba --variant sgformer:model.attention=sgformer --seeds 0 1 2 3 4
 
 Prints a table last and writes bench-results/accuracy/<name>.csv (one row per run) and
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +33,22 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     """``label:key=value,key=value`` -> (label, [--set options])."""
     label, _, sets = text.partition(":")
     return label, [s for s in sets.split(",") if s]
+
+
+#: File in a run directory holding the key of the recipe text and options that made it.
+KEY_FILE = "accuracy-key.txt"
+
+
+def run_key(recipe: Path, cmd: list[str]) -> str:
+    """Digest of the recipe file's text and the command's options (not the run directory)."""
+    options = cmd[cmd.index("--no-progress"):]
+    return hashlib.sha256(recipe.read_bytes() + "\0".join(options).encode()).hexdigest()
+
+
+def finished(run_dir: Path, key: str) -> bool:
+    """A run to reuse: it finished, from the same recipe text and options."""
+    key_file = run_dir / KEY_FILE
+    return (run_dir / "summary.json").is_file() and key_file.is_file() and key_file.read_text() == key
 
 
 def published(recipe: Path) -> str:
@@ -56,19 +76,20 @@ def main(argv=None) -> int:
         for label, sets in variants:
             for seed in args.seeds:
                 run_dir = runs_root / f"{recipe.stem}-{label}-s{seed}"
-                if not (run_dir / "summary.json").is_file():
-                    if run_dir.exists():
-                        import shutil
+                cmd = [sys.executable, "-m", "dgl_rbgt", "train", str(recipe), "--run-dir", str(run_dir),
+                       "--no-progress", "--set", f"seed={seed}"]
+                for s in sets + args.set:
+                    cmd += ["--set", s]
+                key = run_key(recipe, cmd)
+                if not finished(run_dir, key):
+                    if run_dir.exists():  # unfinished, or made from another recipe text or options
                         shutil.rmtree(run_dir)
-                    cmd = [sys.executable, "-m", "dgl_rbgt", "train", str(recipe), "--run-dir", str(run_dir),
-                           "--no-progress", "--set", f"seed={seed}"]
-                    for s in sets + args.set:
-                        cmd += ["--set", s]
                     t0 = time.time()
                     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
                     if proc.returncode != 0:
                         print(f"FAILED {recipe.stem} {label} seed {seed}: {proc.stderr.strip().splitlines()[-1:]}")
                         continue
+                    (run_dir / KEY_FILE).write_text(key)
                     print(f"{recipe.stem:28s} {label:10s} seed {seed}: {proc.stdout.strip()[:120]} "
                           f"({time.time() - t0:.0f}s)", flush=True)
                 s = json.loads((run_dir / "summary.json").read_text())
