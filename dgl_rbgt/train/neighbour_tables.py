@@ -279,7 +279,6 @@ class NeighbourTables(Batching):
 
     def _full_graph_batch(self, tables: Sequence[SparseNeighbourhoods], targets: torch.Tensor) -> Batch:
         """One call on the whole graph per draw (every node list is all nodes), rows ``targets``."""
-        n = self.graph.num_nodes()
         feat = self.graph.ndata["feat"]
 
         def run(model):
