@@ -1,0 +1,44 @@
+"""tools/selection_halves.py: it records every epoch per validation node, and its rules score as defined."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from dgl_rbgt.train import loop
+
+_path = Path(__file__).resolve().parents[1] / "tools" / "selection_halves.py"
+_spec = importlib.util.spec_from_file_location("selection_halves", _path)
+selection_halves = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(selection_halves)
+
+
+def test_records_every_epoch_per_validation_node(tmp_path):
+    recipe = {"name": "tiny", "dataset": {"name": "csbm", "params": {"num_nodes": 300, "num_classes": 3,
+                                                                    "avg_degree": 6.0, "feature_dim": 8}},
+              "model": {"name": "gcn", "hidden": 8}, "train": {"epochs": 4, "lr": 0.01, "patience": 1}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    evaluate = loop.Trainer.evaluate
+    record = selection_halves.record_validation(str(path), 0, [])
+    assert loop.Trainer.evaluate is evaluate  # the patch is undone
+    n_val = 75  # csbm: a quarter of the 300 nodes for validation
+    assert record.shape[0] == 4  # every epoch despite patience 1: early stopping is off
+    assert record.shape[1] == 2 and abs(record.shape[2] - n_val) <= 1
+    assert set(np.unique(record[:, 0])) <= {0.0, 1.0}
+    assert (record[:, 1] >= 0).all()
+    # a wrong prediction costs at least log 2 (its true class has probability at most 1/2)
+    assert (record[:, 1][record[:, 0] == 0] >= np.log(2) - 1e-9).all()
+
+
+def test_rules_pick_their_epoch_and_score_it_on_the_other_half():
+    # epoch 0: all correct, high loss; epoch 1: half correct, low loss; epoch 2: none correct
+    n = 10
+    record = np.zeros((3, 2, n))
+    record[0, 0], record[0, 1] = 1.0, 2.0
+    record[1, 0, ::2], record[1, 1] = 1.0, 0.1
+    record[2, 1] = 5.0
+    scores = selection_halves.held_out_scores(record, halvings=5, rng=np.random.default_rng(0))
+    assert scores["accuracy"] == (1.0, 0.0)
+    assert scores["loss"][1] == 1.0
+    assert 0.0 < scores["loss"][0] < 1.0

@@ -1,0 +1,118 @@
+"""Compare model-selection rules using the validation set only (split-half check).
+
+Picking the epoch of best validation accuracy over a long, noisy plateau favours the epoch where
+the noise was kindest, so a higher best-validation number need not mean a better model. This
+tool asks, without looking at test labels, which rule picks better epochs: it trains a recipe
+for every epoch (no early stopping) and keeps, per epoch, each validation node's correctness and
+loss. Offline it splits the validation nodes at random into halves A and B, picks the epoch on A
+by each rule (``accuracy``: first epoch of highest accuracy; ``loss``: lowest cross-entropy)
+and scores that epoch's accuracy on B, averaged over many random halvings. It never reads test
+labels.
+
+    DGL_RBGT_DATA=../shared/data tools/in-venv python tools/selection_halves.py \\
+        recipes/rba/rbtransformer_cora.yaml --seeds 0 1 2 3 4 --set model.attention=rba
+
+Prints a table and writes bench-results/selection/<name>.csv (one row per seed and rule).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dgl_rbgt.recipes import load_recipe
+from dgl_rbgt.train import loop, run
+
+RULES = ("accuracy", "loss")
+
+
+def record_validation(recipe_path: str, seed: int, overrides: list[str]) -> np.ndarray:
+    """Train every epoch; returns (epochs, 2, n_val): per-node correctness and loss on validation."""
+    recipe = load_recipe(recipe_path, [*overrides, f"seed={seed}", "train.patience=null",
+                                       "output.plot=false", "output.checkpoint_every=1000000"])
+    rows = []
+    evaluate = loop.Trainer.evaluate
+
+    def recording_evaluate(self):  # the Trainer's own evaluation, plus per-node validation results
+        result = evaluate(self)
+        ids, logits = self.gather_logits(self._eval_nodes)
+        pos = torch.full((len(self.labels),), -1, dtype=torch.long, device=ids.device)
+        pos[ids] = torch.arange(len(ids), device=ids.device)
+        val = self.splits["val"]
+        lg, y = logits[pos[val]].float(), self.labels[val]
+        rows.append(torch.stack([(lg.argmax(-1) == y).double(),
+                                 F.cross_entropy(lg, y, reduction="none").double()]).cpu().numpy())
+        return result
+
+    loop.Trainer.evaluate = recording_evaluate
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            run.run_recipe(recipe, run_dir=Path(tmp) / "run", progress=False)
+    finally:
+        loop.Trainer.evaluate = evaluate
+    return np.stack(rows)
+
+
+def pick(curve: np.ndarray, rule: str) -> int:
+    """Epoch chosen by a rule on one half's mean curve (first occurrence on ties)."""
+    return int(np.argmax(curve)) if rule == "accuracy" else int(np.argmin(curve))
+
+
+def held_out_scores(record: np.ndarray, halvings: int, rng: np.random.Generator) -> dict[str, tuple[float, float]]:
+    """Per rule: (mean held-out-half accuracy, median chosen epoch) over random halvings, both ways."""
+    n = record.shape[2]
+    scores: dict[str, list[float]] = {r: [] for r in RULES}
+    epochs: dict[str, list[int]] = {r: [] for r in RULES}
+    for _ in range(halvings):
+        perm = rng.permutation(n)
+        for a, b in ((perm[: n // 2], perm[n // 2:]), (perm[n // 2:], perm[: n // 2])):
+            for rule in RULES:
+                e = pick(record[:, RULES.index(rule), a].mean(1), rule)
+                scores[rule].append(float(record[e, 0, b].mean()))
+                epochs[rule].append(e)
+    return {r: (float(np.mean(scores[r])), float(np.median(epochs[r]))) for r in RULES}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("recipe")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--set", action="append", default=[], help="override applied to every run")
+    p.add_argument("--halvings", type=int, default=200)
+    p.add_argument("--out", default="bench-results/selection")
+    p.add_argument("--name", default="selection")
+    args = p.parse_args(argv)
+    rng = np.random.default_rng(0)
+    table = []
+    for seed in args.seeds:
+        scores = held_out_scores(record_validation(args.recipe, seed, ["train.threads=1", *args.set]),
+                                 args.halvings, rng)
+        for rule, (acc, epoch) in scores.items():
+            table.append({"seed": seed, "rule": rule, "held_out_accuracy": acc, "median_epoch": epoch})
+        print(f"seed {seed}: " + "  ".join(f"{r} {100 * a:.2f} (epoch {e:.0f})" for r, (a, e) in scores.items()),
+              flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{args.name}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
+    print(f"\n{'rule':10s} {'held-out half accuracy (mean over seeds)':>42s}   per seed")
+    for rule in RULES:
+        accs = [100 * r["held_out_accuracy"] for r in table if r["rule"] == rule]
+        print(f"{rule:10s} {np.mean(accs):42.2f}   " + " ".join(f"{a:.2f}" for a in accs))
+    diff = [100 * (a["held_out_accuracy"] - b["held_out_accuracy"])
+            for a, b in zip(table[1::2], table[0::2])]
+    print(f"loss - accuracy, per seed: {' '.join(f'{d:+.2f}' for d in diff)}  mean {np.mean(diff):+.2f}")
+    print(f"wrote {out / (args.name + '.csv')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
