@@ -19,9 +19,9 @@ def test_records_every_epoch_per_validation_node(tmp_path):
               "model": {"name": "gcn", "hidden": 8}, "train": {"epochs": 4, "lr": 0.01, "patience": 1}}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    evaluate = loop.Trainer.evaluate
+    gather = loop.Trainer.gather_logits
     record = selection_halves.record_validation(str(path), 0, [])
-    assert loop.Trainer.evaluate is evaluate  # the patch is undone
+    assert loop.Trainer.gather_logits is gather  # the patch is undone
     n_val = 75  # csbm: a quarter of the 300 nodes for validation
     assert record.shape[0] == 4  # every epoch despite patience 1: early stopping is off
     assert record.shape[1] == 2 and abs(record.shape[2] - n_val) <= 1

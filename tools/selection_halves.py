@@ -37,25 +37,24 @@ def record_validation(recipe_path: str, seed: int, overrides: list[str]) -> np.n
     recipe = load_recipe(recipe_path, [*overrides, f"seed={seed}", "train.patience=null",
                                        "output.plot=false", "output.checkpoint_every=1000000"])
     rows = []
-    evaluate = loop.Trainer.evaluate
+    gather = loop.Trainer.gather_logits
 
-    def recording_evaluate(self):  # the Trainer's own evaluation, plus per-node validation results
-        result = evaluate(self)
-        ids, logits = self.gather_logits(self._eval_nodes)
+    def recording_gather(self, nodes):  # the Trainer's one evaluation pass, read on the way out
+        ids, logits = gather(self, nodes)
         pos = torch.full((len(self.labels),), -1, dtype=torch.long, device=ids.device)
         pos[ids] = torch.arange(len(ids), device=ids.device)
         val = self.splits["val"]
         lg, y = logits[pos[val]].float(), self.labels[val]
         rows.append(torch.stack([(lg.argmax(-1) == y).double(),
                                  F.cross_entropy(lg, y, reduction="none").double()]).cpu().numpy())
-        return result
+        return ids, logits
 
-    loop.Trainer.evaluate = recording_evaluate
+    loop.Trainer.gather_logits = recording_gather
     try:
         with tempfile.TemporaryDirectory() as tmp:
             run.run_recipe(recipe, run_dir=Path(tmp) / "run", progress=False)
     finally:
-        loop.Trainer.evaluate = evaluate
+        loop.Trainer.gather_logits = gather
     return np.stack(rows)
 
 

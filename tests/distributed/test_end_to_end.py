@@ -11,9 +11,9 @@ naming host and role, with no process left behind; ``--resume`` continues from t
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-import contextlib
 import os
 import signal
 import statistics

@@ -9,9 +9,9 @@ single-machine draws, ids rewritten).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-import contextlib
 import os
 import statistics
 import sys
