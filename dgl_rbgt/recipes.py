@@ -82,7 +82,9 @@ class TrainSection(_Section):
     warmup_epochs: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
     clip_grad_norm: Optional[float] = Field(None, gt=0)
-    patience: Optional[int] = Field(None, ge=1)  # stop after this many evaluations without a better val metric
+    # the best epoch (best.pt, summary.json): highest validation metric, or lowest validation loss
+    select_by: Literal["metric", "loss"] = "metric"
+    patience: Optional[int] = Field(None, ge=1)  # stop after this many evaluations without a better best epoch
     eval_every: int = Field(1, ge=1)
     batch_size: int = Field(1024, ge=1)  # mini-batch modes: target nodes per batch
     eval_batch_size: Optional[int] = Field(None, ge=1)

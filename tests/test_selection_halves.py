@@ -42,3 +42,24 @@ def test_rules_pick_their_epoch_and_score_it_on_the_other_half():
     assert scores["accuracy"] == (1.0, 0.0)
     assert scores["loss"][1] == 1.0
     assert 0.0 < scores["loss"][0] < 1.0
+
+
+def test_window_means_match_a_plain_loop():
+    curve = np.random.default_rng(1).random(13)
+    for w in (1, 4, 5, 20):
+        trailing = [curve[max(0, e - w + 1):e + 1].mean() for e in range(13)]
+        centred = [curve[max(0, e - w // 2):e + w // 2 + 1].mean() for e in range(13)]
+        np.testing.assert_allclose(selection_halves._trailing_mean(curve, w), trailing, rtol=1e-12)
+        np.testing.assert_allclose(selection_halves._centred_mean(curve, w), centred, rtol=1e-12)
+
+
+def test_main_reuses_saved_records(tmp_path, capsys):
+    record = np.zeros((4, 2, 20))
+    record[2, 0] = 1.0  # epoch 2 right everywhere, and of lowest loss
+    record[:, 1] = np.array([3.0, 2.0, 0.5, 1.0])[:, None]
+    np.save(tmp_path / "x_seed0.npy", record)
+    assert selection_halves.main(["unused.yaml", "--seeds", "0", "--reuse", "--out", str(tmp_path),
+                                  "--name", "x", "--halvings", "3"]) == 0
+    rows = (tmp_path / "x.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(selection_halves.RULES)
+    assert "0,accuracy,1.0,2.0" in rows and "0,loss,1.0,2.0" in rows  # held-out accuracy 1 at epoch 2

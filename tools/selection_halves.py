@@ -5,14 +5,17 @@ the noise was kindest, so a higher best-validation number need not mean a better
 tool asks, without looking at test labels, which rule picks better epochs: it trains a recipe
 for every epoch (no early stopping) and keeps, per epoch, each validation node's correctness and
 loss. Offline it splits the validation nodes at random into halves A and B, picks the epoch on A
-by each rule (``accuracy``: first epoch of highest accuracy; ``loss``: lowest cross-entropy)
-and scores that epoch's accuracy on B, averaged over many random halvings. It never reads test
-labels.
+by each rule and scores that epoch's accuracy on B, averaged over many random halvings. It never
+reads test labels. Rules: ``accuracy`` (first epoch of highest accuracy, the trainer's
+``select_by: metric``), ``loss`` (lowest cross-entropy, ``select_by: loss``), and accuracy
+smoothed over a trailing or centred window of epochs.
 
     DGL_RBGT_DATA=../shared/data tools/in-venv python tools/selection_halves.py \\
         recipes/rba/rbtransformer_cora.yaml --seeds 0 1 2 3 4 --set model.attention=rba
 
-Prints a table and writes bench-results/selection/<name>.csv (one row per seed and rule).
+Prints a table (each rule's held-out accuracy and its paired difference from ``accuracy``) and
+writes bench-results/selection/<name>.csv (one row per seed and rule) and each seed's record as
+<name>_seed<k>.npy (read back instead of training with --reuse).
 """
 from __future__ import annotations
 
@@ -29,7 +32,31 @@ import torch.nn.functional as F
 from dgl_rbgt.recipes import load_recipe
 from dgl_rbgt.train import loop, run
 
-RULES = ("accuracy", "loss")
+
+def _trailing_mean(curve: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each epoch's value and the window - 1 before it (fewer at the start)."""
+    c = np.concatenate([[0.0], np.cumsum(curve)])
+    hi = np.arange(1, len(curve) + 1)
+    lo = np.maximum(hi - window, 0)
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def _centred_mean(curve: np.ndarray, window: int) -> np.ndarray:
+    """Mean over the window centred on each epoch (clipped at both ends)."""
+    c = np.concatenate([[0.0], np.cumsum(curve)])
+    idx = np.arange(len(curve))
+    lo = np.maximum(idx - window // 2, 0)
+    hi = np.minimum(idx + window // 2 + 1, len(curve))
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+# rule name -> (row of the record it reads: 0 correctness / 1 loss, curve -> chosen epoch)
+RULES = {
+    "accuracy": (0, lambda acc: int(np.argmax(acc))),
+    "loss": (1, lambda loss: int(np.argmin(loss))),
+    **{f"accuracy_trailing{w}": (0, lambda acc, w=w: int(np.argmax(_trailing_mean(acc, w)))) for w in (5, 10, 20)},
+    **{f"accuracy_centred{w}": (0, lambda acc, w=w: int(np.argmax(_centred_mean(acc, w)))) for w in (5, 11, 21)},
+}
 
 
 def record_validation(recipe_path: str, seed: int, overrides: list[str]) -> np.ndarray:
@@ -58,11 +85,6 @@ def record_validation(recipe_path: str, seed: int, overrides: list[str]) -> np.n
     return np.stack(rows)
 
 
-def pick(curve: np.ndarray, rule: str) -> int:
-    """Epoch chosen by a rule on one half's mean curve (first occurrence on ties)."""
-    return int(np.argmax(curve)) if rule == "accuracy" else int(np.argmin(curve))
-
-
 def held_out_scores(record: np.ndarray, halvings: int, rng: np.random.Generator) -> dict[str, tuple[float, float]]:
     """Per rule: (mean held-out-half accuracy, median chosen epoch) over random halvings, both ways."""
     n = record.shape[2]
@@ -71,8 +93,8 @@ def held_out_scores(record: np.ndarray, halvings: int, rng: np.random.Generator)
     for _ in range(halvings):
         perm = rng.permutation(n)
         for a, b in ((perm[: n // 2], perm[n // 2:]), (perm[n // 2:], perm[: n // 2])):
-            for rule in RULES:
-                e = pick(record[:, RULES.index(rule), a].mean(1), rule)
+            for rule, (row, choose) in RULES.items():
+                e = choose(record[:, row, a].mean(1))
                 scores[rule].append(float(record[e, 0, b].mean()))
                 epochs[rule].append(e)
     return {r: (float(np.mean(scores[r])), float(np.median(epochs[r]))) for r in RULES}
@@ -86,29 +108,37 @@ def main(argv=None) -> int:
     p.add_argument("--halvings", type=int, default=200)
     p.add_argument("--out", default="bench-results/selection")
     p.add_argument("--name", default="selection")
+    p.add_argument("--reuse", action="store_true",
+                   help="read a seed's record from <out>/<name>_seed<k>.npy when it exists instead of training")
     args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     table = []
     for seed in args.seeds:
-        scores = held_out_scores(record_validation(args.recipe, seed, ["train.threads=1", *args.set]),
-                                 args.halvings, rng)
+        cached = out / f"{args.name}_seed{seed}.npy"
+        if args.reuse and cached.exists():
+            record = np.load(cached)  # a plain float array: no pickle
+        else:
+            record = record_validation(args.recipe, seed, ["train.threads=1", *args.set])
+            np.save(cached, record)
+        scores = held_out_scores(record, args.halvings, rng)
         for rule, (acc, epoch) in scores.items():
             table.append({"seed": seed, "rule": rule, "held_out_accuracy": acc, "median_epoch": epoch})
         print(f"seed {seed}: " + "  ".join(f"{r} {100 * a:.2f} (epoch {e:.0f})" for r, (a, e) in scores.items()),
               flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     with open(out / f"{args.name}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(table[0]))
         w.writeheader()
         w.writerows(table)
-    print(f"\n{'rule':10s} {'held-out half accuracy (mean over seeds)':>42s}   per seed")
+    base = {r["seed"]: 100 * r["held_out_accuracy"] for r in table if r["rule"] == "accuracy"}
+    print(f"\n{'rule':20s} {'held-out half accuracy':>23s} {'minus accuracy rule (± s.e.)':>30s}   per seed")
     for rule in RULES:
-        accs = [100 * r["held_out_accuracy"] for r in table if r["rule"] == rule]
-        print(f"{rule:10s} {np.mean(accs):42.2f}   " + " ".join(f"{a:.2f}" for a in accs))
-    diff = [100 * (a["held_out_accuracy"] - b["held_out_accuracy"])
-            for a, b in zip(table[1::2], table[0::2])]
-    print(f"loss - accuracy, per seed: {' '.join(f'{d:+.2f}' for d in diff)}  mean {np.mean(diff):+.2f}")
+        accs = {r["seed"]: 100 * r["held_out_accuracy"] for r in table if r["rule"] == rule}
+        diff = np.array([accs[s] - base[s] for s in args.seeds])
+        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        print(f"{rule:20s} {np.mean(list(accs.values())):23.2f} {diff.mean():+22.2f} ± {se:.2f}   "
+              + " ".join(f"{a:.2f}" for a in accs.values()))
     print(f"wrote {out / (args.name + '.csv')}")
     return 0
 

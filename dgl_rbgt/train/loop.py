@@ -185,7 +185,7 @@ class Trainer:
     # ---- the loop ------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.config
-        start, best, bad_evals, history = 0, {"epoch": -1, "val_metric": -math.inf}, 0, []
+        start, best, bad_evals, history = 0, {"epoch": -1, "val_metric": -math.inf, "val_loss": math.inf}, 0, []
         if resume:
             start, best, bad_evals, history = self._restore()
         reset_peak(self.device)
@@ -221,8 +221,9 @@ class Trainer:
                 t1 = time.perf_counter()
                 row.update(self.evaluate())
                 row["eval_seconds"] = time.perf_counter() - t1
-                if row["val_metric"] > best["val_metric"]:
-                    best = {"epoch": epoch, **{k: row[k] for k in ("train_metric", "val_metric", "test_metric")}}
+                if self._better(row, best):
+                    best = {"epoch": epoch, **{k: row[k] for k in ("train_metric", "val_metric", "test_metric",
+                                                                   "val_loss")}}
                     bad_evals = 0
                     if self.is_writer:
                         save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch,
@@ -242,13 +243,20 @@ class Trainer:
                     save_checkpoint(self._state(epoch, best, bad_evals, history), self.run_dir.checkpoint)
         bar.close()
         if stopped_early:
-            logger.info("early stop: no better %s for %d evaluations", self.metric.name, cfg.patience)
+            logger.info("early stop: no better validation %s for %d evaluations",
+                        self.metric.name if cfg.select_by == "metric" else "loss", cfg.patience)
         summary = self._summary(best, history, stopped_early)
         if self.is_writer:
             self.run_dir.write_summary(summary)
             if self.plot and history:
                 plot_curves(history, self.run_dir.curves, title=self.title, metric=self.metric.name)
         return TrainResult(summary, history)
+
+    def _better(self, row: dict, best: dict) -> bool:
+        """Whether this evaluation beats the best so far by the recipe's ``select_by``."""
+        if self.config.select_by == "loss":
+            return row["val_loss"] < best.get("val_loss", math.inf)  # checkpoints before select_by lack it
+        return row["val_metric"] > best["val_metric"]
 
     def _summary(self, best: dict, history: list, stopped_early: bool) -> dict[str, Any]:
         times = [r["epoch_seconds"] for r in history]
@@ -259,6 +267,8 @@ class Trainer:
             "train_metric": best.get("train_metric", math.nan),
             "val_metric": best["val_metric"] if best["epoch"] >= 0 else math.nan,
             "test_metric": best.get("test_metric", math.nan),
+            "val_loss": best.get("val_loss", math.nan),
+            "selected_by": f"validation {self.metric.name if self.config.select_by == 'metric' else 'loss'}",
             "epochs_run": len(history),
             "stopped_early": stopped_early,
             "median_epoch_seconds": statistics.median(times) if times else math.nan,

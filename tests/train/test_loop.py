@@ -135,3 +135,54 @@ def test_early_stopping(tmp_path):
     t = make_trainer(g, tmp_path, epochs=200, patience=3, lr=1e-12)
     result = t.fit()
     assert result.summary["stopped_early"] and result.summary["epochs_run"] == 4
+
+
+@pytest.mark.parametrize("select_by", ["metric", "loss"])
+def test_best_epoch_follows_select_by(tmp_path, select_by):
+    g = toy_graph()
+    # lr high enough that validation loss turns up again while accuracy plateaus: the rules disagree
+    result = make_trainer(g, tmp_path, epochs=40, lr=0.2, select_by=select_by).fit()
+    hist = result.history
+    if select_by == "loss":
+        expected = min(hist, key=lambda r: r["val_loss"])  # first minimum, as min() keeps the first
+    else:
+        expected = max(hist, key=lambda r: r["val_metric"])
+    summary = result.summary
+    assert summary["best_epoch"] == expected["epoch"]
+    assert (summary["val_metric"], summary["val_loss"], summary["test_metric"]) == \
+        (expected["val_metric"], expected["val_loss"], expected["test_metric"])
+    assert summary["selected_by"] == ("validation loss" if select_by == "loss" else "validation accuracy")
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == expected["epoch"]
+
+
+def test_the_two_rules_pick_different_epochs_on_the_toy_graph(tmp_path):
+    # guards the test above against passing only because both rules agree
+    g = toy_graph()
+    torch.manual_seed(0)
+    by_metric = make_trainer(g, tmp_path / "m", epochs=40, lr=0.2, select_by="metric").fit().summary
+    torch.manual_seed(0)
+    by_loss = make_trainer(g, tmp_path / "l", epochs=40, lr=0.2, select_by="loss").fit().summary
+    assert by_metric["best_epoch"] != by_loss["best_epoch"]
+
+
+def test_patience_counts_on_the_selected_quantity(tmp_path):
+    g = toy_graph()
+    torch.manual_seed(0)
+    history = make_trainer(g, tmp_path / "full", epochs=40, lr=0.2, select_by="loss").fit().history
+    losses = [r["val_loss"] for r in history]
+
+    def stall_end(values):  # the epoch after which 3 evaluations in a row did not lower the value
+        best, stall = math.inf, 0
+        for epoch, v in enumerate(values):
+            best, stall = (v, 0) if v < best else (best, stall + 1)
+            if stall == 3:
+                return epoch
+        return None
+
+    stop_after = stall_end(losses)
+    assert stop_after is not None and stop_after < 39
+    assert stall_end([-r["val_metric"] for r in history]) != stop_after  # counting on accuracy would differ
+    torch.manual_seed(0)
+    stopped = make_trainer(g, tmp_path / "stop", epochs=40, lr=0.2, select_by="loss", patience=3).fit()
+    assert stopped.summary["stopped_early"] and stopped.summary["epochs_run"] == stop_after + 1
+    assert [r["val_loss"] for r in stopped.history] == losses[:stop_after + 1]
