@@ -17,6 +17,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -94,7 +95,8 @@ def main(argv=None) -> int:
                           f"({time.time() - t0:.0f}s)", flush=True)
                 s = json.loads((run_dir / "summary.json").read_text())
                 rows.append({"recipe": recipe.stem, "variant": label, "seed": seed, "metric": s["metric"],
-                             "test": s["test_metric"], "val": s["val_metric"], "best_epoch": s["best_epoch"],
+                             "test": s["test_metric"], "val": s["val_metric"],
+                             "val_loss": s.get("val_loss", math.nan), "best_epoch": s["best_epoch"],
                              "epoch_seconds": s["median_epoch_seconds"], "peak_memory_mb": s["peak_memory_mb"],
                              "published": published(recipe)})
 
@@ -112,6 +114,8 @@ def main(argv=None) -> int:
             summary.append({
                 "recipe": recipe.stem, "variant": label, "metric": sel[0]["metric"], "runs": len(sel),
                 "test_mean": statistics.mean(tests), "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                "val_mean": statistics.mean(100 * r["val"] for r in sel),
+                "val_loss_mean": statistics.mean(r["val_loss"] for r in sel),
                 "published": sel[0]["published"],
                 "epoch_seconds": statistics.median(r["epoch_seconds"] for r in sel),
                 "peak_memory_mb": max(r["peak_memory_mb"] for r in sel)})
@@ -120,10 +124,11 @@ def main(argv=None) -> int:
         w.writeheader()
         w.writerows(summary)
     print(f"\n{'recipe':28s} {'variant':10s} {'metric':9s} {'runs':>4s} {'test (mean +- std)':>20s} "
-          f"{'published':>9s} {'s/epoch':>8s} {'peak MB':>8s}")
+          f"{'published':>9s} {'val':>6s} {'val loss':>8s} {'s/epoch':>8s} {'peak MB':>8s}")
     for s in summary:
         print(f"{s['recipe']:28s} {s['variant']:10s} {s['metric']:9s} {s['runs']:4d} "
               f"{s['test_mean']:12.2f} +- {s['test_std']:5.2f} {s['published']:>9s} "
+              f"{s['val_mean']:6.2f} {s['val_loss_mean']:8.4f} "
               f"{s['epoch_seconds']:8.3f} {s['peak_memory_mb']:8.0f}")
     return 0
 
