@@ -51,6 +51,7 @@ def test_defaults_filled_and_overrides_win():
     (minimal(train={"batching": "neighbor", "fanouts": [5]}), r"train\.fanouts has 1 entries but model\.layers is 2"),
     (minimal(train={"warmup_epochs": 10, "epochs": 10}), r"warmup_epochs \(10\) must be smaller than epochs \(10\)"),
     (minimal(dataset={"split": -1}), r"dataset\.split: .*greater than or equal to 0"),
+    (minimal(train={"select_by": "accuracy"}), r"train\.select_by: Input should be 'metric' or 'loss'"),
     ({"dataset": {"name": "cora"}, "model": {"name": "gcn"}}, r"name: Field required"),
     ([1, 2], r"expected a mapping"),
 ])
