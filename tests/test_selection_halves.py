@@ -57,8 +57,11 @@ def test_main_reuses_saved_records(tmp_path, capsys):
     record = np.zeros((4, 2, 20))
     record[2, 0] = 1.0  # epoch 2 right everywhere, and of lowest loss
     record[:, 1] = np.array([3.0, 2.0, 0.5, 1.0])[:, None]
-    np.save(tmp_path / "x_seed0.npy", record)
-    assert selection_halves.main(["unused.yaml", "--seeds", "0", "--reuse", "--out", str(tmp_path),
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\n")  # never parsed: the saved record is read instead
+    key = selection_halves.hashlib.sha256(recipe.read_bytes() + b"train.threads=1").hexdigest()[:12]
+    np.save(tmp_path / f"x_seed0_{key}.npy", record)
+    assert selection_halves.main([str(recipe), "--seeds", "0", "--reuse", "--out", str(tmp_path),
                                   "--name", "x", "--halvings", "3"]) == 0
     rows = (tmp_path / "x.csv").read_text().splitlines()
     assert len(rows) == 1 + len(selection_halves.RULES)

@@ -15,12 +15,13 @@ smoothed over a trailing or centred window of epochs.
 
 Prints a table (each rule's held-out accuracy and its paired difference from ``accuracy``) and
 writes bench-results/selection/<name>.csv (one row per seed and rule) and each seed's record as
-<name>_seed<k>.npy (read back instead of training with --reuse).
+<name>_seed<k>_<digest of recipe text and options>.npy (read back instead of training with --reuse).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import sys
 import tempfile
 from pathlib import Path
@@ -109,18 +110,21 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench-results/selection")
     p.add_argument("--name", default="selection")
     p.add_argument("--reuse", action="store_true",
-                   help="read a seed's record from <out>/<name>_seed<k>.npy when it exists instead of training")
+                   help="read a seed's record saved by an earlier run of the same recipe text and options")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     table = []
     for seed in args.seeds:
-        cached = out / f"{args.name}_seed{seed}.npy"
+        overrides = ["train.threads=1", *args.set]
+        # the record of this recipe text, these overrides and this seed (a changed recipe trains again)
+        key = hashlib.sha256(Path(args.recipe).read_bytes() + "\0".join(overrides).encode()).hexdigest()[:12]
+        cached = out / f"{args.name}_seed{seed}_{key}.npy"
         if args.reuse and cached.exists():
             record = np.load(cached)  # a plain float array: no pickle
         else:
-            record = record_validation(args.recipe, seed, ["train.threads=1", *args.set])
+            record = record_validation(args.recipe, seed, overrides)
             np.save(cached, record)
         scores = held_out_scores(record, args.halvings, rng)
         for rule, (acc, epoch) in scores.items():
