@@ -9,6 +9,7 @@ import torch
 from dgl_rbgt.models import GAT, GCN
 from dgl_rbgt.recipes import TrainSection
 from dgl_rbgt.train.batching import FullGraph, NeighborSampling, NodeBatches
+from dgl_rbgt.train.checkpoint import save_checkpoint
 from dgl_rbgt.train.loop import Trainer
 from dgl_rbgt.train.metrics import get_metric
 from dgl_rbgt.train.rundir import RunDir
@@ -186,3 +187,16 @@ def test_patience_counts_on_the_selected_quantity(tmp_path):
     stopped = make_trainer(g, tmp_path / "stop", epochs=40, lr=0.2, select_by="loss", patience=3).fit()
     assert stopped.summary["stopped_early"] and stopped.summary["epochs_run"] == stop_after + 1
     assert [r["val_loss"] for r in stopped.history] == losses[:stop_after + 1]
+
+
+def test_a_checkpoint_without_a_recorded_loss_resumes_under_select_by_loss(tmp_path):
+    # checkpoints written before select_by existed keep no val_loss in their best epoch
+    g = toy_graph()
+    torch.manual_seed(0)
+    make_trainer(g, tmp_path, epochs=3, lr=0.2).fit()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["best"]["val_loss"]
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    resumed = make_trainer(g, tmp_path, epochs=6, lr=0.2, select_by="loss").fit(resume=True)
+    assert resumed.summary["epochs_run"] == 6
+    assert resumed.summary["best_epoch"] >= 3  # the first resumed evaluation beats an unknown loss
