@@ -34,21 +34,23 @@ from dgl_rbgt.recipes import load_recipe
 from dgl_rbgt.train import loop, run
 
 
+def _window_mean(curve: np.ndarray, before: int, after: int) -> np.ndarray:
+    """Mean of each epoch's value with up to ``before`` epochs before it and ``after`` after it."""
+    c = np.concatenate([[0.0], np.cumsum(curve)])
+    idx = np.arange(len(curve))
+    lo = np.maximum(idx - before, 0)
+    hi = np.minimum(idx + after + 1, len(curve))
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
 def _trailing_mean(curve: np.ndarray, window: int) -> np.ndarray:
     """Mean of each epoch's value and the window - 1 before it (fewer at the start)."""
-    c = np.concatenate([[0.0], np.cumsum(curve)])
-    hi = np.arange(1, len(curve) + 1)
-    lo = np.maximum(hi - window, 0)
-    return (c[hi] - c[lo]) / (hi - lo)
+    return _window_mean(curve, window - 1, 0)
 
 
 def _centred_mean(curve: np.ndarray, window: int) -> np.ndarray:
     """Mean over the window centred on each epoch (clipped at both ends)."""
-    c = np.concatenate([[0.0], np.cumsum(curve)])
-    idx = np.arange(len(curve))
-    lo = np.maximum(idx - window // 2, 0)
-    hi = np.minimum(idx + window // 2 + 1, len(curve))
-    return (c[hi] - c[lo]) / (hi - lo)
+    return _window_mean(curve, window // 2, window // 2)
 
 
 # rule name -> (row of the record it reads: 0 correctness / 1 loss, curve -> chosen epoch)
@@ -116,10 +118,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     table = []
+    overrides = ["train.threads=1", *args.set]
+    # records are saved per recipe text and overrides (a changed recipe trains again) and seed
+    key = hashlib.sha256(Path(args.recipe).read_bytes() + "\0".join(overrides).encode()).hexdigest()[:12]
     for seed in args.seeds:
-        overrides = ["train.threads=1", *args.set]
-        # the record of this recipe text, these overrides and this seed (a changed recipe trains again)
-        key = hashlib.sha256(Path(args.recipe).read_bytes() + "\0".join(overrides).encode()).hexdigest()[:12]
         cached = out / f"{args.name}_seed{seed}_{key}.npy"
         if args.reuse and cached.exists():
             record = np.load(cached)  # a plain float array: no pickle

@@ -243,14 +243,18 @@ class Trainer:
                     save_checkpoint(self._state(epoch, best, bad_evals, history), self.run_dir.checkpoint)
         bar.close()
         if stopped_early:
-            logger.info("early stop: no better validation %s for %d evaluations",
-                        self.metric.name if cfg.select_by == "metric" else "loss", cfg.patience)
+            logger.info("early stop: no better %s for %d evaluations", self._selected_on, cfg.patience)
         summary = self._summary(best, history, stopped_early)
         if self.is_writer:
             self.run_dir.write_summary(summary)
             if self.plot and history:
                 plot_curves(history, self.run_dir.curves, title=self.title, metric=self.metric.name)
         return TrainResult(summary, history)
+
+    @property
+    def _selected_on(self) -> str:
+        """What picks the best epoch, in words: ``validation accuracy``, ``validation loss``, ..."""
+        return f"validation {self.metric.name if self.config.select_by == 'metric' else 'loss'}"
 
     def _better(self, row: dict, best: dict) -> bool:
         """Whether this evaluation beats the best so far by the recipe's ``select_by``."""
@@ -268,7 +272,7 @@ class Trainer:
             "val_metric": best["val_metric"] if best["epoch"] >= 0 else math.nan,
             "test_metric": best.get("test_metric", math.nan),
             "val_loss": best.get("val_loss", math.nan),
-            "selected_by": f"validation {self.metric.name if self.config.select_by == 'metric' else 'loss'}",
+            "selected_by": self._selected_on,
             "epochs_run": len(history),
             "stopped_early": stopped_early,
             "median_epoch_seconds": statistics.median(times) if times else math.nan,
