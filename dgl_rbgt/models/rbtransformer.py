@@ -93,6 +93,12 @@ class RBTransformer(nn.Module):
     gnn_input_dropout : bool
         Also apply the GCN branch's dropout to the raw features before its first GraphConv, as a
         plain GCN does (regularises the wide first layer on few labels, e.g. Planetoid).
+    attn_gate : bool
+        Multiply each attention layer's output by a learnable scalar that starts at 0 (ReZero,
+        Bachlechner et al. 2021), so training decides how much global mixing the branch uses.
+        Softmax attention (``rba``, ``full``) cannot switch its mixing off by itself: its
+        weights sum to 1 over the group. SGFormer's attention hardly mixes anyway: its global
+        term weighs about ``1/N`` against the node's own value.
     use_act : bool
         ReLU after each attention layer (after the residual and norm; SGFormer's
         ``--ours_use_act``).
@@ -149,6 +155,7 @@ class RBTransformer(nn.Module):
         trans_weight_decay: float | None = None,
         use_act: bool = False,
         sparse_features: bool = False,
+        attn_gate: bool = False,
     ):
         super().__init__()
         check_positive_int(in_feats, "in_feats")
@@ -184,6 +191,12 @@ class RBTransformer(nn.Module):
         self.ln_in = nn.LayerNorm(hidden) if use_ln else nn.Identity()
         self.attns = nn.ModuleList()
         self.lns = nn.ModuleList()
+        # One scale per attention layer; None (a buffer, so state dicts without it still load) when off.
+        n_gates = layers if attn_gate and attention != "none" else 0
+        if n_gates:
+            self.attn_gates = nn.Parameter(torch.zeros(n_gates))
+        else:
+            self.register_buffer("attn_gates", None)
         if attention != "none":
             for _ in range(layers):
                 if attention == "rba":
@@ -213,6 +226,8 @@ class RBTransformer(nn.Module):
         for module in parts:
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+        if self.attn_gates is not None:
+            nn.init.zeros_(self.attn_gates)
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Optimiser parameter groups: the transformer branch, then the GCN branch with the head.
@@ -229,6 +244,8 @@ class RBTransformer(nn.Module):
         """
         trans = [self.fc_in, self.ln_in, *self.attns, *self.lns]
         trans_params = [p for m in trans for p in m.parameters()]
+        if self.attn_gates is not None:
+            trans_params.append(self.attn_gates)
         ids = {id(p) for p in trans_params}
         rest = [p for p in self.parameters() if id(p) not in ids]
         wd = weight_decay if self.trans_weight_decay is None else self.trans_weight_decay
@@ -256,8 +273,10 @@ class RBTransformer(nn.Module):
     def _transformer(self, graph, feat: torch.Tensor, xs: torch.Tensor | None = None) -> torch.Tensor:
         h = self.fc_in(feat) if xs is None else self._sparse_linear(self.fc_in, xs)
         x = self.dropout(torch.relu(self.ln_in(h)))  # (N, hidden)
-        for attn, ln in zip(self.attns, self.lns):
+        for i, (attn, ln) in enumerate(zip(self.attns, self.lns)):
             h = attn(graph, x).mean(1)  # (N, H, hidden) -> (N, hidden)
+            if self.attn_gates is not None:
+                h = self.attn_gates[i] * h
             if self.use_residual:
                 h = (h + x) / 2
             h = ln(h)

@@ -207,3 +207,43 @@ def test_sparse_features_same_function(attention):
     sparse.load_state_dict(dense.state_dict())  # undo the BatchNorm statistics of those calls
     sub = dgl.node_subgraph(g, torch.arange(20))  # isolated nodes: degrees clamp to 1 as GraphConv
     assert torch.allclose(dense.eval()(sub, feat[:20]), sparse.eval()(sub, feat[:20]), atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["rba", "sgformer", "full"])
+def test_attn_gate_starts_closed_and_learns(attention):
+    g, feat, labels = toy_graph()
+    kw = dict(hidden=8, num_heads=2, layers=2, group_size=16, attention=attention, dropout=0.0)
+    gated = RBTransformer(8, 3, attn_gate=True, **kw)
+    ref = RBTransformer(8, 3, **kw)
+    ref.load_state_dict(gated.state_dict(), strict=False)  # everything but the gates
+    assert gated.attn_gates.shape == (2,) and not gated.attn_gates.any()
+    # Closed gates: the attention layers' weights do not matter, the branch is ((0 + x) / 2).
+    before = gated.eval()(g, feat)
+    with torch.no_grad():
+        for attn in gated.attns:
+            attn.fc_v.weight.mul_(10.0).add_(1.0)
+    assert torch.equal(gated(g, feat), before)
+    assert not torch.allclose(ref.eval()(g, feat), before)  # the ungated model does depend on them
+    # The gates get a gradient, so training can open them.
+    gated.train()
+    torch.nn.functional.cross_entropy(gated(g, feat), labels).backward()
+    assert bool((gated.attn_gates.grad != 0).all())
+    trans, _ = gated.param_groups(0.0)
+    assert id(gated.attn_gates) in {id(p) for p in trans["params"]}
+    # Open gates of 1 give back the ungated model.
+    with torch.no_grad():
+        gated.attn_gates.fill_(1.0)
+    ref.load_state_dict(gated.state_dict(), strict=False)
+    assert torch.allclose(gated.eval()(g, feat), ref.eval()(g, feat), atol=1e-6)
+    assert RBTransformer(8, 3, attention="none", attn_gate=True).attn_gates is None
+
+
+def test_sgformer_global_term_weighs_one_over_n():
+    """SGFormer's attention returns each node's own value up to O(1/N), for any weights."""
+    torch.manual_seed(0)
+    for n in (100, 1000, 10000):
+        conv = SGFormerAttention(16, 16, num_heads=1, mean_heads=False)
+        x = torch.randn(n, 16)
+        v = conv.fc_v(x).view(n, 1, 16)
+        rel = float((conv(dgl.rand_graph(n, 0), x) - v).norm() / v.norm())
+        assert rel < 1.0 / n, (n, rel)  # measured: about 0.1 / n
