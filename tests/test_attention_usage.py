@@ -62,5 +62,13 @@ def test_main_reads_a_finished_run(tmp_path, capsys):
     assert "run" in printed and "rba" in printed
     rows = (tmp_path / "out" / "t.csv").read_text().splitlines()
     assert rows[0].startswith("run,dataset,attention,nodes,mix") and len(rows) == 2
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         attention_usage.main([str(tmp_path)])  # not a run directory
+    assert exc.value.code == 2
+    recipe["model"]["attention"] = "none"
+    path.write_text(yaml.safe_dump(recipe))
+    run_recipe(load_recipe(path), run_dir=tmp_path / "none", progress=False)
+    with pytest.raises(SystemExit) as exc:
+        attention_usage.main([str(tmp_path / "none")])
+    assert exc.value.code == 2
+    assert "rbtransformer without attention" in capsys.readouterr().err

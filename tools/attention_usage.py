@@ -77,7 +77,8 @@ def first_attention_input(model, graph, feat: torch.Tensor) -> torch.Tensor:
 def measure(run_dir: Path) -> dict:
     recipe = load_recipe(run_dir / "recipe.yaml")
     if recipe.model.name != "rbtransformer" or recipe.model.attention == "none":
-        raise SystemExit(f"{run_dir}: needs an rbtransformer run with global attention")
+        kind = recipe.model.name if recipe.model.name != "rbtransformer" else "rbtransformer without attention"
+        raise ValueError(f"{run_dir}: needs an rbtransformer run with global attention, got {kind}")
     dataset, graph = run.prepare_dataset(recipe)
     model = run.build_model(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
     model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
@@ -96,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     for d in args.runs:
         if not (d / "recipe.yaml").is_file() or not (d / "best.pt").is_file():
             parser.error(f"{d}: not a finished run directory (needs recipe.yaml and best.pt)")
-    rows = [measure(d) for d in args.runs]
+    try:
+        rows = [measure(d) for d in args.runs]
+    except ValueError as exc:
+        parser.error(str(exc))
     print(f"{'run':40s} {'attention':9s} {'nodes':>7s} {'mix':>8s} {'entropy/max':>11s} {'max weight':>10s}")
     for r in rows:
         print(f"{r['run']:40s} {r['attention']:9s} {r['nodes']:7d} {r['mix']:8.4f} "
