@@ -42,7 +42,8 @@ class RBTransformer(nn.Module):
 
     The transformer branch: input ``Linear`` + ``LayerNorm`` + ReLU, then ``layers`` attention
     layers, each followed by SGFormer's residual ``(x + prev) / 2`` and a ``LayerNorm`` (dropout
-    after each step). ``Attn`` averages its heads (each head has width ``hidden``, as SGFormer).
+    after each step). ``Attn`` averages its heads (each head has width ``hidden``, as SGFormer);
+    with ``attn_gate=True`` its output is first scaled by a learnable :math:`g_l` that starts at 0.
     The GCN branch: ``gnn_layers`` :class:`dgl.nn.GraphConv` layers on the raw features (width
     ``hidden``; BatchNorm + ReLU + dropout between layers; ``gnn_layers=0`` removes the branch).
 
