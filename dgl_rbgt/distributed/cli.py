@@ -36,7 +36,7 @@ def cmd_launch(args) -> int:
               f"--resume --run-dir {rd.path}", file=sys.stderr)
     elif result.failure is not None:
         f = result.failure
-        print(f"dgl-rbgt launch: failed: {f.role} {f.rank} on host {f.host} ({describe_exit(f.returncode)}, "
+        print(f"dgl-rbgt launch: failed: {f.role} {f.rank} on host {f.host} ({describe_exit(f.exit_code)}, "
               f"pid {f.child_pid or f.pid}); every process stopped; resume with --resume --run-dir {rd.path}",
               file=sys.stderr)
     else:

@@ -43,6 +43,9 @@ __all__ = ["Proc", "Transport", "LocalTransport", "PrefixTransport", "SshTranspo
 logger = logging.getLogger(__name__)
 
 GUARD_MARK = "dgl-rbgt-guard:"
+# Printed by the guard the moment its command ends by itself, before it cleans up the command's
+# leftovers (which can take seconds): the launcher orders failures by when this line arrives.
+GUARD_ENDED = "dgl-rbgt-guard-ended:"
 
 # The guard runs on every host with only the standard library (no dgl_rbgt import, no torch),
 # so it starts in milliseconds and works before anything else is checked.
@@ -100,6 +103,8 @@ def signal_group(sig):
             pass
 while child.poll() is None and not stop.wait(0.05):
     pass
+if child.poll() is not None:
+    print("GUARD_ENDED exit=%d pid=%d" % (child.returncode, child.pid), flush=True)
 if child.poll() is None:  # asked to stop: TERM the group, then KILL what is left after grace
     signal_group(signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -128,7 +133,7 @@ if rc < 0:  # die of the same signal, so the launcher sees what killed the comma
     os.kill(me, -rc)
     time.sleep(1)
 sys.exit(rc if rc >= 0 else 128 - rc)
-'''.replace("GUARD_MARK", GUARD_MARK)
+'''.replace("GUARD_MARK", GUARD_MARK).replace("GUARD_ENDED", GUARD_ENDED)
 
 
 def guard_argv(python: str, workdir: str, grace: float, env: dict[str, str], command: Sequence[str]) -> list[str]:
@@ -203,6 +208,8 @@ class Proc:
     returncode: Optional[int] = None
     peak_rss_kb: Optional[int] = None
     child_pid: Optional[int] = None
+    command_exit: Optional[int] = None  # the command's own exit status, from the guard's first line
+    command_ended: Optional[float] = None  # when that line arrived (the launcher's clock)
     started: float = 0.0
     ended: Optional[float] = None
     stopped_by_launcher: bool = False
@@ -215,6 +222,22 @@ class Proc:
     @property
     def pid(self) -> Optional[int]:
         return self.popen.pid if self.popen else None
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        """The command's own exit status when the guard reported it, else the guard's."""
+        return self.command_exit if self.command_exit is not None else self.returncode
+
+    @property
+    def failed(self) -> bool:
+        return self.exit_code not in (None, 0)
+
+    @property
+    def failed_at(self) -> float:
+        """When the failure became known: the guard's first line, else the guard's own exit."""
+        if self.command_ended is not None:
+            return self.command_ended
+        return self.ended if self.ended is not None else float("inf")
 
 
 def describe_exit(code: int) -> str:
@@ -296,6 +319,18 @@ class Launcher:
         stream = proc.popen.stdout
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if GUARD_ENDED in line:  # the command ended (maybe glued to output without a newline)
+                line, _, stats = line.rpartition(GUARD_ENDED)
+                fields = dict(item.split("=", 1) for item in stats.split() if "=" in item)
+                try:
+                    proc.child_pid = int(fields["pid"])
+                    proc.command_exit = int(fields["exit"])
+                except (KeyError, ValueError):
+                    pass
+                else:
+                    proc.command_ended = time.monotonic()
+                if not line:
+                    continue
             if GUARD_MARK in line:  # the guard's last line (maybe glued to output without a newline)
                 line, _, stats = line.rpartition(GUARD_MARK)
                 fields = dict(item.split("=", 1) for item in stats.split() if "=" in item)
@@ -335,8 +370,11 @@ class Launcher:
         to ``grace`` seconds, SIGKILL the rest, and reap every group."""
         running = [p for p in self.procs if p.popen is not None and p.popen.poll() is None]
         for p in running:
-            p.stopped_by_launcher = True
-            self._signal(p, signal.SIGTERM)
+            # A guard whose command has ended is only cleaning up and exits by itself; a SIGTERM
+            # now could land while Python shuts down (default handlers again) and hide its status.
+            if p.command_exit is None:
+                p.stopped_by_launcher = True
+                self._signal(p, signal.SIGTERM)
             try:
                 p.popen.stdin.close()
             except (OSError, ValueError):
@@ -382,9 +420,12 @@ class Launcher:
                     if proc.popen is not None and proc.returncode is None and proc.popen.poll() is not None:
                         self._note_exit(proc)
                         self._signal(proc, signal.SIGKILL)  # leftovers of a finished group
-                        if proc.returncode != 0 and failure is None:
-                            failure = proc
-                if failure is not None:
+                # The root cause is the earliest failure, not the first guard to exit: a guard
+                # cleans up its command's leftovers (sampler pools) for up to two seconds, while
+                # a peer that fails because of it may exit at once.
+                failed = [p for p in self.procs if p.failed]
+                if failed:
+                    failure = min(failed, key=lambda p: p.failed_at)
                     break
                 workers = [p for p in self.procs if not p.daemon]
                 if all(p.returncode is not None for p in self.procs):
@@ -405,10 +446,10 @@ class Launcher:
                 interrupted = signal.Signals(asked[0]).name
                 self.emit(f"launch: {interrupted} received; stopping every process")
             if failure is not None:
-                if failure.reader is not None:
+                if failure.reader is not None and failure.child_pid is None:
                     failure.reader.join(timeout=2)  # its last line carries the command's pid
                 self.emit(f"launch: {failure.role} {failure.rank} on host {failure.host} failed "
-                          f"({describe_exit(failure.returncode)}, pid {failure.child_pid or failure.pid}); "
+                          f"({describe_exit(failure.exit_code)}, pid {failure.child_pid or failure.pid}); "
                           f"stopping the other processes")
             try:
                 self.stop_all()
@@ -421,7 +462,7 @@ class Launcher:
         if interrupted:
             code = 128 + signal.Signals[interrupted].value
         elif failure is not None:
-            code = exit_status(failure.returncode)
+            code = exit_status(failure.exit_code)
         else:
             code = 0
         return LaunchResult(code, failure, interrupted, self.procs)

@@ -90,6 +90,27 @@ def test_one_failure_stops_all_names_the_root_cause(tmp_path):
     assert gone(pids_of(result) + [int(marker.read_text())])
 
 
+def test_root_cause_is_the_first_command_to_fail_not_the_first_guard_to_exit():
+    """Trainer 0 fails first but leaves a child that ignores SIGTERM, so its guard spends two
+    seconds cleaning up; trainer 1 would fail later (as a peer of a dead trainer does) with a
+    guard that exits at once. The launcher must still name trainer 0."""
+    procs = [Proc("10.0.0.1", "trainer", 0, py("""
+                import subprocess, sys, time
+                subprocess.Popen([sys.executable, '-c', 'import signal, time; '
+                                  'signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])
+                time.sleep(0.5)
+                sys.exit(5)
+             """)),
+             Proc("10.0.0.2", "trainer", 1, py("import sys, time; time.sleep(1.2); sys.exit(7)"))]
+    result, out, seconds = run(procs, grace=2.0)
+    f = result.failure
+    assert (f.rank, f.exit_code, result.returncode) == (0, 5, 5), out  # the guard itself may be killed
+    assert "launch: trainer 0 on host 10.0.0.1 failed (exit code 5" in out
+    assert result.procs[1].stopped_by_launcher and not result.procs[0].stopped_by_launcher
+    assert seconds < 10
+    assert gone(pids_of(result))
+
+
 def test_signal_death_is_reported_as_signal():
     procs = [Proc("h", "trainer", 0, py("import os, signal, time; time.sleep(0.3); os.kill(os.getpid(), signal.SIGKILL)")),
              Proc("h", "trainer", 1, py(SLEEPER))]
