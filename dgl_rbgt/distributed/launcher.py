@@ -240,6 +240,13 @@ class Proc:
         return self.ended if self.ended is not None else float("inf")
 
 
+def _split_guard_line(line: str, mark: str) -> tuple[str, dict[str, str]]:
+    """The command's output before ``mark`` (a guard line may be glued to output without a
+    newline) and the guard's ``key=value`` fields after it."""
+    line, _, stats = line.rpartition(mark)
+    return line, dict(item.split("=", 1) for item in stats.split() if "=" in item)
+
+
 def describe_exit(code: int) -> str:
     """``exit code 3`` / ``killed by SIGKILL (-9)``; 128+N from a guard or shell also decoded."""
     if code < 0:
@@ -319,9 +326,8 @@ class Launcher:
         stream = proc.popen.stdout
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if GUARD_ENDED in line:  # the command ended (maybe glued to output without a newline)
-                line, _, stats = line.rpartition(GUARD_ENDED)
-                fields = dict(item.split("=", 1) for item in stats.split() if "=" in item)
+            if GUARD_ENDED in line:  # the command ended
+                line, fields = _split_guard_line(line, GUARD_ENDED)
                 try:
                     proc.child_pid = int(fields["pid"])
                     proc.command_exit = int(fields["exit"])
@@ -331,9 +337,8 @@ class Launcher:
                     proc.command_ended = time.monotonic()
                 if not line:
                     continue
-            if GUARD_MARK in line:  # the guard's last line (maybe glued to output without a newline)
-                line, _, stats = line.rpartition(GUARD_MARK)
-                fields = dict(item.split("=", 1) for item in stats.split() if "=" in item)
+            if GUARD_MARK in line:  # the guard's last line
+                line, fields = _split_guard_line(line, GUARD_MARK)
                 try:
                     proc.peak_rss_kb = int(fields["maxrss_kb"])
                     proc.child_pid = int(fields["pid"])
