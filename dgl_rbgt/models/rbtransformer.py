@@ -193,9 +193,8 @@ class RBTransformer(nn.Module):
         self.attns = nn.ModuleList()
         self.lns = nn.ModuleList()
         # One scale per attention layer; None (a buffer, so state dicts without it still load) when off.
-        n_gates = layers if attn_gate and attention != "none" else 0
-        if n_gates:
-            self.attn_gates = nn.Parameter(torch.zeros(n_gates))
+        if attn_gate and attention != "none":
+            self.attn_gates = nn.Parameter(torch.zeros(layers))
         else:
             self.register_buffer("attn_gates", None)
         if attention != "none":
