@@ -25,6 +25,21 @@ def _segment_sum(x: torch.Tensor, gid: torch.Tensor, num_graphs: int) -> torch.T
     return torch.zeros((num_graphs, *x.shape[1:]), dtype=x.dtype, device=x.device).index_add(0, gid, x)
 
 
+def _scale_to_unit_max(x: torch.Tensor, gid: torch.Tensor | None = None, num_graphs: int = 1) -> torch.Tensor:
+    """``x`` divided by its largest absolute entry (per graph with ``gid``); all-zero stays zero.
+
+    The scale is detached: the attention is invariant to it, so its gradient path adds nothing.
+    """
+    with torch.no_grad():
+        if gid is None:
+            top = x.abs().amax()
+        else:
+            top = torch.zeros(num_graphs, dtype=x.dtype, device=x.device).scatter_reduce(
+                0, gid, x.abs().amax((1, 2)), reduce="amax")[gid][:, None, None]  # (N, 1, 1)
+        top = torch.where(top > 0, top, torch.ones_like(top))
+    return x / top
+
+
 def sgformer_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -55,12 +70,17 @@ def sgformer_attention(
     _check_qkv(q, k, v)
     num_nodes, heads, dim_k = q.shape
     dim_v = v.shape[-1]
-    tiny = torch.finfo(q.dtype).tiny  # an all-zero Q or K then gives out = V instead of NaN
     counts = _as_counts(segments, num_nodes)
-    # Q and K enter linearly, so the normalisation is one scalar c = 1 / (|Q|_F |K|_F) per graph,
-    # folded into the small (H, M, D+1) summary instead of dividing two (N, H, M) tensors.
+    # The output does not change when Q or K is scaled, so both are first divided by their
+    # largest entry per graph: the norms then lie in [1, sqrt(n H M)] whatever the scale of the
+    # weights. Unscaled, entries below ~1e-19 (float32) square to zero or the product of the
+    # two norms underflows, and 1 / (|Q| |K|) becomes Inf and the output NaN. An all-zero Q or
+    # K has norm 0; its all-pair term is 0 anyway, so clamping the norm at 1 gives out = V.
     if counts is None:
-        c = 1.0 / (torch.linalg.vector_norm(q).clamp_min(tiny) * torch.linalg.vector_norm(k).clamp_min(tiny))
+        q, k = _scale_to_unit_max(q), _scale_to_unit_max(k)
+        # Q and K enter linearly, so the normalisation by their norms is one scalar per graph,
+        # folded into the small (H, M, D+1) summary.
+        c = 1.0 / (torch.linalg.vector_norm(q).clamp_min(1.0) * torch.linalg.vector_norm(k).clamp_min(1.0))
         kv = torch.einsum("nhm,nhd->hmd", k, v)  # (H, M, D) = K^T V
         summary = torch.cat([kv, k.sum(0).unsqueeze(-1)], dim=-1) * c  # (H, M, D+1): [K^T V, K^T 1]
         y = torch.einsum("nhm,hme->nhe", q, summary)  # (N, H, D+1)
@@ -69,9 +89,10 @@ def sgformer_attention(
         return num / den
     num_graphs = counts.numel()
     gid = _graph_ids(counts, q.device)  # (N,)
+    q, k = _scale_to_unit_max(q, gid, num_graphs), _scale_to_unit_max(k, gid, num_graphs)
     n_node = counts.to(q.device, q.dtype)[gid]  # (N,) size of every node's graph
-    q_norm = _segment_sum(q.square().sum((1, 2)), gid, num_graphs).sqrt().clamp_min(tiny)  # (B,)
-    k_norm = _segment_sum(k.square().sum((1, 2)), gid, num_graphs).sqrt().clamp_min(tiny)  # (B,)
+    q_norm = _segment_sum(q.square().sum((1, 2)), gid, num_graphs).sqrt().clamp_min(1.0)  # (B,)
+    k_norm = _segment_sum(k.square().sum((1, 2)), gid, num_graphs).sqrt().clamp_min(1.0)  # (B,)
     c = (1.0 / (q_norm * k_norm))[:, None, None]  # (B, 1, 1)
     step = max(1, _CHUNK_ELEMENTS // max(1, num_nodes * heads * dim_v))
     num = n_node[:, None, None] * v  # (N, H, D)

@@ -115,3 +115,23 @@ def test_errors():
     q = torch.randn(5, 1, 2)
     with pytest.raises(ValueError, match="segments must sum to the number of nodes 5"):
         sgformer_attention(q, q, q, segments=[2, 2])
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1.0, 1e15])
+@pytest.mark.parametrize("segments", [None, [5, 1, 6]])
+def test_any_scale_of_queries_and_keys_gives_the_same_finite_output(scale, segments):
+    # The output is invariant to the scale of Q and K. A model whose attention weights decay
+    # towards zero (weight decay behind a closed gate) reached entries near 1e-20, where
+    # 1 / (|Q| |K|) overflowed in float32 and training turned NaN.
+    q, k = (torch.randn(12, 2, 3, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(12, 2, 4, dtype=torch.float64)
+    q32 = (scale * q.float()).requires_grad_()
+    k32 = (scale * k.float()).requires_grad_()
+    v32 = v.float().requires_grad_()
+    out = sgformer_attention(q32, k32, v32, segments=segments)
+    bounds = [0, 12] if segments is None else [0, 5, 6, 12]
+    ref = torch.cat([reference(q[a:b], k[a:b], v[a:b]) for a, b in zip(bounds, bounds[1:])])
+    assert rel_err(out, ref) <= 1e-5
+    out.square().sum().backward()
+    for x in (q32, k32, v32):
+        assert torch.isfinite(x.grad).all()
