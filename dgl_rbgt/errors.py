@@ -3,7 +3,7 @@
 The CLI prints these as one line and exits with status 2; anything else is a bug and keeps its
 traceback.
 """
-__all__ = ["UserError", "RecipeError", "CheckpointError"]
+__all__ = ["UserError", "RecipeError", "CheckpointError", "TrainingDiverged"]
 
 
 class UserError(Exception):
@@ -16,3 +16,11 @@ class RecipeError(UserError, ValueError):
 
 class CheckpointError(UserError):
     """A checkpoint or run directory that cannot be used (missing, corrupt, or from another recipe)."""
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """Training produced a non-finite loss or gradient; the recipe's optimiser settings need a change.
+
+    Raised before the optimiser step, so the parameters (and the run directory's checkpoints)
+    are those of the last finite step.
+    """

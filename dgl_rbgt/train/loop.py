@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import TrainingDiverged
 from .batching import Batch, Batching
 from .checkpoint import load_checkpoint, save_checkpoint
 from .memory import peak_memory_bytes, reset_peak
@@ -114,6 +115,7 @@ class Trainer:
         self.optimizer = optim_cls(groups, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = warmup_cosine(self.optimizer, config.epochs, config.warmup_epochs,
                                        config.min_lr_ratio)
+        self._epoch = 0  # the epoch being trained, for messages
         self._is_train = torch.zeros(len(self.labels), dtype=torch.bool, device=self.device)
         self._is_train[self.splits["train"]] = True
         self._eval_nodes = torch.unique(torch.cat([self.splits[k] for k in ("train", "val", "test")]))
@@ -131,12 +133,30 @@ class Trainer:
         return float(loss.detach()) * count, count
 
     def optimise(self, loss: torch.Tensor) -> None:
-        """Backward, optional gradient clipping, one optimiser step."""
+        """Backward, a check that loss and gradients are finite, optional clipping, one optimiser step."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._check_finite(loss)
         if self.config.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
         self.optimizer.step()
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop before a NaN or Inf reaches the parameters: a later evaluation would otherwise
+        fail far from the cause, or every later epoch would silently train on NaN."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norms = torch.stack([torch.linalg.vector_norm(g) for g in grads]) if grads else loss.new_zeros(1)
+        if bool(torch.isfinite(loss)) and bool(torch.isfinite(norms).all()):
+            return  # one device sync per step; train_step syncs for the loss value anyway
+        if not bool(torch.isfinite(loss)):
+            what = f"the training loss is {float(loss)}"
+        else:
+            name = next(n for n, p in self.model.named_parameters()
+                        if p.grad is not None and not bool(torch.isfinite(p.grad).all()))
+            what = f"the gradient of {name} is not finite"
+        raise TrainingDiverged(
+            f"training diverged in epoch {self._epoch}: {what}; the parameters are those before this "
+            f"step. Lower train.lr, set train.clip_grad_norm, or change the model's settings")
 
     # ---- the evaluation seam -------------------------------------------------------------
     @torch.no_grad()
@@ -196,6 +216,7 @@ class Trainer:
         for epoch in bar:
             if stopped_early:
                 break
+            self._epoch = epoch
             seed_everything(epoch_seed(self.seed, epoch))
             if hasattr(self.model, "on_epoch_start"):
                 self.model.on_epoch_start(epoch)

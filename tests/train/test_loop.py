@@ -6,6 +6,7 @@ import dgl
 import pytest
 import torch
 
+from dgl_rbgt.errors import TrainingDiverged, UserError
 from dgl_rbgt.models import GAT, GCN
 from dgl_rbgt.recipes import TrainSection
 from dgl_rbgt.train.batching import FullGraph, NeighborSampling, NodeBatches
@@ -200,3 +201,40 @@ def test_a_checkpoint_without_a_recorded_loss_resumes_under_select_by_loss(tmp_p
     resumed = make_trainer(g, tmp_path, epochs=6, lr=0.2, select_by="loss").fit(resume=True)
     assert resumed.summary["epochs_run"] == 6
     assert resumed.summary["best_epoch"] >= 3  # the first resumed evaluation beats an unknown loss
+
+
+def _poison_after(calls, make_bad):
+    """A hook that passes its value through ``calls`` times, then returns ``make_bad(value)``."""
+    seen = {"n": 0}
+
+    def hook(value):
+        seen["n"] += 1
+        return make_bad(value) if seen["n"] > calls else value
+    return hook
+
+
+def test_a_non_finite_gradient_stops_training_before_the_step(tmp_path):
+    g = toy_graph()
+    trainer = make_trainer(g, tmp_path / "run", epochs=10)
+    weight = dict(trainer.model.named_parameters())["convs.0.weight"]
+    before = {}
+
+    def snapshot_then_nan(grad):
+        before.update({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+        return grad * math.nan
+    weight.register_hook(_poison_after(3, snapshot_then_nan))
+    with pytest.raises(TrainingDiverged, match=r"in epoch 3: the gradient of convs\.0\.weight is not finite") as err:
+        trainer.fit()
+    assert isinstance(err.value, UserError)  # the CLI prints one line and exits 2
+    for name, p in trainer.model.named_parameters():
+        assert torch.equal(p, before[name]) and torch.isfinite(p).all(), name
+    assert (tmp_path / "run" / "checkpoint.pt").exists()  # epochs 0-2 stay on disk
+
+
+def test_a_non_finite_loss_stops_training():
+    g = toy_graph()
+    trainer = make_trainer(g, epochs=10)
+    bad = _poison_after(2, lambda logits: logits + math.inf)
+    trainer.model.register_forward_hook(lambda m, args, out: bad(out) if m.training else out)
+    with pytest.raises(TrainingDiverged, match=r"in epoch 2: the training loss is nan"):
+        trainer.fit()
