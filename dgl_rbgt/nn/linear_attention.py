@@ -32,10 +32,12 @@ def _scale_to_unit_max(x: torch.Tensor, gid: torch.Tensor | None = None, num_gra
     """
     with torch.no_grad():
         if gid is None:
-            top = x.abs().amax()
+            low, high = torch.aminmax(x)  # one pass, no |x| temporary
+            top = torch.maximum(-low, high)
         else:
+            low, high = torch.aminmax(x.reshape(len(x), -1), dim=1)
             top = torch.zeros(num_graphs, dtype=x.dtype, device=x.device).scatter_reduce(
-                0, gid, x.abs().amax((1, 2)), reduce="amax")[gid][:, None, None]  # (N, 1, 1)
+                0, gid, torch.maximum(-low, high), reduce="amax")[gid][:, None, None]  # (N, 1, 1)
         top = torch.where(top > 0, top, torch.ones_like(top))
     return x / top
 
