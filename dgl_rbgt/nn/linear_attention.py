@@ -75,9 +75,10 @@ def sgformer_attention(
     counts = _as_counts(segments, num_nodes)
     # The output does not change when Q or K is scaled, so both are first divided by their
     # largest entry per graph: the norms then lie in [1, sqrt(n H M)] whatever the scale of the
-    # weights. Unscaled, entries below ~1e-19 (float32) square to zero or the product of the
-    # two norms underflows, and 1 / (|Q| |K|) becomes Inf and the output NaN. An all-zero Q or
-    # K has norm 0; its all-pair term is 0 anyway, so clamping the norm at 1 gives out = V.
+    # weights. Unscaled, float32 broke on small weights: with entries near 1e-11 the backward
+    # of 1 / (|Q| |K|), which is -1 / x^2, overflowed to Inf (NaN gradients), and below ~1e-19
+    # the norms themselves underflow to 0. An all-zero Q or K has norm 0; its all-pair term is
+    # 0 anyway, so clamping the norm at 1 gives out = V.
     if counts is None:
         q, k = _scale_to_unit_max(q), _scale_to_unit_max(k)
         # Q and K enter linearly, so the normalisation by their norms is one scalar per graph,
