@@ -10,6 +10,14 @@ ran (a key kept in the run directory); otherwise it runs again.
 
 Prints a table last and writes bench-results/accuracy/<name>.csv (one row per run) and
 <name>-summary.csv (mean, std, published value where the recipe header states one).
+
+``--paired-with LABEL`` also compares every other variant with variant LABEL seed by seed (same
+recipe, same seed, so the split and initial draws match): the mean difference in validation
+metric and validation loss +- its standard error, printed and written to <name>-paired.csv. This
+is how a setting is chosen on validation alone, e.g.
+
+    tools/in-venv python tools/accuracy.py recipes/rba/rbtransformer_tolokers.yaml \
+        --variant off:model.attn_gate=false --variant on:model.attn_gate=true --paired-with off
 """
 from __future__ import annotations
 
@@ -58,6 +66,26 @@ def published(recipe: Path) -> str:
     return m.group(1) if m else ""
 
 
+def paired_differences(rows: list[dict], baseline: str) -> list[dict]:
+    """Per recipe and variant, ``variant - baseline`` over the seeds both have: validation metric
+    (points) and validation loss, each as mean and standard error (NaN with fewer than 2 seeds)."""
+    base = {(r["recipe"], r["seed"]): r for r in rows if r["variant"] == baseline}
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for r in rows:
+        if r["variant"] != baseline and (r["recipe"], r["seed"]) in base:
+            groups.setdefault((r["recipe"], r["variant"]), []).append((r, base[r["recipe"], r["seed"]]))
+    out = []
+    for (recipe, variant), pairs in groups.items():
+        row = {"recipe": recipe, "variant": variant, "baseline": baseline, "seeds": len(pairs)}
+        for name, scale in (("val", 100.0), ("val_loss", 1.0)):
+            diffs = [scale * (a[name] - b[name]) for a, b in pairs]
+            row[f"{name}_diff"] = statistics.mean(diffs)
+            row[f"{name}_diff_se"] = (statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1
+                                      else math.nan)
+        out.append(row)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("recipes", nargs="+", type=Path)
@@ -67,9 +95,14 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], help="override applied to every run")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "accuracy")
     ap.add_argument("--name", default="accuracy")
+    ap.add_argument("--paired-with", metavar="LABEL",
+                    help="also print each variant's seed-by-seed validation difference from variant LABEL")
     args = ap.parse_args(argv)
 
     variants = [parse_variant(v) for v in args.variant] or [("default", [])]
+    if args.paired_with is not None and args.paired_with not in {label for label, _ in variants}:
+        ap.error(f"--paired-with {args.paired_with!r} is not one of the variants' labels "
+                 f"({', '.join(label for label, _ in variants)})")
     args.out.mkdir(parents=True, exist_ok=True)
     runs_root = args.out / "runs"
     rows = []
@@ -130,6 +163,17 @@ def main(argv=None) -> int:
               f"{s['test_mean']:12.2f} +- {s['test_std']:5.2f} {s['published']:>9s} "
               f"{s['val_mean']:6.2f} {s['val_loss_mean']:8.4f} "
               f"{s['epoch_seconds']:8.3f} {s['peak_memory_mb']:8.0f}")
+    if args.paired_with is not None:
+        paired = paired_differences(rows, args.paired_with)
+        with open(args.out / f"{args.name}-paired.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(paired[0]) if paired else ["recipe"])
+            w.writeheader()
+            w.writerows(paired)
+        print(f"\nseed by seed against {args.paired_with!r} (mean difference +- standard error)")
+        print(f"{'recipe':28s} {'variant':10s} {'seeds':>5s} {'val (points)':>18s} {'val loss':>20s}")
+        for p in paired:
+            print(f"{p['recipe']:28s} {p['variant']:10s} {p['seeds']:5d} "
+                  f"{p['val_diff']:+8.2f} +- {p['val_diff_se']:5.2f} {p['val_loss_diff']:+9.4f} +- {p['val_loss_diff_se']:6.4f}")
     return 0
 
 
