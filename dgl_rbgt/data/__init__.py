@@ -3,6 +3,9 @@
 Every loader returns one graph convention (see :class:`NodeDataset`): a homogeneous
 ``DGLGraph`` with symmetric, duplicate-free, self-loop-free edges, ``ndata['feat']`` float32,
 ``ndata['label']`` int64 and disjoint bool ``train_mask``/``val_mask``/``test_mask``.
+Real datasets missing under the data root are downloaded on first use, verified against pinned
+checksums (:mod:`dgl_rbgt.data.download`); ``DGL_RBGT_OFFLINE=1`` or ``download=False`` turns
+that off.
 
 Examples
 --------
@@ -14,6 +17,7 @@ Examples
 True
 """
 from .dataset import DatasetInfo, DatasetNotFoundError, NodeDataset, data_root
+from .download import DatasetDownloadError
 from .registry import list_datasets, load_dataset
 from .synthetic import csbm_graph
 from .unpickler import RestrictedUnpickler
@@ -25,6 +29,7 @@ __all__ = [
     "NodeDataset",
     "DatasetInfo",
     "DatasetNotFoundError",
+    "DatasetDownloadError",
     "csbm_graph",
     "RestrictedUnpickler",
 ]

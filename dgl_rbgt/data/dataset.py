@@ -32,6 +32,7 @@ __all__ = [
     "check_split_fractions",
     "index_to_mask",
     "check_single_split",
+    "check_download",
     "corrupt_file_error",
     "not_found_error",
 ]
@@ -45,13 +46,15 @@ DATA_ENV = "DGL_RBGT_DATA"
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not where the loader looked.
 
-    The message names every path that was looked at and how to get the data there.
+    The message names every path that was looked at and how to get the data there. Raised when
+    the files are missing and downloads are off; a failed download raises the subclass
+    :class:`~dgl_rbgt.data.DatasetDownloadError`.
 
     Examples
     --------
     >>> from dgl_rbgt.data import load_dataset, DatasetNotFoundError
     >>> try:
-    ...     load_dataset("cora", root="/nonexistent")
+    ...     load_dataset("cora", root="/nonexistent", download=False)
     ... except DatasetNotFoundError as err:
     ...     print("looked at" in str(err))
     True
@@ -121,10 +124,13 @@ class DatasetInfo:
     metric : str
         The metric the dataset is evaluated with.
     location : str
-        The expected path under the resolved data root (``"generated"`` for synthetic data).
+        The path under the resolved data root that the loader reads, or the first it looks at
+        when none is there (``"generated"`` for synthetic data). When the files are not there,
+        followed by ``" (downloads on first use)"``, or by ``" (downloads off:
+        $DGL_RBGT_OFFLINE)"`` when that variable turns downloads off.
     available : bool
-        Whether the files are there now (synthetic data is always available; an OGB dataset that
-        is not there downloads on a connected machine).
+        Whether the files are there now (synthetic data is always available; a dataset read
+        from files that is not there downloads on first use on a connected machine).
 
     Examples
     --------
@@ -217,6 +223,21 @@ def check_single_split(name: str, split: int) -> None:
             f"split must be 0 for dataset {name!r}, which has a single split, got {split}; "
             f"use seed to draw a different random split where the dataset has one"
         )
+
+
+def check_download(download: bool) -> None:
+    """The loaders' ``download`` parameter must be a bool (``"no"`` would read as true).
+
+    Examples
+    --------
+    >>> from dgl_rbgt.data.dataset import check_download
+    >>> check_download("no")
+    Traceback (most recent call last):
+    ...
+    TypeError: download must be a bool, got str 'no'
+    """
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be a bool, got {type(download).__name__} {download!r}")
 
 
 def symmetrize_edges(src: torch.Tensor, dst: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:

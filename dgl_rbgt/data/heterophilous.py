@@ -18,6 +18,7 @@ import torch
 from .dataset import (
     DatasetSpec,
     NodeDataset,
+    check_download,
     check_split_fractions,
     class_balanced_split,
     corrupt_file_error,
@@ -26,6 +27,7 @@ from .dataset import (
     not_found_error,
     random_split_masks,
 )
+from .download import ORIGINS, fetch_files
 
 __all__ = ["load_heterophilous", "SPECS", "FILES"]
 
@@ -67,7 +69,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def load_heterophilous(
     spec: DatasetSpec, root: Path, split: int, seed: int, *,
-    split_type: str = "fixed", train_frac: float = 0.5, val_frac: float = 0.25,
+    split_type: str = "fixed", train_frac: float = 0.5, val_frac: float = 0.25, download: bool = True,
 ) -> NodeDataset:
     """Load one heterophilous dataset with fixed split ``split``, or a seeded random split.
 
@@ -83,6 +85,9 @@ def load_heterophilous(
       and Specformer): its 50/25/25 split has a balanced training set, so the test set leans to
       the large classes.
 
+    A missing file (the first, upstream name of the candidates) is downloaded and verified when
+    ``download`` is true, see :func:`~dgl_rbgt.data.load_dataset`.
+
     Examples
     --------
     >>> from dgl_rbgt.data import load_dataset
@@ -93,16 +98,20 @@ def load_heterophilous(
     if split_type not in ("fixed", "random", "class_balanced"):
         raise ValueError(f"split_type must be 'fixed', 'random' or 'class_balanced', got {split_type!r}")
     train_frac, val_frac = check_split_fractions(train_frac, val_frac)
+    check_download(download)
     if split_type != "fixed" and split != 0:
         raise ValueError(f"split must be 0 with split_type={split_type!r} (the split is drawn from seed), got {split}")
     name = spec.name
     candidates = _paths(root, name)
     path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
+    if path is None and download:
+        path = fetch_files(name, "heterophilous", [candidates[0].name], candidates[0].parent, candidates)[0]
+    elif path is None:
         raise not_found_error(
             name, candidates, root,
-            f"Download {candidates[0].name} from https://github.com/yandex-research/heterophilous-graphs "
-            f"(data/) into {root / 'heterophilous'}.",
+            f"Downloads are off (download=False or $DGL_RBGT_OFFLINE); with them on, load_dataset fetches "
+            f"{ORIGINS['heterophilous']}/{candidates[0].name}. Or download {candidates[0].name} from "
+            f"https://github.com/yandex-research/heterophilous-graphs (data/) into {root / 'heterophilous'}.",
         )
     d = _read_npz(path)
     feat, label, edges = d["node_features"], d["node_labels"], d["edges"]

@@ -29,9 +29,10 @@ import scipy.sparse as sp
 import torch
 
 from .dataset import (
-    DatasetSpec, NodeDataset, check_single_split, class_balanced_split, corrupt_file_error, index_to_mask, make_graph,
-    not_found_error,
+    DatasetSpec, NodeDataset, check_download, check_single_split, class_balanced_split, corrupt_file_error, index_to_mask,
+    make_graph, not_found_error,
 )
+from .download import ORIGINS, fetch_files
 from .unpickler import ForbiddenGlobalError, restricted_load
 
 __all__ = ["load_planetoid", "SPECS"]
@@ -55,16 +56,19 @@ def _read_pickle(path: Path):
         raise corrupt_file_error(path, "a Planetoid pickle", err) from err
 
 
-def _read_parts(root: Path, name: str) -> dict:
+def _read_parts(root: Path, name: str, download: bool) -> dict:
     files = _files(root, name)
     missing = [p for p in files if not p.is_file()]
-    if missing:
+    if missing and download:
+        fetch_files(name, "planetoid", [p.name for p in missing], root / "planetoid", files)
+    elif missing:
         raise not_found_error(
             name,
             files,
             root,
-            f"Missing: {', '.join(p.name for p in missing)}. Copy ind.{name}.* from "
-            f"https://github.com/kimiyoung/planetoid (data/) into {root / 'planetoid'}.",
+            f"Missing: {', '.join(p.name for p in missing)}. Downloads are off (download=False or "
+            f"$DGL_RBGT_OFFLINE); with them on, load_dataset fetches the files from {ORIGINS['planetoid']}. "
+            f"Or copy ind.{name}.* from https://github.com/kimiyoung/planetoid (data/) into {root / 'planetoid'}.",
         )
     parts = {part: _read_pickle(path) for part, path in zip(_PARTS[:-1], files[:-1])}
     try:
@@ -86,6 +90,7 @@ def load_planetoid(
     spec: DatasetSpec, root: Path, split: int, seed: int, *,
     split_type: Literal["public", "random"] = "public",
     train_per_class: int = 20, num_val: int = 500, num_test: int = 1000, include_padding: bool = False,
+    download: bool = True,
 ) -> NodeDataset:
     """Load a Planetoid dataset with its public split, or a seeded class-balanced random split.
 
@@ -93,7 +98,8 @@ def load_planetoid(
     unused. ``split_type="random"``: :func:`class_balanced_split` with a generator seeded by
     ``seed`` (``train_per_class`` per class, ``num_val`` validation, ``num_test`` test nodes),
     over the labelled nodes, or over all nodes with ``include_padding=True`` (CiteSeer's padded
-    nodes count as class 0, as in PyG; no difference for Cora).
+    nodes count as class 0, as in PyG; no difference for Cora). Missing files are downloaded
+    (verified) when ``download`` is true, see :func:`~dgl_rbgt.data.load_dataset`.
 
     Examples
     --------
@@ -109,7 +115,8 @@ def load_planetoid(
     check_single_split(name, split)
     if split_type not in ("public", "random"):
         raise ValueError(f"split_type must be 'public' or 'random', got {split_type!r}")
-    p = _read_parts(root, name)
+    check_download(download)
+    p = _read_parts(root, name, download)
     source = str(root / "planetoid" / f"ind.{name}")
 
     test_idx = p["test.index"]

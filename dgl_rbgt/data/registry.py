@@ -3,6 +3,8 @@
 Each family module (planetoid, heterophilous, shchur, ogb, synthetic) contributes its
 ``SPECS``; names are matched case-insensitively with ``_`` read as ``-``, plus a few aliases
 (``film`` for ``actor``, ``amazon-photo`` for ``photo``, ``arxiv`` for ``ogbn-arxiv``, ...).
+Datasets whose loader takes a ``download`` parameter fetch missing files on first use; the
+registry turns that off for all of them when ``$DGL_RBGT_OFFLINE`` is set.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import logging
 import os
 
 from . import heterophilous, ogb, planetoid, shchur, synthetic
-from .dataset import DatasetInfo, DatasetSpec, NodeDataset, data_root
+from .dataset import DatasetInfo, DatasetSpec, NodeDataset, check_download, data_root
+from .download import OFFLINE_ENV, downloads_enabled
 
 __all__ = ["load_dataset", "list_datasets", "get_spec", "dataset_names"]
 
@@ -88,11 +91,28 @@ def load_dataset(
     **params
         Dataset-specific options: ``csbm``: the arguments of
         :func:`~dgl_rbgt.data.csbm_graph` (``num_nodes`` defaults to 10,000); Shchur datasets:
-        ``train_frac`` (0.6), ``val_frac`` (0.2); OGB: ``download`` (True).
+        ``train_frac`` (0.6), ``val_frac`` (0.2); every dataset read from files (Planetoid,
+        heterophilous, Shchur, OGB): ``download`` (True), see the Notes.
 
     Returns
     -------
     NodeDataset
+
+    Notes
+    -----
+    A dataset read from files downloads them on first use when they are not under the data
+    root, as PyG and DGL do (on a connected machine). Planetoid, heterophilous and Shchur files
+    come from the original GitHub repositories at a pinned commit, are checked against the
+    checksums pinned in :mod:`dgl_rbgt.data.download` (a mismatch is an error and the file is
+    discarded) and are written atomically under the data root, with a progress bar on stderr.
+    OGB datasets use the ``ogb`` package's own downloader. Files already there are never
+    fetched again. Two switches turn downloads off; a missing dataset then raises
+    :class:`DatasetNotFoundError` naming the paths looked at:
+
+    - ``download=False`` for one call (``dataset.params.download: false`` in a recipe);
+    - the environment variable ``DGL_RBGT_OFFLINE=1`` (or ``true``/``yes``/``on``) for the
+      whole process. It wins over ``download=True``, so that an air-gapped cluster or a test
+      suite can be sure that nothing touches the network.
 
     Raises
     ------
@@ -103,7 +123,12 @@ def load_dataset(
         A parameter the dataset does not take (the message lists the allowed ones), or a
         ``split``/``seed`` that is not an int.
     DatasetNotFoundError
-        The files are missing (the message lists the paths looked at and how to get them).
+        The files are missing and downloads are off (the message lists the paths looked at and
+        how to get them).
+    DatasetDownloadError
+        The files are missing and the download failed: no connection, HTTP error, timeout,
+        dropped connection or checksum mismatch (one line naming the dataset, the URL, the
+        reason, the paths looked at and how to place the file by hand).
 
     Examples
     --------
@@ -127,6 +152,10 @@ def load_dataset(
             f"load_dataset() got unexpected parameter(s) {', '.join(repr(p) for p in unknown)} for "
             f"dataset {spec.name!r}; allowed parameters: {allowed_txt}"
         )
+    if "download" in allowed and not downloads_enabled():
+        check_download(params.get("download", True))  # a wrong type is an error either way
+        logger.debug("%s is set: loading %s with download=False", OFFLINE_ENV, spec.name)
+        params = {**params, "download": False}
     resolved = data_root(root)
     logger.debug("loading %s from %s (split=%d, seed=%d, params=%s)", spec.name, resolved, split, seed, params)
     return spec.loader(spec, resolved, split, seed, **params)
@@ -135,29 +164,36 @@ def load_dataset(
 def list_datasets(root: str | os.PathLike | None = None) -> list[DatasetInfo]:
     """All registered datasets with their family, metric, expected location and availability.
 
-    ``location`` is the path the loader looks at first under the resolved data root (``root``,
-    else ``$DGL_RBGT_DATA``, else ``~/.cache/dgl_rbgt/data``).
+    ``location`` is the path the loader reads under the resolved data root (``root``, else
+    ``$DGL_RBGT_DATA``, else ``~/.cache/dgl_rbgt/data``): the first of its candidate paths that
+    exists, else the first it looks at. For a dataset that is not there and can be downloaded,
+    it goes on with what :func:`load_dataset` will do about it: ``" (downloads on first use)"``,
+    or ``" (downloads off: $DGL_RBGT_OFFLINE)"``.
 
     Examples
     --------
+    >>> import os
+    >>> from unittest import mock
     >>> from dgl_rbgt.data import list_datasets
-    >>> info = {d.name: d for d in list_datasets(root="/nonexistent")}
+    >>> with mock.patch.dict(os.environ, {"DGL_RBGT_OFFLINE": "0"}):
+    ...     info = {d.name: d for d in list_datasets(root="/nonexistent")}
     >>> info["cora"].family, info["cora"].location, info["cora"].available
-    ('planetoid', '/nonexistent/planetoid', False)
+    ('planetoid', '/nonexistent/planetoid (downloads on first use)', False)
     >>> info["csbm"].location, info["csbm"].available
     ('generated', True)
     """
     resolved = data_root(root)
+    if downloads_enabled():
+        missing_note = " (downloads on first use)"
+    else:
+        missing_note = f" (downloads off: ${OFFLINE_ENV})"
     rows = []
     for spec in _SPECS.values():
         paths = spec.paths(resolved)
-        rows.append(
-            DatasetInfo(
-                name=spec.name,
-                family=spec.family,
-                metric=spec.metric,
-                location=str(paths[0]) if paths else "generated",
-                available=bool(spec.available(resolved)),
-            )
-        )
+        available = bool(spec.available(resolved))
+        # The candidate that is there (e.g. a bare Shchur npz, downloaded or not, beside no zip).
+        location = str(next((p for p in paths if p.exists()), paths[0])) if paths else "generated"
+        if not available and "download" in spec.params:
+            location += missing_note
+        rows.append(DatasetInfo(name=spec.name, family=spec.family, metric=spec.metric, location=location, available=available))
     return rows

@@ -23,6 +23,7 @@ import torch
 from .dataset import (
     DatasetSpec,
     NodeDataset,
+    check_download,
     check_single_split,
     check_split_fractions,
     corrupt_file_error,
@@ -30,6 +31,7 @@ from .dataset import (
     not_found_error,
     random_split_masks,
 )
+from .download import ORIGINS, fetch_files
 
 __all__ = ["load_shchur", "SPECS", "FILES"]
 
@@ -93,9 +95,13 @@ def _read(path: Path, member: str) -> tuple[sp.csr_matrix, np.ndarray, np.ndarra
 
 
 def load_shchur(
-    spec: DatasetSpec, root: Path, split: int, seed: int, *, train_frac: float = 0.6, val_frac: float = 0.2
+    spec: DatasetSpec, root: Path, split: int, seed: int, *, train_frac: float = 0.6, val_frac: float = 0.2,
+    download: bool = True,
 ) -> NodeDataset:
     """Load Photo/Computers/CS/Physics with a seeded random split (``train_frac``/``val_frac``/rest).
+
+    When neither the zip nor the bare npz is there and ``download`` is true, the bare npz is
+    downloaded from shchur/gnn-benchmark and verified, see :func:`~dgl_rbgt.data.load_dataset`.
 
     Examples
     --------
@@ -107,12 +113,16 @@ def load_shchur(
     name = spec.name
     check_single_split(name, split)
     train_frac, val_frac = check_split_fractions(train_frac, val_frac)
+    check_download(download)
     candidates = _paths(root, name)
     path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
+    if path is None and download:
+        path = fetch_files(name, "shchur", [FILES[name][1]], root / "gnn_benchmark", candidates)[0]
+    elif path is None:
         raise not_found_error(
             name, candidates, root,
-            f"Put {FILES[name][1]} from https://github.com/shchur/gnn-benchmark (data/npz) or a zip "
+            f"Downloads are off (download=False or $DGL_RBGT_OFFLINE); with them on, load_dataset fetches "
+            f"{ORIGINS['shchur']}/{FILES[name][1]}. Or put {FILES[name][1]} from https://github.com/shchur/gnn-benchmark (data/npz) or a zip "
             f"holding it into {root / 'gnn_benchmark'}.",
         )
     adj, feat, labels = _read(path, FILES[name][1])

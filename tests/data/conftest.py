@@ -1,6 +1,14 @@
-"""Shared checks for the dataset tests."""
+"""Shared checks for the dataset tests; downloads are off here."""
+import os
+
 import pytest
 import torch
+
+# Tests run offline (CI has no internet): a dataset missing under a test's root must fail with
+# DatasetNotFoundError, never reach for the real origin. Set at import, before any test runs,
+# and forced rather than defaulted, so that a developer's own setting cannot turn downloads on.
+# test_download.py lifts it per test, with the origins pointed at a server on 127.0.0.1.
+os.environ["DGL_RBGT_OFFLINE"] = "1"
 
 
 def assert_canonical(g, covers_all: bool = False) -> None:

@@ -85,7 +85,8 @@ def test_list_datasets(data_root):
     assert info["cora"] == DatasetInfo("cora", "planetoid", "accuracy", str(data_root / "planetoid"), True)
     assert info["tolokers"] == DatasetInfo("tolokers", "heterophilous", "roc_auc", str(data_root / "heterophilous" / "tolokers.npz"), True)
     assert info["photo"].location == str(data_root / "gnn_benchmark" / "amazon-photo.zip") and info["photo"].available
-    assert info["chameleon"].location == str(data_root / "heterophilous" / "chameleon_filtered.npz")
+    # Missing here; tests run with downloads off (tests/data/conftest.py).
+    assert info["chameleon"].location == f"{data_root / 'heterophilous' / 'chameleon_filtered.npz'} (downloads off: $DGL_RBGT_OFFLINE)"
     assert not info["pubmed"].available and not info["roman-empire"].available
     assert (info["ogbn-proteins"].metric, info["ogbn-proteins"].family) == ("ogb:ogbn-proteins", "ogb")
     assert (info["csbm"].location, info["csbm"].available) == ("generated", True)
