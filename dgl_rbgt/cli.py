@@ -6,41 +6,19 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import platform
 import sys
 
-from tqdm.auto import tqdm
+from .errors import EXIT_USER_ERROR
+from .utils.logs import log_to_terminal
 
 __all__ = ["main"]
 
-EXIT_USER_ERROR = 2
-
-
-class _TqdmHandler(logging.Handler):
-    """Log lines printed above progress bars instead of through them."""
-
-    def emit(self, record):
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # pragma: no cover - logging must never raise
-            self.handleError(record)
-
-
-def _setup_logging(verbose: bool) -> None:
-    root = logging.getLogger("dgl_rbgt")
-    if not any(isinstance(h, _TqdmHandler) for h in root.handlers):
-        handler = _TqdmHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.setLevel(logging.DEBUG if verbose else logging.INFO)
-        root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-
 
 def _cmd_train(args) -> int:
-    from .recipes import load_recipe
-    from .train.run import run_recipe, summary_line
+    from .config import load_recipe
+    from .train.pipeline import run_recipe, summary_line
 
     recipe = load_recipe(args.recipe, args.set)
     result = run_recipe(recipe, run_dir=args.run_dir, resume=args.resume, progress=not args.no_progress)
@@ -110,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    log_to_terminal(args.verbose)
     from .data import DatasetNotFoundError
     from .errors import UserError
 

@@ -3,7 +3,11 @@
 The CLI prints these as one line and exits with status 2; anything else is a bug and keeps its
 traceback.
 """
-__all__ = ["UserError", "RecipeError", "CheckpointError", "TrainingDiverged"]
+__all__ = ["EXIT_USER_ERROR", "UserError", "RecipeError", "CheckpointError", "TrainingDiverged"]
+
+
+#: Exit status of the CLI and of every distributed process for a user mistake.
+EXIT_USER_ERROR = 2
 
 
 class UserError(Exception):

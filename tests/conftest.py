@@ -1,5 +1,6 @@
 """Shared test setup: real datasets beside the checkout, one thread, fresh seeds."""
 import os
+import sys
 import zlib
 from pathlib import Path
 
@@ -7,8 +8,13 @@ import pytest
 import torch
 
 os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb must not ask PyPI for versions during tests
+# Tests never download: a missing dataset is an error (the download tests serve files on 127.0.0.1).
+os.environ["DGL_RBGT_OFFLINE"] = "1"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Test scaffolding that is not part of the library (network namespaces, fault injection).
+SUPPORT = Path(__file__).resolve().parent / "support"
+sys.path.insert(0, str(SUPPORT))
 
 # The real datasets live beside the checkout (never inside it); CI has them there too.
 if "DGL_RBGT_DATA" not in os.environ and SHARED_DATA.is_dir():

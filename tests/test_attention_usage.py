@@ -47,8 +47,8 @@ def test_sgformer_attention_barely_mixes():
 
 
 def test_main_reads_a_finished_run(tmp_path, capsys):
-    from dgl_rbgt.recipes import load_recipe
-    from dgl_rbgt.train.run import run_recipe
+    from dgl_rbgt.config import load_recipe
+    from dgl_rbgt.train.pipeline import run_recipe
 
     recipe = {"name": "tiny", "dataset": {"name": "csbm", "params": {"num_nodes": 200, "num_classes": 3,
                                                                     "avg_degree": 6.0, "feature_dim": 8}},

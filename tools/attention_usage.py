@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from dgl_rbgt.nn.rba import RBAConv
-from dgl_rbgt.recipes import load_recipe
-from dgl_rbgt.train import run
+from dgl_rbgt.config import load_recipe
+from dgl_rbgt.train import builders
 from dgl_rbgt.train.checkpoint import load_checkpoint
 
 
@@ -79,8 +79,8 @@ def measure(run_dir: Path) -> dict:
     if recipe.model.name != "rbtransformer" or recipe.model.attention == "none":
         kind = recipe.model.name if recipe.model.name != "rbtransformer" else "rbtransformer without attention"
         raise ValueError(f"{run_dir}: needs an rbtransformer run with global attention, got {kind}")
-    dataset, graph = run.prepare_dataset(recipe)
-    model = run.build_model(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
+    dataset, graph = builders.prepare_dataset(recipe)
+    model = builders.build_model(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
     model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     model.eval()
     x = first_attention_input(model, graph, graph.ndata["feat"])

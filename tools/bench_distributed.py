@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark DistDGL layouts on one box: 1 host x 2 trainers vs 2 hosts x 1 trainer.
 
-The two "hosts" are network + mount namespaces (dgl_rbgt.distributed.netns; needs root), the
+The two "hosts" are network + mount namespaces (tests/support/netns.py; needs root), the
 single host is loopback. The graph is the CSBM generator at ``--nodes`` nodes (the target is
 2,000,000, by hand: about 16 minutes on two cores; partitioning peaks near 5 GB). For each layout
 the script partitions once (timed) and launches ``--repeats`` times, alternating the layouts, then
@@ -59,7 +59,7 @@ def baseline_rss_mb(workdir: Path) -> float:
 
 def run_cli(argv: list[str], cwd: Path, log: Path, timeout: float) -> int:
     with open(log, "a") as out:
-        done = subprocess.run([sys.executable, "-m", "dgl_rbgt.distributed.cli", *argv], cwd=cwd, stdout=out,
+        done = subprocess.run([sys.executable, "-m", "dgl_rbgt", *argv], cwd=cwd, stdout=out,
                               stderr=subprocess.STDOUT, timeout=timeout, start_new_session=True)
     return done.returncode
 
@@ -82,7 +82,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per partition or launch")
     args = ap.parse_args()
 
-    from dgl_rbgt.distributed.netns import EmulatedHosts, namespaces_available
+    sys.path.insert(0, str(ROOT / "tests" / "support"))  # the namespaces are test scaffolding
+    from netns import EmulatedHosts, namespaces_available
 
     out = Path(args.out)
     work = out / f"work-{args.nodes}"

@@ -30,7 +30,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+from dgl_rbgt.utils.memory import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("gat", "dotgat", "exphormer")
@@ -138,7 +139,7 @@ def worker(args: argparse.Namespace) -> None:
     n = g.num_nodes()
     feats = [torch.randn(n, args.hidden) for _ in range(args.repeats + 1)]
     weight = torch.randn(n, heads, width)
-    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline_kb = peak_rss_mb() * 1024
     with torch.no_grad():
         layer(g, feats[0])  # warm-up: lazy caches (ExphormerConv's typed graph), allocator
     times, cpu_times = [], []
@@ -151,7 +152,7 @@ def worker(args: argparse.Namespace) -> None:
         cpu_times.append(time.process_time() - start_cpu)
         layer.zero_grad(set_to_none=True)
         del out
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = peak_rss_mb() * 1024
     print(json.dumps({"times": times, "cpu_times": cpu_times, "peak_mb": (peak_kb - baseline_kb) / 1024, "baseline_mb": baseline_kb / 1024}))
 
 

@@ -43,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 
+from dgl_rbgt.utils.memory import peak_rss_mb
+
 D_MODEL, HEADS = 64, 4
 HEAD_DIM = D_MODEL // HEADS
 VARIANTS = ("rba", "rba_layer", "literal", "sgformer", "full", "floor")
@@ -51,11 +53,6 @@ P_FREE = ("sgformer", "full")  # variants that do not depend on the group size
 
 # ----------------------------------------------------------------------------- worker
 
-
-def _maxrss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def _make_step(variant: str, n: int, p: int):
@@ -156,7 +153,7 @@ def worker(args) -> None:
     import dgl_rbgt.nn.rba  # noqa: F401
 
     torch.manual_seed(args.seed)
-    baseline = _maxrss_mb()
+    baseline = peak_rss_mb()
     prepare, step = _make_step(args.variant, args.n, args.p)
     times = []
     for i in range(args.repeats + 1):
@@ -171,7 +168,7 @@ def worker(args) -> None:
                 break
             continue  # warm-up
         times.append(dt)
-    print(json.dumps({"times": times, "peak_mb": _maxrss_mb() - baseline}))
+    print(json.dumps({"times": times, "peak_mb": peak_rss_mb() - baseline}))
 
 
 # ----------------------------------------------------------------------------- driver

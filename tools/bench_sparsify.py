@@ -1,4 +1,4 @@
-"""Throughput of dgl_rbgt.transforms.sparsify (edges per second) on random graphs.
+"""Throughput of dgl_rbgt.sampling (edges per second) on random graphs.
 
     tools/in-venv python tools/bench_sparsify.py                      # 1M, 10M, 50M edges
     tools/in-venv python tools/bench_sparsify.py --sizes 1e6 --repeats 5
@@ -6,7 +6,7 @@
 For each size a random graph with ``E`` edges and ``E / degree`` nodes (uniform endpoints) and
 uniform random scores is drawn once; each method then runs ``repeats`` times, alternating
 methods within a repeat (the machine is shared and noisy). ``reservoir_redraw`` is one draw of a
-prepared :class:`~dgl_rbgt.transforms.sparsify.Sparsifier` (what a training loop pays per epoch;
+prepared :class:`~dgl_rbgt.sampling.Sparsifier` (what a training loop pays per epoch;
 the preparation is timed apart as ``prepare``). ``peak MB`` is the peak resident memory above
 the memory before the call (Linux' resettable peak counter). DGL's
 ``sample_neighbors(prob=..., replace=False)`` runs as a peer for scale only: it samples a
@@ -26,8 +26,8 @@ from pathlib import Path
 import dgl
 import torch
 
-from dgl_rbgt.transforms.sparsify import Sparsifier, sparsify
-from memory_probe import peak_mb, reset_peak, rss_mb
+from dgl_rbgt.sampling import Sparsifier, sparsify
+from dgl_rbgt.utils.memory import peak_rss_mb as peak_mb, reset_peak_rss as reset_peak, rss_mb
 
 METHODS = ("reservoir", "topk", "uniform", "prepare", "reservoir_redraw", "dgl_sample_neighbors")
 

@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from memory_probe import peak_mb, reset_peak, rss_mb
+from dgl_rbgt.utils.memory import peak_rss_mb as peak_mb, reset_peak_rss as reset_peak, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench-results" / "spexphormer"
@@ -64,13 +64,13 @@ def _maxrss_mb() -> float:
 def speed_worker(dataset: str, epochs: int, threads: int) -> dict:
     import torch
 
-    from dgl_rbgt.recipes import load_recipe
-    from dgl_rbgt.train.batching import FullGraph
+    from dgl_rbgt.config import load_recipe
+    from dgl_rbgt.batching import FullGraph
     from dgl_rbgt.train.loop import Trainer, seed_everything
     from dgl_rbgt.train.metrics import get_metric
-    from dgl_rbgt.train.neighbour_tables import NeighbourTables
-    from dgl_rbgt.train.run import build_model, prepare_dataset, splits_of
-    from dgl_rbgt.train.two_stage import build_estimator
+    from dgl_rbgt.batching import TableBatching
+    from dgl_rbgt.train.pipeline import build_model, prepare_dataset, splits_of
+    from dgl_rbgt.train.builders import build_estimator
 
     torch.set_num_threads(threads)
     load_start = os.getloadavg()[0]
@@ -103,7 +103,7 @@ def speed_worker(dataset: str, epochs: int, threads: int) -> dict:
 
     # stage 2
     t = recipe.train
-    nt = NeighbourTables(graph, "cpu", scores=scores, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
+    nt = TableBatching(graph, "cpu", scores=scores, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
                          **recipe.neighbour_tables.model_dump())
     t2 = Trainer(model, nt, labels, splits, metric, t, None, progress=False)
     train_s, draw_s, eval_s, full_s, train_cpu, full_cpu = [], [], [], [], [], []
@@ -203,11 +203,11 @@ def memory_worker(spec: str, method: str, hidden: int, heads: int, layers: int, 
 
     from dgl_rbgt.models.exphormer import Exphormer
     from dgl_rbgt.models.spexphormer import ScoreEstimator, Spexphormer
-    from dgl_rbgt.train.batching import FullGraph
+    from dgl_rbgt.batching import FullGraph
     from dgl_rbgt.train.loop import Trainer
     from dgl_rbgt.train.metrics import get_metric
-    from dgl_rbgt.train.neighbour_tables import NeighbourTables
-    from dgl_rbgt.train.run import splits_of
+    from dgl_rbgt.batching import TableBatching
+    from dgl_rbgt.train.pipeline import splits_of
 
     base = rss_mb()
     torch.manual_seed(0)
@@ -227,7 +227,7 @@ def memory_worker(spec: str, method: str, hidden: int, heads: int, layers: int, 
     else:
         model = Spexphormer(in_feats, C, hidden=hidden, num_heads=heads, layers=layers)
         scores = torch.rand(layers, g.num_edges())  # random positive scores: memory does not depend on them
-        batching = NeighbourTables(g, "cpu", scores=scores, ks=ks, batch_size=batch_size, eval_repeats=1)
+        batching = TableBatching(g, "cpu", scores=scores, ks=ks, batch_size=batch_size, eval_repeats=1)
         del scores
         batching.train_tables = batching._draw(None)
         batching._drawn_at = 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dgl_rbgt.distributed.cli import main  # noqa: E402
+from dgl_rbgt.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dgl_rbgt.recipes import load_recipe
-from dgl_rbgt.train import loop, run
+from dgl_rbgt.config import load_recipe
+from dgl_rbgt.train import loop, pipeline
 
 
 def _window_mean(curve: np.ndarray, before: int, after: int) -> np.ndarray:
@@ -82,7 +82,7 @@ def record_validation(recipe_path: str, seed: int, overrides: list[str]) -> np.n
     loop.Trainer.gather_logits = recording_gather
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            run.run_recipe(recipe, run_dir=Path(tmp) / "run", progress=False)
+            pipeline.run_recipe(recipe, run_dir=Path(tmp) / "run", progress=False)
     finally:
         loop.Trainer.gather_logits = gather
     return np.stack(rows)

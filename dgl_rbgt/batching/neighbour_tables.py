@@ -1,12 +1,9 @@
-"""Spexphormer's stage-2 batching: layer-wise mini-batches grown through sampled neighbour tables.
+"""Spexphormer's stage-2 batching: mini-batches of target nodes over sampled neighbour tables.
 
-:func:`~dgl_rbgt.transforms.sparsify.sparsify` draws, for every node and layer, ``k_l`` in-edges
-from the stage-1 attention scores. A mini-batch of target nodes is then grown *backwards*: the
-last layer needs the targets and their table entries, the layer before needs those nodes and
-their entries, and so on. Each node list starts with the next layer's list (the prefix property),
-so a layer's destination features are the first rows of its source features and the wide layer
-needs no index maps. A list grows by at most a factor ``1 + k_l`` per layer, so a batch of ``B``
-targets touches at most ``B * prod(1 + k_l)`` nodes, whatever the graph's degrees.
+Draws :class:`~dgl_rbgt.sampling.NeighbourTables` from the stage-1 scores (again every
+``resample_every`` epochs), and grows each batch of targets backwards through them
+(:func:`~dgl_rbgt.sampling.grow_batch`), so a batch's memory is bounded by
+``batch_size * prod(1 + k_l)`` nodes whatever the graph's size and degrees.
 """
 from __future__ import annotations
 
@@ -18,56 +15,13 @@ from typing import Iterator, Sequence
 import dgl
 import torch
 
-from dgl_rbgt._checks import check_choice, check_positive_int
-from dgl_rbgt.models.spexphormer import table_blocks
-from dgl_rbgt.nn.spexphormer import TableBlock
-from dgl_rbgt.transforms.sparsify import METHODS, SparseNeighbourhoods, Sparsifier
+from .._checks import check_choice, check_positive_int
+from ..sampling import METHODS, NeighbourTables, Sparsifier, grow_batch, table_blocks
+from .base import Batch, Batching
 
-from .batching import Batch, Batching
-
-__all__ = ["NeighbourTables", "grow_batch"]
+__all__ = ["TableBatching", "SparseRows"]
 
 logger = logging.getLogger(__name__)
-
-
-def _expand(nodes: torch.Tensor, entries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Node list ``nodes`` followed by the new nodes of ``entries`` in first-seen order.
-
-    Returns the new list and ``entries`` remapped to positions in it. ``nodes`` must be distinct;
-    they keep their positions (the prefix property).
-    """
-    cand = torch.cat([nodes, entries.reshape(-1)])  # (n + n*k,)
-    uniq, inverse = torch.unique(cand, return_inverse=True)
-    # First position of every distinct id; ``nodes`` come first, so their ranks are 0..n-1.
-    first = torch.full((len(uniq),), len(cand), dtype=torch.int64, device=cand.device)
-    first.scatter_reduce_(0, inverse, torch.arange(len(cand), device=cand.device), reduce="amin")
-    order = torch.argsort(first)  # distinct ids by first appearance
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order), device=order.device)
-    local = rank[inverse]  # (n + n*k,) positions in the new list
-    return uniq[order], local[len(nodes):].view_as(entries)
-
-
-def grow_batch(neighbourhoods: SparseNeighbourhoods, targets: torch.Tensor) -> tuple[list[torch.Tensor], list[TableBlock]]:
-    """Layer-wise mini-batch of ``targets`` (distinct global ids) through the tables.
-
-    Returns ``(node_lists, blocks)``: ``node_lists[l]`` are the global ids of node list ``l``
-    (``node_lists[L]`` = ``targets``; each list is a prefix of the one before) and ``blocks[l]``
-    the :class:`~dgl_rbgt.nn.spexphormer.TableBlock` of layer ``l`` with entries remapped into
-    node list ``l``, as :class:`~dgl_rbgt.models.spexphormer.Spexphormer` expects.
-    """
-    if len(torch.unique(targets)) != len(targets):
-        raise ValueError("targets must be distinct node ids (a node list holds each node once)")
-    nodes = targets
-    node_lists, blocks = [targets], []
-    for layer in reversed(range(neighbourhoods.num_layers)):
-        entries = neighbourhoods.tables[layer][nodes].to(torch.int64)  # (n_dst, k) global ids
-        src_nodes, local = _expand(nodes, entries)
-        blocks.append(TableBlock(local, neighbourhoods.etypes[layer][nodes].to(torch.int64),
-                                 neighbourhoods.valid[layer][nodes], num_src=len(src_nodes)))
-        node_lists.append(src_nodes)
-        nodes = src_nodes
-    return node_lists[::-1], blocks[::-1]
 
 
 # Wide input features at most this dense are kept as CSR and gathered sparse: the gather of the
@@ -77,7 +31,7 @@ SPARSE_FEAT_DENSITY = 0.02
 SPARSE_FEAT_MIN_WIDTH = 64
 
 
-class _SparseRows:
+class SparseRows:
     """Row store of a sparse 2-D feature matrix in CSR form, with a row gather."""
 
     def __init__(self, feat: torch.Tensor):
@@ -90,7 +44,7 @@ class _SparseRows:
         self._full: torch.Tensor | None = None
 
     @classmethod
-    def maybe(cls, feat: torch.Tensor) -> "_SparseRows | None":
+    def maybe(cls, feat: torch.Tensor) -> "SparseRows | None":
         """A CSR store when ``feat`` is a wide, mostly-zero CPU float matrix, else None."""
         if (not isinstance(feat, torch.Tensor) or feat.dim() != 2 or not torch.is_floating_point(feat)
                 or feat.layout != torch.strided or feat.device.type != "cpu"
@@ -133,7 +87,7 @@ def _load_scores(scores) -> torch.Tensor:
     return scores.detach().cpu()
 
 
-class NeighbourTables(Batching):
+class TableBatching(Batching):
     """Mini-batches of target nodes over sampled neighbour tables (Spexphormer's wide network).
 
     Parameters
@@ -162,7 +116,7 @@ class NeighbourTables(Batching):
         Seed of the evaluation draws (draw ``i`` uses ``eval_seed + i``), so every evaluation of a
         run, and of runs with the same seed, sees the same neighbourhoods.
     method : str
-        Sampling method of :func:`~dgl_rbgt.transforms.sparsify.sparsify`.
+        Sampling method of :func:`~dgl_rbgt.sampling.sparsify`.
 
     Notes
     -----
@@ -173,17 +127,19 @@ class NeighbourTables(Batching):
     Examples
     --------
     >>> import dgl, torch
-    >>> from dgl_rbgt.train.neighbour_tables import NeighbourTables
+    >>> from dgl_rbgt.batching import TableBatching
     >>> from dgl_rbgt.transforms.edge_types import add_self_loops
     >>> g = add_self_loops(dgl.rand_graph(40, 120))
     >>> g.ndata["feat"] = torch.randn(40, 5)
-    >>> nt = NeighbourTables(g, scores=torch.rand(2, g.num_edges()), ks=[3, 2], batch_size=16)
+    >>> nt = TableBatching(g, scores=torch.rand(2, g.num_edges()), ks=[3, 2], batch_size=16)
     >>> batch = next(iter(nt.train_batches(torch.arange(40), epoch=0)))
     >>> batch.output_nodes.shape
     torch.Size([16])
     """
 
     name = "neighbour_tables"
+    section = "neighbour_tables"
+    section_skip = ("graph", "device", "scores", "batch_size", "eval_batch_size")
 
     def __init__(
         self,
@@ -230,9 +186,23 @@ class NeighbourTables(Batching):
         # Validates ks once, here, with the eval draws (which are needed anyway).
         self._eval_tables = [self._draw(torch.Generator().manual_seed(eval_seed + i))
                              for i in range(self.eval_repeats)]
-        self.train_tables: SparseNeighbourhoods | None = None
+        self.train_tables: NeighbourTables | None = None
         self._drawn_at: int | None = None
-        self._feat_rows: tuple[torch.Tensor, _SparseRows | None] | None = None
+        self._feat_rows: tuple[torch.Tensor, SparseRows | None] | None = None
+
+    @classmethod
+    def check_recipe(cls, recipe) -> None:
+        layers = getattr(recipe.model, "layers", None)
+        ks = recipe.neighbour_tables.ks
+        if not isinstance(ks, int) and len(ks) != layers:
+            raise ValueError(f"neighbour_tables.ks has {len(ks)} entries but model.layers is {layers}")
+
+    @classmethod
+    def from_recipe(cls, recipe, graph: dgl.DGLGraph, device: torch.device, *, scores=None, **inputs) -> "TableBatching":
+        """Needs the stage-1 ``scores`` (L, E) of ``graph``'s edges."""
+        t = recipe.train
+        return cls(graph, device, scores=scores, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
+                   **recipe.neighbour_tables.model_dump())
 
     def _input_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Input features of the nodes ``ids``: dense rows, or a sparse CSR tensor for wide
@@ -243,13 +213,13 @@ class NeighbourTables(Batching):
             return feat.index_select(0, ids.to(feat.device))
         return self._feat_rows[1].rows(ids)
 
-    def _draw(self, generator: torch.Generator | None) -> SparseNeighbourhoods:
+    def _draw(self, generator: torch.Generator | None) -> NeighbourTables:
         # Stored compact (32-bit ids, 8-bit types, no edge ids: about 120 MB per draw for a
         # million nodes, k = 5, 4 layers, instead of 500 MB); grow_batch widens the rows it reads.
         return self.sampler.draw(self.ks, method=self.method, generator=generator, compact=True)
 
-    def _batch(self, tables: Sequence[SparseNeighbourhoods], targets: torch.Tensor) -> Batch:
-        def call(model, nb: SparseNeighbourhoods) -> torch.Tensor:
+    def _batch(self, tables: Sequence[NeighbourTables], targets: torch.Tensor) -> Batch:
+        def call(model, nb: NeighbourTables) -> torch.Tensor:
             # Grown when run, one draw at a time: evaluation with several draws never holds more
             # than one draw's gathered input features.
             node_lists, blocks = grow_batch(nb, targets)
@@ -277,7 +247,7 @@ class NeighbourTables(Batching):
         for start in range(0, len(nodes), self.batch_size):
             yield self._batch([self.train_tables], nodes[start:start + self.batch_size])
 
-    def _full_graph_batch(self, tables: Sequence[SparseNeighbourhoods], targets: torch.Tensor) -> Batch:
+    def _full_graph_batch(self, tables: Sequence[NeighbourTables], targets: torch.Tensor) -> Batch:
         """One call on the whole graph per draw (every node list is all nodes), rows ``targets``."""
         feat = self.graph.ndata["feat"]
 
@@ -297,7 +267,7 @@ class NeighbourTables(Batching):
         """Whether the input features are kept as CSR (built once per feature tensor)."""
         feat = self.graph.ndata["feat"]
         if self._feat_rows is None or self._feat_rows[0] is not feat:
-            self._feat_rows = (feat, _SparseRows.maybe(feat))
+            self._feat_rows = (feat, SparseRows.maybe(feat))
         return self._feat_rows[1] is not None
 
     def eval_batches(self, nodes: torch.Tensor) -> Iterator[Batch]:

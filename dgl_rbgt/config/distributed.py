@@ -27,9 +27,10 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from ..errors import RecipeError
+from .messages import format_errors
 
-__all__ = ["HostSection", "DistributedSection", "load_distributed_recipe", "parse_distributed",
-           "check_recipe_for_distributed", "partition_dir_of", "local_ipv4_addresses", "is_local_address"]
+__all__ = ["HostSection", "DistributedSection", "parse_distributed",
+           "partition_dir_of"]
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 _Port = Annotated[int, Field(ge=1024, le=65535)]
@@ -149,82 +150,9 @@ def partition_dir_of(recipe, dist: DistributedSection, workdir: str | os.PathLik
 
 def parse_distributed(data: Any, source: str = "recipe") -> DistributedSection:
     """Validate a ``distributed`` mapping; errors name their key paths (``distributed.hosts.0...``)."""
-    from ..recipes import _format_errors
 
     wrapper = create_model("DistributedRecipe", __config__=_STRICT, distributed=(DistributedSection, ...))
     try:
         return wrapper.model_validate({"distributed": data}).distributed
     except ValidationError as exc:
-        raise RecipeError(f"{source}: {_format_errors(exc, {'distributed': data})}") from None
-
-
-def load_distributed_recipe(path: str | os.PathLike, overrides: list[str] = ()):
-    """Read, override and validate a recipe that has a ``distributed:`` section.
-
-    Returns ``(recipe, dist)`` with ``dist`` being ``recipe.distributed``.
-    """
-    from ..recipes import load_recipe
-
-    path = Path(path)
-    recipe = load_recipe(path, overrides)
-    dist = recipe.distributed
-    if dist is None:
-        raise RecipeError(f"{path}: no 'distributed:' section; add one with at least "
-                          f"'hosts: [{{address: 127.0.0.1}}]' (see docs/distributed.md)")
-    check_recipe_for_distributed(recipe, dist, source=str(path))
-    return recipe, dist
-
-
-def check_recipe_for_distributed(recipe, dist: DistributedSection, source: str = "recipe") -> None:
-    """Cross-checks between the recipe and its distributed section."""
-    t = recipe.train
-    if t.batching == "full":
-        raise RecipeError(f"{source}: train.batching: 'full' needs the whole graph in one process; a distributed "
-                          f"run trains on mini-batches: neighbor (GCN, GAT; with train.fanouts), node_batch "
-                          f"(RBTransformer) or neighbour_tables (Spexphormer)")
-    if t.batching == "neighbour_tables" and recipe.neighbour_tables.resample_every > 0 \
-            and dist.table_draws == 1 and t.epochs > recipe.neighbour_tables.resample_every:
-        raise RecipeError(f"{source}: neighbour_tables.resample_every: {recipe.neighbour_tables.resample_every} asks "
-                          f"for fresh tables during the run, but distributed.table_draws is 1 (the partitions "
-                          f"store the draws); set distributed.table_draws to the number of draws to cycle "
-                          f"through, or neighbour_tables.resample_every: 0 for one fixed draw")
-
-
-# ---- addresses of this machine -----------------------------------------------------------------
-
-def local_ipv4_addresses() -> set[str]:
-    """IPv4 addresses of this machine's interfaces (as DistDGL sees them), plus 127.0.0.1."""
-    import fcntl
-    import socket
-    import struct
-
-    found = {"127.0.0.1"}
-    for _, name in socket.if_nameindex():
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            try:
-                raw = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))  # SIOCGIFADDR
-            except OSError:
-                continue
-        found.add(socket.inet_ntoa(raw[20:24]))
-    return found
-
-
-def interface_of(address: str) -> str | None:
-    """The name of the interface that holds ``address`` here (for GLOO/NCCL_SOCKET_IFNAME)."""
-    import fcntl
-    import socket
-    import struct
-
-    for _, name in socket.if_nameindex():
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            try:
-                raw = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
-            except OSError:
-                continue
-        if socket.inet_ntoa(raw[20:24]) == address:
-            return name
-    return None
-
-
-def is_local_address(address: str) -> bool:
-    return ipaddress.ip_address(address).is_loopback or address in local_ipv4_addresses()
+        raise RecipeError(f"{source}: {format_errors(exc, {'distributed': data})}") from None

@@ -1,6 +1,6 @@
 """How a trainer cuts a :class:`~dgl.distributed.DistGraph` into model calls, per batching mode.
 
-The single-machine strategies of :mod:`dgl_rbgt.train.batching` read a local graph; these read
+The single-machine strategies of :mod:`dgl_rbgt.batching` read a local graph; these read
 the partitioned one (structure, features and labels pulled from the servers that own them) and
 keep DDP in step: every trainer runs the same number of training batches per epoch, because DDP
 all-reduces gradients in every step and a trainer that ran out early would leave the others
@@ -11,24 +11,22 @@ waiting forever.
 - :class:`DistNodeBatches` (``node_batch``; RBTransformer): SGFormer's random node batches of the
   whole graph, dealt out to the trainers; random attention groups form inside each trainer's
   batch; a batch's structure is its induced subgraph;
-- :class:`DistNeighbourTables` (``neighbour_tables``; Spexphormer stage 2): layer-wise batches
+- :class:`DistTableBatching` (``neighbour_tables``; Spexphormer stage 2): layer-wise batches
   grown through the neighbour tables that ``dgl-rbgt partition`` sampled and stored in the
   partitions (:mod:`dgl_rbgt.distributed.tables`).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
-from ..train.batching import Batch, Batching
-from ..train.neighbour_tables import grow_batch
-from .tables import TABLE_KINDS, table_key
+from ..batching import Batch, Batching
+from ..sampling import grow_batch
+from .tables import TABLE_KINDS, StoredNeighbourTables
 
-__all__ = ["DistBatch", "DistNeighborSampling", "DistNodeBatches", "DistNeighbourTables", "equal_chunks",
-           "maybe_fail"]
+__all__ = ["DistBatch", "DistNeighborSampling", "DistNodeBatches", "DistTableBatching", "equal_chunks", "DIST_BATCHINGS"]
 
 
 @dataclass
@@ -38,22 +36,6 @@ class DistBatch(Batch):
 
     labels: torch.Tensor = None
     loss_mask: torch.Tensor | None = None  # (B,) bool; None: every output node is a training node
-
-
-def maybe_fail(epoch: int) -> None:
-    """Fault injection for tests: ``DGL_RBGT_FAIL_AT=RANK:EPOCH`` raises in that rank and epoch.
-
-    Every rank first meets the others in a barrier at the start of that epoch, so the failure
-    comes after all of them finished the epoch before (rank 0 has logged it); without it, a
-    loaded machine could let the launcher stop rank 0 before its last log line.
-    """
-    spec = os.environ.get("DGL_RBGT_FAIL_AT")
-    if not spec or not spec.endswith(f":{epoch}"):
-        return
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    if spec == f"{os.environ.get('RANK', '0')}:{epoch}":
-        raise RuntimeError(f"failure injected by DGL_RBGT_FAIL_AT={spec}")
 
 
 def equal_chunks(nodes: torch.Tensor, num_chunks: int) -> list[torch.Tensor]:
@@ -80,7 +62,7 @@ class DistNeighborSampling(Batching):
     (see :func:`~dgl_rbgt.distributed.trainer.eval_plan`) in order, with full neighbourhoods.
     """
 
-    name = "dist_neighbor"
+    name = "neighbor"
 
     def __init__(self, graph, device, *, fanouts: list[int], batch_size: int, train_nodes: torch.Tensor,
                  eval_nodes: torch.Tensor, eval_batch_size: int | None = None):
@@ -112,7 +94,6 @@ class DistNeighborSampling(Batching):
         return DistBatch(seeds.to(self.device), lambda model: model(blocks, feat), labels)
 
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[DistBatch]:
-        maybe_fail(epoch)
         for input_nodes, seeds, blocks in self._train_loader:
             yield self._batch(input_nodes, seeds, blocks)
 
@@ -147,7 +128,7 @@ class DistNodeBatches(Batching):
     (their neighbours' degrees are counted inside the subgraph).
     """
 
-    name = "dist_node_batch"
+    name = "node_batch"
 
     def __init__(self, graph, device, *, rank: int, world: int, batch_size: int, seed: int,
                  local_nodes: torch.Tensor, eval_batch_size: int, eval_context_hops: int = 2):
@@ -189,7 +170,6 @@ class DistNodeBatches(Batching):
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[DistBatch]:
         from ..train.loop import epoch_seed
 
-        maybe_fail(epoch)
         # Own generator, same seed on every trainer: the same permutation everywhere.
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         order = torch.randperm(self.graph.num_nodes(), generator=generator)
@@ -210,27 +190,7 @@ class DistNodeBatches(Batching):
         return self.num_batches
 
 
-class _Rows:
-    """Rows of stored per-node tables in a DistGraph (pulled on indexing), as the single-machine
-    :func:`~dgl_rbgt.train.neighbour_tables.grow_batch` reads a :class:`SparseNeighbourhoods`."""
-
-    def __init__(self, graph, kind: str, draw: int, num_layers: int):
-        data = graph.ndata
-        self.num_layers = num_layers
-        self.tables = [_Column(data[table_key(kind, draw, layer, "table")], torch.int64) for layer in range(num_layers)]
-        self.etypes = [_Column(data[table_key(kind, draw, layer, "etype")], torch.int64) for layer in range(num_layers)]
-        self.valid = [_Column(data[table_key(kind, draw, layer, "valid")], torch.bool) for layer in range(num_layers)]
-
-
-class _Column:
-    def __init__(self, tensor, dtype: torch.dtype):
-        self.tensor, self.dtype = tensor, dtype
-
-    def __getitem__(self, nodes: torch.Tensor) -> torch.Tensor:
-        return self.tensor[nodes].to(self.dtype)
-
-
-class DistNeighbourTables(Batching):
+class DistTableBatching(Batching):
     """Spexphormer's stage-2 batches over the neighbour tables stored in the partitions.
 
     ``dgl-rbgt partition`` drew ``train_draws`` training tables and ``eval_draws`` evaluation
@@ -241,7 +201,7 @@ class DistNeighbourTables(Batching):
     ``num_batches`` near-equal parts (the same count on every trainer), so targets stay distinct.
     """
 
-    name = "dist_neighbour_tables"
+    name = "neighbour_tables"
 
     def __init__(self, graph, device, *, num_layers: int, train_draws: int, eval_draws: int, resample_every: int,
                  train_nodes: torch.Tensor, num_batches: int, eval_nodes: torch.Tensor, eval_batch_size: int):
@@ -251,8 +211,8 @@ class DistNeighbourTables(Batching):
         self.eval_nodes = eval_nodes
         self.eval_batch_size = eval_batch_size
         self.resample_every = resample_every
-        self._train = [_Rows(graph, TABLE_KINDS[0], d, num_layers) for d in range(train_draws)]
-        self._eval = [_Rows(graph, TABLE_KINDS[1], d, num_layers) for d in range(eval_draws)]
+        self._train = [StoredNeighbourTables(graph, TABLE_KINDS[0], d, num_layers) for d in range(train_draws)]
+        self._eval = [StoredNeighbourTables(graph, TABLE_KINDS[1], d, num_layers) for d in range(eval_draws)]
 
     def draw_of_epoch(self, epoch: int) -> int:
         """Which stored training draw epoch ``epoch`` uses."""
@@ -260,10 +220,10 @@ class DistNeighbourTables(Batching):
             return 0
         return (epoch // self.resample_every) % len(self._train)
 
-    def _batch(self, draws: list[_Rows], targets: torch.Tensor) -> DistBatch:
+    def _batch(self, draws: list[StoredNeighbourTables], targets: torch.Tensor) -> DistBatch:
         feat = self.graph.ndata["feat"]
 
-        def call(model, rows: _Rows) -> torch.Tensor:
+        def call(model, rows: StoredNeighbourTables) -> torch.Tensor:
             node_lists, blocks = grow_batch(rows, targets)
             return model([b.to(self.device) for b in blocks], feat[node_lists[0]].to(self.device))
 
@@ -278,7 +238,6 @@ class DistNeighbourTables(Batching):
         return DistBatch(targets.to(self.device), run, labels)
 
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[DistBatch]:
-        maybe_fail(epoch)
         draw = [self._train[self.draw_of_epoch(epoch)]]
         order = self.train_nodes[torch.randperm(len(self.train_nodes))]
         for part in equal_chunks(order, self.num_batches):  # distinct targets, equal counts on every rank
@@ -290,3 +249,7 @@ class DistNeighbourTables(Batching):
 
     def num_train_batches(self, train_nodes: torch.Tensor) -> int:
         return self.num_batches
+
+
+#: ``train.batching`` -> its form over a DistGraph (``full`` has none: it needs the whole graph).
+DIST_BATCHINGS = {cls.name: cls for cls in (DistNeighborSampling, DistNodeBatches, DistTableBatching)}

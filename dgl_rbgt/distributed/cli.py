@@ -7,14 +7,13 @@ signal).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-__all__ = ["add_subcommands", "cmd_partition", "cmd_launch", "main"]
+__all__ = ["add_subcommands", "cmd_partition", "cmd_launch"]
 
 
 def cmd_partition(args) -> int:
-    from .config import load_distributed_recipe, partition_dir_of
+    from ..config import load_distributed_recipe, partition_dir_of
     from .partition import format_report, partition
 
     recipe, dist = load_distributed_recipe(args.recipe, args.set)
@@ -26,7 +25,7 @@ def cmd_partition(args) -> int:
 
 
 def cmd_launch(args) -> int:
-    from .config import load_distributed_recipe
+    from ..config import load_distributed_recipe
     from .launcher import describe_exit, launch_recipe
 
     recipe, dist = load_distributed_recipe(args.recipe, args.set)
@@ -66,25 +65,3 @@ def add_subcommands(subparsers) -> None:
     launch.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir (default: the newest run of this recipe) from its checkpoint")
     launch.set_defaults(func=cmd_launch)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """A stand-alone entry (used by tools/launch.py): ``partition`` / ``launch`` only."""
-    from ..cli import EXIT_USER_ERROR, _setup_logging
-    from ..data import DatasetNotFoundError
-    from ..errors import UserError
-
-    parser = argparse.ArgumentParser(prog="dgl-rbgt", description="DistDGL commands of dgl-rbgt.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_subcommands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
-    try:
-        return args.func(args)
-    except (UserError, DatasetNotFoundError) as exc:
-        print(f"dgl-rbgt: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_USER_ERROR
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

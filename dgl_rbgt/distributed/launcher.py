@@ -542,7 +542,7 @@ PROCESSES_NAME = "processes.json"
 
 def transport_for(host) -> Transport:
     """``run_via`` when given, a plain subprocess for this machine's addresses, else ssh."""
-    from .config import is_local_address
+    from .addresses import is_local_address
 
     if host.run_via:
         return PrefixTransport(list(host.run_via))
@@ -623,9 +623,9 @@ def launch_recipe(recipe, dist, *, run_dir=None, resume: bool = False, out: IO[s
     """
     import json
 
-    from ..recipes import recipe_to_yaml
-    from ..train.run import open_run_dir
-    from .config import partition_dir_of
+    from ..config import recipe_to_yaml
+    from ..train.pipeline import open_run_dir
+    from ..config import partition_dir_of
     from .partition import check_partitions
 
     workdir = dist.workdir or os.getcwd()

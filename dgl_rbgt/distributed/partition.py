@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from .config import DistributedSection, partition_dir_of
+from ..utils.files import atomic_write_text
+from ..config import DistributedSection, partition_dir_of
 
 __all__ = ["partition", "partition_inputs", "read_report", "check_partitions", "REPORT_NAME", "format_report"]
 
@@ -95,21 +95,14 @@ def _partition_stats(graph, part: torch.Tensor, num_parts: int) -> dict[str, Any
     return {"edge_cut": int(cut.sum()), "edge_cut_fraction": float(cut.sum()) / max(num_edges, 1), "parts": parts}
 
 
-def _atomic_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
 
 def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Partition the recipe's graph into ``len(dist.hosts)`` parts; returns the report."""
     import dgl
 
     from ..train.loop import seed_everything
-    from ..train.memory import peak_rss_bytes
-    from ..train.run import prepare_dataset
+    from ..utils.memory import peak_rss_bytes
+    from ..train.pipeline import prepare_dataset
 
     out = Path(out_dir) if out_dir is not None else partition_dir_of(recipe, dist)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +174,7 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
         "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
         **stats,
     }
-    _atomic_json(out / REPORT_NAME, report)
+    atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True) + "\n")
     logger.info("partitions written to %s (edge cut %.1f%%, %.1f s)", out, 100 * report["edge_cut_fraction"],
                 report["seconds"]["total"])
     return report

@@ -1,7 +1,7 @@
 """Spexphormer's sampled neighbour tables, stored in DistDGL partitions.
 
 Stage 2 of Spexphormer trains on fixed-degree neighbourhoods sampled from stage 1's attention
-scores (:func:`~dgl_rbgt.transforms.sparsify.sparsify`). For a distributed run, ``dgl-rbgt
+scores (:func:`~dgl_rbgt.sampling.sparsify`). For a distributed run, ``dgl-rbgt
 partition`` computes the scores once on the partitioning machine (stage 1 is the narrow network,
 cheap by design, or an earlier run's ``scores.pt`` named by ``stage1.scores``), draws the tables,
 and stores them as node data, so every trainer pulls the rows of the nodes it needs from the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TABLE_KINDS", "table_key", "draw_tables", "remap_tables", "partition_scores"]
+__all__ = ["TABLE_KINDS", "StoredNeighbourTables", "table_key", "draw_tables", "remap_tables", "partition_scores"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def draw_tables(recipe, graph, scores: torch.Tensor, train_draws: int) -> dict[s
     (['rbgt_eval0_l0_etype', 'rbgt_eval0_l0_table'], torch.Size([30, 3]))
     """
     from ..train.loop import epoch_seed
-    from ..transforms.sparsify import sparsify
+    from ..sampling import sparsify
 
     nt = recipe.neighbour_tables
     ks = nt.ks if isinstance(nt.ks, (list, tuple)) else [nt.ks] * scores.shape[0]
@@ -112,9 +112,10 @@ def partition_scores(recipe, dataset, graph, out_dir: Path, progress: bool = Fal
 
     from ..train.loop import seed_everything
     from ..train.metrics import get_metric
-    from ..train.run import splits_of
+    from ..train.pipeline import splits_of
     from ..train.rundir import RunDir
-    from ..train.two_stage import build_estimator, stage1_scores
+    from ..train.builders import build_estimator
+    from ..train.two_stage import stage1_scores
 
     seed_everything(recipe.seed)  # the estimator's initial weights, as in a single-machine run
     estimator = build_estimator(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
@@ -122,3 +123,29 @@ def partition_scores(recipe, dataset, graph, out_dir: Path, progress: bool = Fal
     scores, _ = stage1_scores(recipe, graph, estimator, torch.device("cpu"), RunDir(out_dir),
                               get_metric(dataset.metric), splits_of(graph), resume=False, progress=progress)
     return scores
+
+
+class StoredNeighbourTables:
+    """One stored draw of :class:`~dgl_rbgt.sampling.NeighbourTables` read from a DistGraph.
+
+    Offers the attributes :func:`~dgl_rbgt.sampling.grow_batch` reads (``num_layers`` and per-layer
+    ``tables``, ``etypes``, ``valid`` indexed by node ids); indexing pulls the rows from the
+    servers that own them, like features.
+    """
+
+    def __init__(self, graph, kind: str, draw: int, num_layers: int):
+        data = graph.ndata
+        self.num_layers = num_layers
+        self.tables = [_Column(data[table_key(kind, draw, layer, "table")], torch.int64) for layer in range(num_layers)]
+        self.etypes = [_Column(data[table_key(kind, draw, layer, "etype")], torch.int64) for layer in range(num_layers)]
+        self.valid = [_Column(data[table_key(kind, draw, layer, "valid")], torch.bool) for layer in range(num_layers)]
+
+
+class _Column:
+    """A stored node-data field whose rows are pulled and widened to ``dtype`` on indexing."""
+
+    def __init__(self, tensor, dtype: torch.dtype):
+        self.tensor, self.dtype = tensor, dtype
+
+    def __getitem__(self, nodes: torch.Tensor) -> torch.Tensor:
+        return self.tensor[nodes].to(self.dtype)

@@ -8,7 +8,7 @@ connects to the servers, joins ``torch.distributed`` (gloo on CPU, NCCL on GPU),
 (:func:`~dgl.distributed.node_split`), and trains with the single-machine loop
 (:class:`dgl_rbgt.train.loop.Trainer`) through two seams:
 
-- a :class:`~dgl_rbgt.train.batching.Batching` over the DistGraph, chosen by ``train.batching``
+- a :class:`~dgl_rbgt.batching.Batching` over the DistGraph, chosen by ``train.batching``
   (:mod:`dgl_rbgt.distributed.batching`: neighbour sampling for GCN/GAT, random node batches for
   RBTransformer, stored neighbour tables for Spexphormer stage 2), with the same number of
   training batches on every trainer (DDP's all-reduce would otherwise wait forever);
@@ -41,15 +41,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..train.batching import Batching
+from ..batching import Batching
+from ..config.registry import MODELS
 from ..train.loop import Trainer
-from .batching import DistBatch, DistNeighborSampling, DistNeighbourTables, DistNodeBatches
+from ..errors import EXIT_USER_ERROR
+from ..utils.logs import log_to_file, log_to_stdout
+from .batching import DIST_BATCHINGS, DistBatch, DistNeighborSampling, DistNodeBatches, DistTableBatching
 
 __all__ = ["DistTrainer", "Replicated", "all_gather_cat", "eval_plan", "pad_to", "main"]
 
 logger = logging.getLogger("dgl_rbgt.distributed.trainer")  # also when run as __main__
 
-EXIT_USER_ERROR = 2
 COLLECTIVE_TIMEOUT_S = 1800  # a collective waiting longer than this fails (the launcher then stops all)
 
 
@@ -209,17 +211,6 @@ class DistTrainer(Trainer):
 
 # ---- process entry --------------------------------------------------------------------------------
 
-def _setup_logging() -> None:
-    # DistDGL warns about every interface without an IPv4 address (ifb0, ...): noise, not news.
-    logging.getLogger("dgl-distributed-socket").setLevel(logging.WARNING + 1)
-    root = logging.getLogger("dgl_rbgt")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-
 def _threads(dist, recipe) -> int:
     if dist.trainer_threads:
         return dist.trainer_threads
@@ -232,7 +223,7 @@ def _socket_ifname(address: str) -> None:
     """Point gloo/NCCL at the interface that holds this host's address (unless the user did):
     their default follows the hostname, which on multi-homed hosts or network namespaces is often
     an address the other hosts cannot reach."""
-    from .config import interface_of
+    from .addresses import interface_of
 
     name = interface_of(address) if address else None
     if name:
@@ -243,7 +234,7 @@ def _socket_ifname(address: str) -> None:
 def run_server(spec: dict) -> int:
     import dgl
 
-    from .config import parse_distributed
+    from ..config import parse_distributed
 
     dist = parse_distributed(spec["distributed"])
     torch.set_num_threads(dist.server_threads)
@@ -309,7 +300,8 @@ def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], tr
         trainer_ids = g.ndata["trainer_id"] if "trainer_id" in g.ndata else None
         local = dgl.distributed.node_split(everything, g.get_partition_book(), force_even=True,
                                            node_trainer_ids=trainer_ids)  # this trainer evaluates these
-        hops = getattr(recipe.model, "gnn_layers", 1) or 1  # the GCN branch's receptive field
+        model_cls = MODELS[recipe.model.name]
+        hops = model_cls.context_hops(recipe.model) if hasattr(model_cls, "context_hops") else 1
         batching = DistNodeBatches(g, device, rank=tdist.get_rank(), world=tdist.get_world_size(),
                                    batch_size=t.batch_size, seed=recipe.seed, local_nodes=local,
                                    eval_batch_size=eval_bs, eval_context_hops=hops)
@@ -323,24 +315,25 @@ def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], tr
 
             raise UserError("the partitions hold no neighbour tables; run `dgl-rbgt partition RECIPE` again")
         num_batches = -(-_max_over_ranks(len(splits["train"])) // t.batch_size)
-        return DistNeighbourTables(g, device, num_layers=tables["layers"], train_draws=tables["train_draws"],
+        return DistTableBatching(g, device, num_layers=tables["layers"], train_draws=tables["train_draws"],
                                    eval_draws=tables["eval_draws"], resample_every=tables["resample_every"],
                                    train_nodes=splits["train"], num_batches=num_batches, eval_nodes=eval_nodes,
                                    eval_batch_size=eval_bs)
-    raise ValueError(f"train.batching {t.batching!r} has no distributed form")  # the recipe check rejects it first
+    raise ValueError(f"train.batching {t.batching!r} has no distributed form; those with one: "
+                     f"{sorted(DIST_BATCHINGS)}")  # the recipe check rejects it first
 
 
 def run_trainer(spec: dict) -> int:
     import dgl
     import torch.distributed as tdist
 
-    from ..recipes import parse_recipe, recipe_to_yaml
+    from ..config import parse_recipe, recipe_to_yaml
     from ..train.loop import seed_everything
-    from ..train.memory import peak_rss_bytes
+    from ..utils.memory import peak_rss_bytes
     from ..train.metrics import get_metric
-    from ..train.run import _log_to, build_model, resolve_device, summary_line
+    from ..train.pipeline import build_model, resolve_device, summary_line
     from ..train.rundir import RunDir
-    from .config import parse_distributed
+    from ..config import parse_distributed
 
     recipe = parse_recipe(dict(spec["recipe"]), source="launch spec")
     dist = parse_distributed(spec["distributed"])
@@ -358,7 +351,7 @@ def run_trainer(spec: dict) -> int:
     rank, world = tdist.get_rank(), tdist.get_world_size()
     rd = RunDir(spec["run_dir"])
     if rank == 0:
-        _log_to(rd)
+        log_to_file(rd.log)
         logger.info("resolved recipe:\n%s", recipe_to_yaml(recipe).rstrip())
 
     g = dgl.distributed.DistGraph(part["graph_name"])
@@ -400,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--role", required=True, choices=["server", "trainer"])
     parser.add_argument("--rank", type=int, required=True, help="server id or trainer rank (for logs and ps)")
     args = parser.parse_args(argv)
-    _setup_logging()
+    log_to_stdout()
     # `kill -USR1 PID` prints every thread's Python stack: the first thing to look at in a hang.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     from ..data import DatasetNotFoundError

@@ -8,11 +8,11 @@ from dgl.nn import GraphConv
 from torch import nn
 
 from dgl_rbgt._checks import check_feat, check_homogeneous, check_positive_int, check_probability
+from dgl_rbgt.conventions import ETYPE
 from dgl_rbgt.nn.exphormer import ExphormerConv, GraphCache
 
 __all__ = ["Exphormer"]
 
-ETYPE = "etype"  # edge types written by dgl_rbgt.transforms (0 = edges of the input graph)
 GRAPH_EDGE = 0
 IS_VIRTUAL = "is_virtual"  # node mask written by dgl_rbgt.transforms.virtual_nodes
 

@@ -131,6 +131,12 @@ class RBTransformer(nn.Module):
 
     batching: ClassVar[tuple[str, ...]] = ("full", "node_batch")
 
+    @classmethod
+    def context_hops(cls, config) -> int:
+        """Hops of neighbours a node's logits depend on (the GCN branch), for a recipe's ``model``
+        section: evaluating part of a graph needs that much context around it."""
+        return max(config.gnn_layers, 1)
+
     def __init__(
         self,
         in_feats: int,

@@ -6,14 +6,14 @@ The two-stage pipeline::
     estimator = ScoreEstimator(in_feats, num_classes, layers=L)       # stage 1, full graph
     ... train it (Trainer with FullGraph batching; on_epoch_start anneals T), keep the best ...
     scores = estimator.attention_scores(graph, graph.ndata["feat"])   # (L, E)
-    batching = NeighbourTables(graph, scores=scores, ks=[k_1, ..., k_L], batch_size=...)
+    batching = TableBatching(graph, scores=scores, ks=[k_1, ..., k_L], batch_size=...)
     model = Spexphormer(in_feats, num_classes, layers=L)              # stage 2, mini-batches
     ... train it with Trainer(model, batching, ...) ...
 
-:class:`NeighbourTables <dgl_rbgt.train.neighbour_tables.NeighbourTables>` calls
-:func:`~dgl_rbgt.transforms.sparsify.sparsify` on ``(graph, scores, ks)`` and cuts the tables into
-layer-wise mini-batches (lists of :class:`~dgl_rbgt.nn.spexphormer.TableBlock`); both stages must
-use the *same* graph object (the scores are per edge of it).
+:class:`~dgl_rbgt.batching.TableBatching` draws :class:`~dgl_rbgt.sampling.NeighbourTables`
+from ``(graph, scores, ks)`` and grows layer-wise mini-batches through them (lists of
+:class:`~dgl_rbgt.nn.spexphormer.TableBlock`); both stages must use the *same* graph object (the
+scores are per edge of it).
 """
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ from torch import nn
 
 from dgl_rbgt._checks import all_finite, check_feat, check_homogeneous, check_nonempty, check_positive_int, check_probability
 from dgl_rbgt.nn.score_estimator import ScoreEstimatorConv
-from dgl_rbgt.nn.spexphormer import SpexphormerConv, TableBlock, _check_index_table
-from dgl_rbgt.transforms.sparsify import SparseNeighbourhoods
+from dgl_rbgt.nn.spexphormer import SpexphormerConv, TableBlock
+from dgl_rbgt.sampling import NeighbourTables, table_blocks
 
-__all__ = ["ScoreEstimator", "Spexphormer", "table_blocks"]
+__all__ = ["ScoreEstimator", "Spexphormer"]
 
 
 def _check_heads(hidden: int, num_heads: int) -> None:
@@ -171,7 +171,7 @@ class ScoreEstimator(nn.Module):
 
         Runs in evaluation mode (no dropout) without gradients, at the current temperature, and
         restores the training mode afterwards. Row ``l`` sums to 1 over every node's in-edges;
-        it is what :func:`~dgl_rbgt.transforms.sparsify.sparsify` expects.
+        it is what :func:`~dgl_rbgt.sampling.sparsify` expects.
         """
         was_training = self.training
         self.eval()
@@ -180,14 +180,6 @@ class ScoreEstimator(nn.Module):
         finally:
             self.train(was_training)
         return torch.stack(scores)
-
-
-def table_blocks(neighbourhoods: SparseNeighbourhoods) -> list[TableBlock]:
-    """Full-graph input of :class:`Spexphormer`: every layer's node list is all ``N`` nodes
-    (compact tables are widened to int64)."""
-    n = neighbourhoods.num_nodes
-    return [TableBlock(t.to(torch.int64), e.to(torch.int64), v, num_src=n) for t, e, v in
-            zip(neighbourhoods.tables, neighbourhoods.etypes, neighbourhoods.valid)]
 
 
 # model -> (weak reference to its last input without gradients, version key, projection); kept
@@ -220,8 +212,8 @@ class Spexphormer(nn.Module):
     ``blocks[l].num_src``) to node list ``l + 1``, which is the *prefix* of length
     ``blocks[l].num_dst`` of node list ``l``; ``feat`` holds the input features of node list 0
     and the logits belong to node list ``L`` (the target nodes), in order. Mini-batches come from
-    :class:`~dgl_rbgt.train.neighbour_tables.NeighbourTables`; a
-    :class:`~dgl_rbgt.transforms.sparsify.SparseNeighbourhoods` is also accepted and runs the
+    :class:`~dgl_rbgt.batching.TableBatching`; a
+    :class:`~dgl_rbgt.sampling.NeighbourTables` is also accepted and runs the
     full graph (every node list is all nodes).
 
     Parameters
@@ -248,7 +240,7 @@ class Spexphormer(nn.Module):
     >>> import dgl, torch
     >>> from dgl_rbgt.models.spexphormer import Spexphormer
     >>> from dgl_rbgt.transforms.edge_types import add_self_loops
-    >>> from dgl_rbgt.transforms.sparsify import sparsify
+    >>> from dgl_rbgt.sampling import sparsify
     >>> g = add_self_loops(dgl.rand_graph(30, 90))
     >>> nb = sparsify(g, torch.rand(2, g.num_edges()), [4, 3])
     >>> model = Spexphormer(5, 3, hidden=8, layers=2)
@@ -257,6 +249,8 @@ class Spexphormer(nn.Module):
     """
 
     batching: ClassVar[tuple[str, ...]] = ("neighbour_tables",)
+    #: Stage 1: its attention scores drive the neighbour tables this model trains on.
+    estimator: ClassVar[type] = ScoreEstimator
 
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 64, num_heads: int = 2,
                  layers: int = 4, dropout: float = 0.2, num_edge_types: int = 3,
@@ -321,14 +315,14 @@ class Spexphormer(nn.Module):
             _ENCODE_CACHE[self] = (ref, key, x)
         return x
 
-    def forward(self, blocks: Sequence[TableBlock] | SparseNeighbourhoods, feat: torch.Tensor) -> torch.Tensor:
+    def forward(self, blocks: Sequence[TableBlock] | NeighbourTables, feat: torch.Tensor) -> torch.Tensor:
         """Logits ``(n_targets, num_classes)`` for the last node list (see the class notes).
 
         ``feat`` may be a sparse CSR tensor (wide bag-of-words features): the input projection
         then runs as a sparse-dense product (what
-        :class:`~dgl_rbgt.train.neighbour_tables.NeighbourTables` passes for such graphs).
+        :class:`~dgl_rbgt.batching.TableBatching` passes for such graphs).
         """
-        if isinstance(blocks, SparseNeighbourhoods):
+        if isinstance(blocks, NeighbourTables):
             blocks = table_blocks(blocks)
         blocks = list(blocks)
         if len(blocks) != self.num_layers:
@@ -340,16 +334,7 @@ class Spexphormer(nn.Module):
         x = self._encode(feat, blocks[0].num_src)  # (n_0, hidden)
         for conv, block, norm1, ffn, norm2 in zip(self.convs, blocks, self.attn_norms, self.ffns,
                                                   self.ffn_norms):
-            # The layer's own input checks, without re-checking the (internal) features.
-            _check_index_table(block.table, "table", None, x.shape[0], "rows of the source features")
-            if block.num_src is not None and block.num_src != x.shape[0]:
-                raise ValueError(f"feat must have {block.num_src} rows (one per node), got shape "
-                                 f"{tuple(x.shape)}")
-            if block.num_dst > x.shape[0]:
-                raise ValueError(f"table has {block.num_dst} destination rows but feat only "
-                                 f"{x.shape[0]} rows")
-            valid = conv._check_entries(block.table, block.etype, block.valid)
-            out = conv._attend(block.table, x, x[: block.num_dst], block.etype, valid).flatten(1)
+            out = conv(block, x).flatten(1)  # (n_dst, hidden); the layer checks the block
             # Destination nodes are the prefix of the source list: their own features are the
             # first n_dst rows (the residual / self term).
             x = norm1(x[: block.num_dst] + self.dropout(out))

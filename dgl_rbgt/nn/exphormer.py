@@ -21,10 +21,10 @@ from dgl_rbgt._checks import (
     check_positive_int,
     check_probability,
 )
+from dgl_rbgt.conventions import ETYPE
 
 __all__ = ["ExphormerConv", "GraphCache"]
 
-ETYPE = "etype"  # the edge-type field written by dgl_rbgt.transforms (see transforms/edge_types.py)
 
 
 class GraphCache:

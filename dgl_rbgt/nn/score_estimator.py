@@ -2,7 +2,7 @@
 
 A narrow sparse-attention layer on the graph plus expander and self-loop edges whose normalised
 attention scores drive the neighbour sampling of the wide network
-(:func:`dgl_rbgt.transforms.sparsify.sparsify`).
+(:func:`dgl_rbgt.sampling.sparsify`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dgl.utils import expand_as_pair
 from torch import nn
 
 from dgl_rbgt._checks import check_feat, check_homogeneous, check_nonempty, check_positive_int
-from dgl_rbgt.transforms.edge_types import edge_type_codes
+from dgl_rbgt.conventions import edge_type_codes
 
 __all__ = ["ScoreEstimatorConv"]
 

@@ -185,7 +185,7 @@ class TableBlock:
 
     The destination nodes are the first ``num_dst`` nodes of the source list (the prefix
     convention of layer-wise mini-batches, see
-    :class:`~dgl_rbgt.train.neighbour_tables.NeighbourTables`), so one feature tensor serves both.
+    :class:`~dgl_rbgt.batching.TableBatching`), so one feature tensor serves both.
 
     Attributes
     ----------
@@ -235,7 +235,7 @@ class SpexphormerConv(nn.Module):
     (Spexphormer) <https://arxiv.org/abs/2411.16278>`__.
 
     The attention of :class:`~dgl_rbgt.nn.exphormer.ExphormerConv` restricted to ``k`` sampled
-    in-edges per node (:func:`~dgl_rbgt.transforms.sparsify.sparsify`): for destination ``i`` with
+    in-edges per node (:func:`~dgl_rbgt.sampling.sparsify`): for destination ``i`` with
     table entries :math:`j_1, \dots, j_k` of edge types :math:`t_1, \dots, t_k`,
 
     .. math::

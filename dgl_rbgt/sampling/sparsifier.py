@@ -33,26 +33,31 @@ Conventions
   node itself (``tables[v] = v``, a valid gather index), ``edge_ids = -1``, ``etypes = 0`` and
   ``valid = False``. Table-based layers exclude masked entries from their softmax; a row with no
   valid entry attends to nothing (output 0, as DGL's edge softmax gives a node without in-edges),
-  so the layer needs no special case. :meth:`SparseNeighbourhoods.to_graphs` leaves them out.
+  so the layer needs no special case. :meth:`NeighbourTables.to_graphs` leaves them out.
   Graphs with self-loops (Spexphormer always adds them) have no such node.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import dgl
 import torch
 from dgl.base import DGLError
 
-from dgl_rbgt._checks import check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int
+from .._checks import check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int
+from ..conventions import ETYPE
+from .tables import NeighbourTables
 
-__all__ = ["SparseNeighbourhoods", "Sparsifier", "sparsify", "METHODS", "ZERO_FALLBACKS"]
+__all__ = ["Sparsifier", "sparsify", "DEFAULT_K", "METHODS", "ZERO_FALLBACKS"]
+
+#: Entries kept per node and layer when ``k`` is not given: the Spexphormer paper's final networks
+#: keep 5 neighbours per layer on Amazon Photo and Coauthor CS (its published configurations; 2 on Actor, 5-12 on
+#: the heterophilous graphs).
+DEFAULT_K = 5
 
 METHODS = ("reservoir", "topk", "uniform")
 ZERO_FALLBACKS = ("uniform", "error")
 
-_ETYPE = "etype"
 # Clears the sign bit: used to turn IEEE-754 float64 bit patterns into order-preserving int64.
 _LOW63 = 0x7FFF_FFFF_FFFF_FFFF
 # The sign bit of an int64, as a (negative) Python int that torch accepts as an int64 scalar.
@@ -62,86 +67,6 @@ _PACKED_MIN_KEY_BITS = 40
 # In-edges per chunk of destination nodes drawn together: sparsify's temporaries take about 100
 # bytes per edge of a chunk, so about 200 MB at most, whatever the graph's size.
 _CHUNK_EDGES = 1 << 21
-
-
-@dataclass
-class SparseNeighbourhoods:
-    """Fixed-degree neighbour tables, one per layer, as drawn by :func:`sparsify`.
-
-    Row ``v`` of layer ``l`` lists the ``k_l`` incoming edges kept for destination node ``v``.
-    Entries of a deficient node may repeat (draws with replacement); entries of a node without
-    candidates are masked (``valid`` False, see the module notes).
-
-    Attributes
-    ----------
-    tables : list of Tensor
-        Per layer, ``(N, k_l)`` int64 source node ids.
-    edge_ids : list of Tensor or None
-        Per layer, ``(N, k_l)`` int64 ids of the kept edges in the input graph (-1 when masked);
-        None in the compact copies that
-        :class:`~dgl_rbgt.train.neighbour_tables.NeighbourTables` keeps (32-bit tables, 8-bit
-        types).
-    etypes : list of Tensor
-        Per layer, ``(N, k_l)`` int64 edge-type codes (``graph.edata['etype']``, 0 without it).
-    valid : list of Tensor
-        Per layer, ``(N, k_l)`` bool; False only for the rows of nodes without candidates.
-    num_nodes : int
-        Number of nodes of the input graph.
-    graphs : list of DGLGraph or None
-        :meth:`to_graphs` of the tables when :func:`sparsify` was called with ``return_graphs``.
-    """
-
-    tables: list[torch.Tensor]
-    edge_ids: list[torch.Tensor] | None
-    etypes: list[torch.Tensor]
-    valid: list[torch.Tensor]
-    num_nodes: int
-    graphs: list[dgl.DGLGraph] | None = field(default=None, repr=False)
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.tables)
-
-    @property
-    def ks(self) -> list[int]:
-        """Number of entries per node, per layer."""
-        return [int(t.shape[1]) for t in self.tables]
-
-    @property
-    def all_valid(self) -> bool:
-        """True when no entry is masked (every node had a candidate in every layer)."""
-        return all(bool(v.all()) for v in self.valid)
-
-    def to(self, device: torch.device | str) -> "SparseNeighbourhoods":
-        """A copy with every table on ``device`` (graphs included)."""
-        return SparseNeighbourhoods(
-            [t.to(device) for t in self.tables],
-            None if self.edge_ids is None else [t.to(device) for t in self.edge_ids],
-            [t.to(device) for t in self.etypes], [t.to(device) for t in self.valid], self.num_nodes,
-            None if self.graphs is None else [g.to(device) for g in self.graphs])
-
-    def to_graphs(self) -> list[dgl.DGLGraph]:
-        """One DGLGraph per layer with the kept edges ``tables[l][v, j] -> v``.
-
-        Every node with a candidate has exactly ``k_l`` in-edges (repeated draws become parallel
-        edges); masked entries are left out. Edges are ordered row by row: edge ``v * k_l + j`` is
-        entry ``(v, j)`` when no entry is masked. ``edata[dgl.EID]`` holds the edge ids in the
-        input graph and ``edata['etype']`` the edge types.
-        """
-        if self.edge_ids is None:
-            raise ValueError("these tables were stored without edge ids (a compact copy); draw them "
-                             "with sparsify() or Sparsifier.draw() to build graphs")
-        graphs = []
-        for table, eids, etypes, valid in zip(self.tables, self.edge_ids, self.etypes, self.valid):
-            n, k = table.shape
-            dst = torch.arange(n, device=table.device).repeat_interleave(k)  # (N * k,) row-major
-            keep = valid.reshape(-1)
-            g = dgl.graph((table.reshape(-1)[keep], dst[keep]), num_nodes=self.num_nodes,
-                          device=table.device)
-            g.edata[dgl.EID] = eids.reshape(-1)[keep]
-            g.edata[_ETYPE] = etypes.reshape(-1)[keep]
-            graphs.append(g)
-        return graphs
 
 
 def _ordered_int64(x: torch.Tensor) -> torch.Tensor:
@@ -182,13 +107,13 @@ def _check_ks(k, scores: torch.Tensor) -> list[int]:
 def sparsify(
     g: dgl.DGLGraph,
     scores: torch.Tensor,
-    k: int | Sequence[int],
+    k: int | Sequence[int] = DEFAULT_K,
     *,
     method: str = "reservoir",
     generator: torch.Generator | None = None,
     return_graphs: bool = False,
     zero_fallback: str = "uniform",
-) -> SparseNeighbourhoods:
+) -> NeighbourTables:
     r"""Keep ``k`` incoming edges per node and layer, drawn with probabilities given by ``scores``.
 
     For every layer :math:`l` and destination node :math:`v` with candidate in-edges
@@ -214,7 +139,8 @@ def sparsify(
         sizes among a node's in-edges matter. A ``(E,)`` tensor is used for every layer.
     k : int or list of int
         Entries per node: one value for all layers, or one per layer (``len(k) == L``; with
-        ``(E,)`` scores the list sets the number of layers).
+        ``(E,)`` scores the list sets the number of layers). Default :data:`DEFAULT_K` (5, as the
+        Spexphormer paper on Photo and CS).
     method : str
         ``"reservoir"`` (weighted without replacement, above), ``"topk"`` (the :math:`k_l`
         highest scores, ties broken by the lower edge id; deficient nodes still fill up at random as
@@ -223,7 +149,7 @@ def sparsify(
     generator : torch.Generator, optional
         Source of randomness (on the graph's device); torch's global generator when None.
     return_graphs : bool
-        Also build the per-layer DGLGraphs (:meth:`SparseNeighbourhoods.to_graphs`) and store them
+        Also build the per-layer DGLGraphs (:meth:`NeighbourTables.to_graphs`) and store them
         in the result's ``graphs``.
     zero_fallback : str
         For nodes with in-edges whose scores are all 0: ``"uniform"`` weighs those edges equally,
@@ -231,7 +157,7 @@ def sparsify(
 
     Returns
     -------
-    SparseNeighbourhoods
+    NeighbourTables
         Per layer ``(N, k_l)`` tables of source ids, edge ids, edge types and validity.
 
     Raises
@@ -249,7 +175,7 @@ def sparsify(
     Examples
     --------
     >>> import dgl, torch
-    >>> from dgl_rbgt.transforms.sparsify import sparsify
+    >>> from dgl_rbgt.transforms import sparsify
     >>> g = dgl.add_self_loop(dgl.rand_graph(6, 20))
     >>> scores = torch.rand(2, g.num_edges())  # two layers
     >>> nb = sparsify(g, scores, [3, 2], generator=torch.Generator().manual_seed(0))
@@ -257,6 +183,8 @@ def sparsify(
     [(6, 3), (6, 2)]
     >>> [int(h.in_degrees().min()) for h in nb.to_graphs()]
     [3, 2]
+    >>> sparsify(g, scores).ks  # k defaults to DEFAULT_K (5) for every layer
+    [5, 5]
     """
     return Sparsifier(g, scores).draw(k, method=method, generator=generator, return_graphs=return_graphs,
                                       zero_fallback=zero_fallback)
@@ -268,7 +196,7 @@ class Sparsifier:
     The construction does the per-graph work once: it groups the in-edges by destination and
     stores the scores, source ids, edge types and edge ids in that order (32-bit ids where they
     fit), so each :meth:`draw` reads contiguous slices and only sorts. A training loop that
-    resamples every epoch keeps one (:class:`~dgl_rbgt.train.neighbour_tables.NeighbourTables`
+    resamples every epoch keeps one (:class:`~dgl_rbgt.batching.TableBatching`
     does); the graph itself is not kept.
 
     Parameters
@@ -281,7 +209,7 @@ class Sparsifier:
     Examples
     --------
     >>> import dgl, torch
-    >>> from dgl_rbgt.transforms.sparsify import Sparsifier
+    >>> from dgl_rbgt.sampling import Sparsifier
     >>> g = dgl.add_self_loop(dgl.rand_graph(6, 20))
     >>> sampler = Sparsifier(g, torch.rand(2, g.num_edges()))
     >>> nb = sampler.draw([3, 2], generator=torch.Generator().manual_seed(0))
@@ -310,7 +238,7 @@ class Sparsifier:
         del dst
         self._eids = by_dst.to(ids)  # (E,) position -> edge id
         self._src = src.index_select(0, by_dst).to(ids)  # (E,) position -> source node
-        etype = g.edata[_ETYPE] if _ETYPE in g.edata else None
+        etype = g.edata[ETYPE] if ETYPE in g.edata else None
         if etype is not None:
             etype = etype.index_select(0, by_dst.to(etype.device))
             if num_edges and -128 <= int(etype.min()) and int(etype.max()) < 128:
@@ -325,9 +253,9 @@ class Sparsifier:
         """Score rows (layers); None for ``(E,)`` scores, shared by any number of layers."""
         return self._scores.shape[0] if self._per_layer else None
 
-    def draw(self, k: int | Sequence[int], *, method: str = "reservoir",
+    def draw(self, k: int | Sequence[int] = DEFAULT_K, *, method: str = "reservoir",
              generator: torch.Generator | None = None, return_graphs: bool = False,
-             zero_fallback: str = "uniform", compact: bool = False) -> "SparseNeighbourhoods":
+             zero_fallback: str = "uniform", compact: bool = False) -> "NeighbourTables":
         """One draw of the neighbour tables; the arguments are :func:`sparsify`'s.
 
         ``compact=True`` returns the tables in their storage form: source ids in int32 (when the
@@ -364,7 +292,7 @@ class Sparsifier:
                 etypes.append(torch.where(valid, types if compact else types.to(torch.int64), 0))
             valids.append(valid)
             del pos, safe
-        result = SparseNeighbourhoods(tables, None if compact else edge_ids, etypes, valids, num_nodes)
+        result = NeighbourTables(tables, None if compact else edge_ids, etypes, valids, num_nodes)
         if return_graphs:
             result.graphs = result.to_graphs()
         return result

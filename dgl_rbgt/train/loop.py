@@ -3,7 +3,7 @@
 Everything model- or graph-specific sits behind four seams, so full-graph, mini-batch,
 two-stage and distributed training all run this same loop:
 
-- **batches**: a :class:`~dgl_rbgt.train.batching.Batching` says how the graph becomes model
+- **batches**: a :class:`~dgl_rbgt.batching.Batching` says how the graph becomes model
   calls (``train_batches`` / ``eval_batches``);
 - **step**: :meth:`Trainer.train_step` runs one batch (loss on its training nodes, backward,
   clipping, optimiser step); subclasses may override it;
@@ -31,9 +31,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import TrainingDiverged
-from .batching import Batch, Batching
+from ..batching import Batch, Batching
 from .checkpoint import load_checkpoint, save_checkpoint
-from .memory import peak_memory_bytes, reset_peak
+from ..utils.memory import peak_memory_bytes, reset_peak
 from .metrics import Metric, loss_for
 from .plots import plot_curves
 from .rundir import RunDir

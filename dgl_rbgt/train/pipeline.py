@@ -8,75 +8,18 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, RecipeError
-from ..recipes import recipe_to_yaml
-from .batching import BATCHINGS, Batching
+from ..config import recipe_to_yaml
+from ..utils.logs import log_to_file
+from .builders import build_batching, build_estimator, build_model, is_two_stage, prepare_dataset, resolve_device
 from .checkpoint import load_checkpoint
 from .loop import Trainer, TrainResult, seed_everything
 from .metrics import get_metric
 from .rundir import RunDir, latest_run_dir, new_run_dir
-from .two_stage import build_estimator, run_two_stage
+from .two_stage import run_two_stage
 
-__all__ = ["run_recipe", "resolve_device", "prepare_dataset", "build_model", "build_batching", "open_run_dir"]
+__all__ = ["run_recipe", "open_run_dir", "splits_of", "summary_line"]
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``"auto"`` picks CUDA when available; an explicit CUDA device must exist."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise RecipeError(f"train.device: not a device name (got {spec!r}); use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RecipeError(f"train.device: {spec!r} requested but CUDA is not available here; use cpu or auto")
-    return device
-
-
-def prepare_dataset(recipe):
-    """Load the recipe's dataset and apply its transforms in order."""
-    from ..data import load_dataset
-    from ..transforms import TRANSFORMS
-
-    ds = recipe.dataset
-    seed = recipe.seed if ds.seed is None else ds.seed
-    try:
-        dataset = load_dataset(ds.name, root=ds.root, split=ds.split, seed=seed, **ds.params)
-    except (ValueError, TypeError) as exc:
-        raise RecipeError(f"dataset: {exc}") from None
-    graph = dataset.graph
-    for i, spec in enumerate(recipe.transforms):
-        params = spec.model_dump(exclude={"name"})
-        try:
-            transform = TRANSFORMS[spec.name](**params)
-        except (ValueError, TypeError) as exc:
-            raise RecipeError(f"transforms.{i} ({spec.name}): {exc}") from None
-        graph = transform(graph)
-    return dataset, graph
-
-
-def build_model(recipe, in_feats: int, num_classes: int) -> torch.nn.Module:
-    from ..models import MODELS
-
-    params = recipe.model.model_dump(exclude={"name"})
-    try:
-        return MODELS[recipe.model.name](in_feats, num_classes, **params)
-    except (ValueError, TypeError) as exc:
-        raise RecipeError(f"model ({recipe.model.name}): {exc}") from None
-
-
-def build_batching(recipe, graph, device: torch.device) -> Batching:
-    t = recipe.train
-    kind = t.batching
-    if kind == "full":
-        return BATCHINGS[kind](graph, device)
-    if kind == "neighbor":
-        return BATCHINGS[kind](graph, device, fanouts=t.fanouts, batch_size=t.batch_size,
-                               eval_batch_size=t.eval_batch_size)
-    if kind == "node_batch":
-        return BATCHINGS[kind](graph, device, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size)
-    raise RecipeError(f"train.batching: {kind!r} is set up by its model's pipeline, not by a plain run")
 
 
 def open_run_dir(recipe, run_dir: str | Path | None, resume: bool) -> RunDir:
@@ -119,13 +62,13 @@ def run_recipe(recipe, run_dir: str | Path | None = None, resume: bool = False,
     dataset, graph = prepare_dataset(recipe)
     seed_everything(recipe.seed)  # the model's initial weights do not depend on the data pipeline
     model = build_model(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
-    two_stage = recipe.train.batching == "neighbour_tables"
+    two_stage = is_two_stage(recipe)
     if two_stage:
         estimator = build_estimator(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
     else:
         batching = build_batching(recipe, graph, device)
     rd = open_run_dir(recipe, run_dir, resume)
-    _log_to(rd)
+    log_to_file(rd.log)
     logger.info("run directory %s", rd.path)
     logger.info("resolved recipe:\n%s", recipe_to_yaml(recipe).rstrip())
     logger.info("dataset %s: %d nodes, %d edges, %d features, %d classes, metric %s", dataset.name,
@@ -144,19 +87,6 @@ def run_recipe(recipe, run_dir: str | Path | None = None, resume: bool = False,
     rd.write_summary(result.summary)
     return result
 
-
-def _log_to(rd: RunDir) -> None:
-    """Add (once per run directory) a file handler writing the package log to train.log."""
-    root = logging.getLogger("dgl_rbgt")
-    for h in list(root.handlers):
-        if getattr(h, "_dgl_rbgt_run", False):
-            root.removeHandler(h)
-            h.close()
-    handler = logging.FileHandler(rd.log)
-    handler._dgl_rbgt_run = True
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
 
 
 def summary_line(summary: dict[str, Any]) -> str:

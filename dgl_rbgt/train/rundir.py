@@ -14,25 +14,20 @@ from __future__ import annotations
 
 import csv
 import json
+import io
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from ..utils.files import atomic_write_text
 
 __all__ = ["RunDir", "new_run_dir", "latest_run_dir"]
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_metric", "val_metric", "test_metric",
                   "val_loss", "epoch_seconds", "eval_seconds"]
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class RunDir:
@@ -58,10 +53,10 @@ class RunDir:
         return self
 
     def write_recipe(self, text: str) -> None:
-        _atomic_write_text(self.recipe, text)
+        atomic_write_text(self.recipe, text)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        _atomic_write_text(self.summary, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.summary, json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
     def read_metrics(self) -> list[dict[str, float]]:
         if not self.metrics.is_file():
@@ -72,12 +67,11 @@ class RunDir:
 
     def write_metrics(self, rows: list[dict[str, float]]) -> None:
         """Rewrite the whole CSV (a resumed run drops rows past its checkpoint this way)."""
-        fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=self.path)
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.metrics)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.metrics, buffer.getvalue())
 
 
 def new_run_dir(root: str | os.PathLike, name: str) -> RunDir:

@@ -3,7 +3,7 @@
 Stage 1 trains the narrow :class:`~dgl_rbgt.models.spexphormer.ScoreEstimator` full-graph (its
 run directory is ``<run>/stage1``), restores its best-validation weights and writes per-layer
 attention scores ``(L, E)`` to ``<run>/scores.pt``. Stage 2 samples fixed-degree neighbour tables
-from those scores (:class:`~dgl_rbgt.train.neighbour_tables.NeighbourTables`) and trains the wide
+from those scores (:class:`~dgl_rbgt.batching.TableBatching`) and trains the wide
 :class:`~dgl_rbgt.models.spexphormer.Spexphormer` on mini-batches in ``<run>``.
 
 A recipe's ``stage1.scores`` may point at an earlier run's ``scores.pt`` to skip stage 1; a resumed
@@ -16,14 +16,15 @@ from pathlib import Path
 
 import torch
 
+from ..batching import FullGraph
 from ..errors import RecipeError
-from .batching import FullGraph
+from .builders import build_batching
 from .checkpoint import load_checkpoint, save_checkpoint
 from .loop import Trainer, TrainResult
 from .metrics import Metric
 from .rundir import RunDir
 
-__all__ = ["run_two_stage", "stage1_scores", "build_estimator", "load_scores"]
+__all__ = ["run_two_stage", "stage1_scores", "load_scores"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +38,6 @@ def load_scores(path: str | Path, num_layers: int, num_edges: int) -> torch.Tens
         raise RecipeError(f"stage1.scores: {path} holds scores of shape {got}, this recipe needs "
                           f"({num_layers}, {num_edges}) (model layers x edges of the transformed graph)")
     return scores
-
-
-def build_estimator(recipe, in_feats: int, num_classes: int) -> torch.nn.Module:
-    """The stage-1 model of a two-stage recipe (its errors reported as recipe errors)."""
-    from ..models.spexphormer import ScoreEstimator
-
-    try:
-        return ScoreEstimator(in_feats, num_classes, **recipe.stage1.model.model_dump())
-    except (ValueError, TypeError) as exc:
-        raise RecipeError(f"stage1.model: {exc}") from None
 
 
 def stage1_scores(recipe, graph, estimator: torch.nn.Module, device: torch.device, rd: RunDir, metric: Metric,
@@ -84,17 +75,11 @@ def run_two_stage(recipe, dataset, graph, model: torch.nn.Module, estimator: tor
                   device: torch.device, rd: RunDir, metric: Metric, splits: dict, resume: bool,
                   progress: bool) -> TrainResult:
     """Stage 1 (unless its scores exist), then stage 2; ``model`` is the wide network."""
-    from .neighbour_tables import NeighbourTables
-
     labels = graph.ndata["label"]
     scores, stage1_summary = stage1_scores(recipe, graph, estimator, device, rd, metric, splits, resume, progress)
 
     t = recipe.train
-    try:
-        batching = NeighbourTables(graph, device, scores=scores, batch_size=t.batch_size,
-                                   eval_batch_size=t.eval_batch_size, **recipe.neighbour_tables.model_dump())
-    except (ValueError, TypeError) as exc:
-        raise RecipeError(f"neighbour_tables: {exc}") from None
+    batching = build_batching(recipe, graph, device, scores=scores)
     trainer = Trainer(model, batching, labels, splits, metric, t, rd, seed=recipe.seed, device=device,
                       checkpoint_every=recipe.output.checkpoint_every, plot=recipe.output.plot,
                       title=f"{recipe.name} stage 2", progress=progress)

@@ -1,22 +1,18 @@
 """Graph -> graph transforms: feature normalisation, typed self-loops, expander edges, virtual
-nodes, and score-driven sparsification (:func:`sparsify`).
+nodes; and :func:`sparsify`, Spexphormer's score-driven sparsification.
 
-``TRANSFORMS`` maps a recipe's ``transforms[i].name`` to the class; the recipe schema of each
-is generated from its constructor.
+Every class here is a DGL ``BaseTransform`` that returns a new graph. :func:`sparsify` and
+:class:`Sparsifier` live in :mod:`dgl_rbgt.sampling` with the tables they draw; they are
+re-exported here because ``dgl_rbgt.transforms.sparsify(g, scores)`` is where users look for them.
+The recipe names of the transforms are in :data:`dgl_rbgt.config.registry.TRANSFORMS`.
 """
-from .edge_types import EdgeType, add_self_loops
+from ..conventions import EdgeType
+from ..sampling import Sparsifier, sparsify
+from .edge_types import add_self_loops
 from .expander import AddExpanderEdges, spectral_gap
 from .features import NormalizeFeatures
 from .self_loops import AddSelfLoops
-from .sparsify import SparseNeighbourhoods, Sparsifier, sparsify
 from .virtual_nodes import AddVirtualNodes
 
-TRANSFORMS: dict = {
-    "normalize_features": NormalizeFeatures,
-    "expander": AddExpanderEdges,
-    "self_loops": AddSelfLoops,
-    "virtual_nodes": AddVirtualNodes,
-}
-
 __all__ = ["AddExpanderEdges", "AddSelfLoops", "AddVirtualNodes", "EdgeType", "NormalizeFeatures",
-           "SparseNeighbourhoods", "Sparsifier", "add_self_loops", "sparsify", "spectral_gap", "TRANSFORMS"]
+           "Sparsifier", "add_self_loops", "sparsify", "spectral_gap"]

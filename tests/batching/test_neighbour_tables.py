@@ -1,4 +1,4 @@
-"""NeighbourTables: layer-wise batches (prefix property, valid indices, size bound), exactness
+"""TableBatching: layer-wise batches (prefix property, valid indices, size bound), exactness
 against the full-graph forward, resampling, evaluation draws, errors."""
 import math
 
@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from dgl_rbgt.models.spexphormer import Spexphormer
-from dgl_rbgt.train.neighbour_tables import NeighbourTables, grow_batch
+from dgl_rbgt.batching import TableBatching
+from dgl_rbgt.sampling import grow_batch
 from dgl_rbgt.transforms.edge_types import add_self_loops
-from dgl_rbgt.transforms.sparsify import sparsify
+from dgl_rbgt.sampling import sparsify
 
 KS = [4, 2, 3]
 
@@ -58,7 +59,7 @@ def test_mini_batch_forward_equals_full_graph_forward():
     """Batching is exact: every eval batch's logits equal the full-table forward's rows."""
     g = feat_graph()
     g.ndata["feat"] = g.ndata["feat"].double()
-    nt = NeighbourTables(g, scores=torch.rand(3, g.num_edges()), ks=KS, batch_size=50, eval_batch_size=37)
+    nt = TableBatching(g, scores=torch.rand(3, g.num_edges()), ks=KS, batch_size=50, eval_batch_size=37)
     model = eval_model()
     full = model(nt._eval_tables[0], g.ndata["feat"])  # every node list = all nodes
     nodes = torch.randperm(400)[:150]
@@ -82,7 +83,7 @@ def test_eval_averages_logits_over_fixed_draws():
     g = feat_graph()
     g.ndata["feat"] = g.ndata["feat"].double()
     scores = torch.rand(3, g.num_edges())
-    nt = NeighbourTables(g, scores=scores, ks=KS, batch_size=400, eval_repeats=3, eval_seed=7)
+    nt = TableBatching(g, scores=scores, ks=KS, batch_size=400, eval_repeats=3, eval_seed=7)
     model = eval_model()
     fulls = [model(sparsify(g, scores, KS, generator=torch.Generator().manual_seed(7 + i)), g.ndata["feat"])
              for i in range(3)]
@@ -95,11 +96,11 @@ def test_eval_averages_logits_over_fixed_draws():
         assert torch.equal(again.run(model), first)  # deterministic evaluation
 
 
-def tables_of(nt: NeighbourTables):
+def tables_of(nt: TableBatching):
     return [t.clone() for t in nt.train_tables.tables]
 
 
-def drain(nt: NeighbourTables, epoch: int, seed: int):
+def drain(nt: TableBatching, epoch: int, seed: int):
     torch.manual_seed(seed)  # what the loop does before each epoch
     return list(nt.train_batches(torch.arange(400), epoch))
 
@@ -108,7 +109,7 @@ def drain(nt: NeighbourTables, epoch: int, seed: int):
 def test_resampling_schedule(resample_every):
     g = feat_graph()
     scores = torch.rand(3, g.num_edges())
-    nt = NeighbourTables(g, scores=scores, ks=KS, batch_size=128, resample_every=resample_every)
+    nt = TableBatching(g, scores=scores, ks=KS, batch_size=128, resample_every=resample_every)
     drawn = []
     for epoch in range(4):
         drain(nt, epoch, seed=100 + epoch)
@@ -117,7 +118,7 @@ def test_resampling_schedule(resample_every):
     want = {1: [True, True, True], 2: [False, True, False], 0: [False, False, False]}[resample_every]
     assert changed == want
     # Draws come from the global generator: the same seed gives the same tables.
-    other = NeighbourTables(g, scores=scores, ks=KS, batch_size=128, resample_every=resample_every)
+    other = TableBatching(g, scores=scores, ks=KS, batch_size=128, resample_every=resample_every)
     drain(other, 0, seed=100)
     assert all(torch.equal(a, b) for a, b in zip(drawn[0], tables_of(other)))
 
@@ -126,8 +127,8 @@ def test_scores_from_file(tmp_path):
     g = feat_graph()
     scores = torch.rand(3, g.num_edges())
     torch.save(scores, tmp_path / "scores.pt")
-    nt = NeighbourTables(g, scores=tmp_path / "scores.pt", ks=2, batch_size=10, eval_seed=5)
-    same = NeighbourTables(g, scores=scores, ks=2, batch_size=10, eval_seed=5)
+    nt = TableBatching(g, scores=tmp_path / "scores.pt", ks=2, batch_size=10, eval_seed=5)
+    same = TableBatching(g, scores=scores, ks=2, batch_size=10, eval_seed=5)
     assert nt.ks == [2, 2, 2]
     assert all(torch.equal(a, b) for a, b in zip(nt._eval_tables[0].tables, same._eval_tables[0].tables))
 
@@ -136,28 +137,28 @@ def test_errors():
     g = feat_graph()
     scores = torch.rand(3, g.num_edges())
     with pytest.raises(ValueError, match="scores has 10 columns but the graph has"):
-        NeighbourTables(g, scores=torch.rand(3, 10), ks=2, batch_size=8)
+        TableBatching(g, scores=torch.rand(3, 10), ks=2, batch_size=8)
     with pytest.raises(ValueError, match=r"scores must have shape \(L, E\)"):
-        NeighbourTables(g, scores=scores[0], ks=2, batch_size=8)
+        TableBatching(g, scores=scores[0], ks=2, batch_size=8)
     with pytest.raises(TypeError, match="scores must be a tensor"):
-        NeighbourTables(g, scores=[0.5], ks=2, batch_size=8)
+        TableBatching(g, scores=[0.5], ks=2, batch_size=8)
     with pytest.raises(ValueError, match="ks must be an int or a list of 3 ints"):
-        NeighbourTables(g, scores=scores, ks=[2, 2], batch_size=8)
+        TableBatching(g, scores=scores, ks=[2, 2], batch_size=8)
     with pytest.raises(ValueError, match=r"ks\[1\] must be >= 1"):
-        NeighbourTables(g, scores=scores, ks=[2, 0, 2], batch_size=8)
+        TableBatching(g, scores=scores, ks=[2, 0, 2], batch_size=8)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        NeighbourTables(g, scores=scores, ks=2, batch_size=0)
+        TableBatching(g, scores=scores, ks=2, batch_size=0)
     with pytest.raises(ValueError, match="resample_every must be >= 0"):
-        NeighbourTables(g, scores=scores, ks=2, batch_size=8, resample_every=-1)
+        TableBatching(g, scores=scores, ks=2, batch_size=8, resample_every=-1)
     with pytest.raises(ValueError, match="eval_repeats must be >= 1"):
-        NeighbourTables(g, scores=scores, ks=2, batch_size=8, eval_repeats=0)
+        TableBatching(g, scores=scores, ks=2, batch_size=8, eval_repeats=0)
     with pytest.raises(ValueError, match="method must be one of"):
-        NeighbourTables(g, scores=scores, ks=2, batch_size=8, method="max")
+        TableBatching(g, scores=scores, ks=2, batch_size=8, method="max")
     with pytest.raises(ValueError, match="scores must be nonnegative"):
-        NeighbourTables(g, scores=-scores, ks=2, batch_size=8)
+        TableBatching(g, scores=-scores, ks=2, batch_size=8)
     g.ndata.pop("feat")
     with pytest.raises(ValueError, match=r"graph has no ndata\['feat'\]"):
-        NeighbourTables(g, scores=scores, ks=2, batch_size=8)
+        TableBatching(g, scores=scores, ks=2, batch_size=8)
     nb = sparsify(g, scores, 2)
     with pytest.raises(ValueError, match="targets must be distinct"):
         grow_batch(nb, torch.tensor([1, 2, 1]))
@@ -167,7 +168,7 @@ def test_stored_draws_are_compact_and_batch_the_same():
     """Kept draws hold 32-bit ids and 8-bit types without edge ids; batches widen them."""
     g = feat_graph()
     scores = torch.rand(3, g.num_edges())
-    nt = NeighbourTables(g, scores=scores, ks=KS, batch_size=50, eval_seed=3)
+    nt = TableBatching(g, scores=scores, ks=KS, batch_size=50, eval_seed=3)
     stored = nt._eval_tables[0]
     full = sparsify(g, scores, KS, generator=torch.Generator().manual_seed(3))
     assert stored.edge_ids is None

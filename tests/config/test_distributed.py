@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dgl_rbgt.distributed.config import (DistributedSection, check_recipe_for_distributed, is_local_address,
+from dgl_rbgt.distributed.addresses import is_local_address
+from dgl_rbgt.config import (DistributedSection, check_recipe_for_distributed,
                                          load_distributed_recipe, parse_distributed, partition_dir_of)
 from dgl_rbgt.errors import RecipeError
 

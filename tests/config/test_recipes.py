@@ -5,9 +5,9 @@ import pytest
 import yaml
 
 from dgl_rbgt.errors import RecipeError
-from dgl_rbgt.recipes import apply_overrides, load_recipe, parse_recipe, recipe_to_yaml
+from dgl_rbgt.config import apply_overrides, load_recipe, parse_recipe, recipe_to_yaml
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.y*ml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.y*ml"))
 MINIMAL = {"name": "t", "dataset": {"name": "cora"}, "model": {"name": "gcn"}}
 
 

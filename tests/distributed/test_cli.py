@@ -1,5 +1,5 @@
 """The partition/launch commands: parser wiring, one-line user errors, and the recipe schema with
-the distributed: section wired in (as dgl_rbgt/recipes.py will have it)."""
+the distributed: section wired in (dgl_rbgt/config)."""
 import argparse
 import subprocess
 import sys
@@ -10,9 +10,9 @@ import pytest
 import yaml
 from pydantic import create_model
 
-from dgl_rbgt import recipes
+from dgl_rbgt.config import schema as recipes
 from dgl_rbgt.distributed.cli import add_subcommands, cmd_launch, cmd_partition
-from dgl_rbgt.distributed.config import DistributedSection, load_distributed_recipe
+from dgl_rbgt.config import DistributedSection, load_distributed_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def test_subcommands_parse():
 
 
 def run_cli(*args, cwd, capsys, monkeypatch):
-    from dgl_rbgt.distributed.cli import main
+    from dgl_rbgt.cli import main
 
     monkeypatch.chdir(cwd)
     code = main(list(args))

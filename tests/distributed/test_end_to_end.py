@@ -27,8 +27,8 @@ import psutil
 import pytest
 import yaml
 
-from dgl_rbgt.distributed.config import load_distributed_recipe
-from dgl_rbgt.distributed.netns import EmulatedHosts, namespaces_available
+from dgl_rbgt.config import load_distributed_recipe
+from netns import EmulatedHosts, namespaces_available
 from dgl_rbgt.distributed.partition import partition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,8 +56,15 @@ def free_ports(n: int) -> list[int]:
     return found
 
 
+def fault_injection_path() -> str:
+    """PYTHONPATH that makes every launched process import tests/support/fault_injection's
+    sitecustomize (test-only; the launcher passes PYTHONPATH on to servers and trainers)."""
+    inject = Path(__file__).resolve().parents[1] / "support" / "fault_injection"
+    return os.pathsep.join(p for p in (str(inject), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def launch_cmd(recipe: Path, *extra: str) -> list[str]:
-    return [PY, "-m", "dgl_rbgt.distributed.cli", "launch", str(recipe), *extra]
+    return [PY, "-m", "dgl_rbgt", "launch", str(recipe), *extra]
 
 
 def finished(w, timeout: float) -> int | None:
@@ -85,7 +92,7 @@ def metrics(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Hosts (namespaces, else loopback), the recipe, its partitions and the single-machine result."""
-    from dgl_rbgt.train.run import run_recipe
+    from dgl_rbgt.train.pipeline import run_recipe
 
     work = tmp_path_factory.mktemp("cluster")
     ok, why = namespaces_available()
@@ -206,7 +213,7 @@ def test_trainer_exception_fails_fast_with_its_traceback(cluster, watched, helpe
     run_dir = cluster.work / "run-exc"
     sets = sum((["--set", o] for o in OVERRIDES + ["train.epochs=4", "distributed.samplers=1"]), [])
     w = watched(launch_cmd(cluster.recipe, "--run-dir", str(run_dir), *sets), cwd=cluster.work, name="launch-exc",
-                env={"DGL_RBGT_FAIL_AT": "1:1"})
+                env={"DGL_RBGT_FAIL_AT": "1:1", "PYTHONPATH": fault_injection_path()})
     rc = finished(w, 240)  # generous: a loaded machine slows the start; a hang never ends
     out = w.output()
     assert rc == 1, out[-4000:]

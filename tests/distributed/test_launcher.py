@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from dgl_rbgt.distributed.config import parse_distributed
+from dgl_rbgt.config import parse_distributed
 from dgl_rbgt.distributed.launcher import (GUARD_SOURCE, Launcher, LocalTransport, PrefixTransport, Proc,
                                            SshTransport, build_procs, check_ports, describe_exit,
                                            find_used_ports, guard_argv, probe_ports)

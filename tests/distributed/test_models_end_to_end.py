@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dgl_rbgt.distributed.config import load_distributed_recipe
-from dgl_rbgt.distributed.netns import EmulatedHosts, namespaces_available
+from dgl_rbgt.config import load_distributed_recipe
+from netns import EmulatedHosts, namespaces_available
 from dgl_rbgt.distributed.partition import partition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,14 +75,14 @@ def prepared(name: str, hosts, work: Path, free_ports):
 
 @pytest.mark.parametrize("name", ["rbtransformer_local", "spexphormer_local"])
 def test_model_trains_distributed_like_one_machine(name, hosts, tmp_path, watched, helpers):
-    from dgl_rbgt.train.run import run_recipe
+    from dgl_rbgt.train.pipeline import run_recipe
 
     path, recipe, dist, sets = prepared(name, hosts, tmp_path, helpers.free_ports)
     with contextlib.chdir(tmp_path):
         report = partition(recipe, dist)
         single = run_recipe(recipe, run_dir=tmp_path / "single", progress=False).summary
     run_dir = tmp_path / "run"
-    w = watched([PY, "-m", "dgl_rbgt.distributed.cli", "launch", str(path), "--run-dir", str(run_dir), *sets],
+    w = watched([PY, "-m", "dgl_rbgt", "launch", str(path), "--run-dir", str(run_dir), *sets],
                 cwd=tmp_path, name=f"launch-{name}")
     rc = w.wait(300)
     out = w.output()
@@ -103,20 +103,20 @@ def test_model_trains_distributed_like_one_machine(name, hosts, tmp_path, watche
 
 
 def assert_same_evaluation(recipe, report, work: Path, run_dir: Path, summary: dict) -> None:
-    """The best weights, evaluated on one machine with NeighbourTables' own evaluation draws, give
+    """The best weights, evaluated on one machine with TableBatching' own evaluation draws, give
     the distributed run's numbers."""
     from dgl_rbgt.train.checkpoint import load_checkpoint
     from dgl_rbgt.train.loop import Trainer, seed_everything
     from dgl_rbgt.train.metrics import get_metric
-    from dgl_rbgt.train.neighbour_tables import NeighbourTables
-    from dgl_rbgt.train.run import build_model, prepare_dataset, splits_of
+    from dgl_rbgt.batching import TableBatching
+    from dgl_rbgt.train.pipeline import build_model, prepare_dataset, splits_of
 
     seed_everything(recipe.seed)
     dataset, graph = prepare_dataset(recipe)
     model = build_model(recipe, report["in_feats"], report["num_classes"])
     model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     scores = load_checkpoint(work / "partitions" / recipe.name / "scores.pt")["scores"]
-    batching = NeighbourTables(graph, scores=scores, batch_size=recipe.train.batch_size,
+    batching = TableBatching(graph, scores=scores, batch_size=recipe.train.batch_size,
                                eval_batch_size=recipe.train.eval_batch_size, **recipe.neighbour_tables.model_dump())
     trainer = Trainer(model, batching, graph.ndata["label"], splits_of(graph), get_metric(dataset.metric),
                       recipe.train, None, progress=False)

@@ -6,10 +6,10 @@ import dgl
 import pytest
 import torch
 
-from dgl_rbgt.distributed.config import parse_distributed
+from dgl_rbgt.config import parse_distributed
 from dgl_rbgt.distributed.partition import REPORT_NAME, check_partitions, format_report, partition
 from dgl_rbgt.errors import UserError
-from dgl_rbgt.recipes import parse_recipe
+from dgl_rbgt.config import parse_recipe
 
 N = 800
 

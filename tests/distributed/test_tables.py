@@ -5,15 +5,15 @@ import dgl
 import pytest
 import torch
 
-from dgl_rbgt.distributed.batching import DistNeighbourTables, equal_chunks
-from dgl_rbgt.distributed.config import check_recipe_for_distributed, parse_distributed
+from dgl_rbgt.distributed.batching import DistTableBatching, equal_chunks
+from dgl_rbgt.config import check_recipe_for_distributed, parse_distributed
 from dgl_rbgt.distributed.partition import check_partitions, partition
 from dgl_rbgt.distributed.tables import table_key
 from dgl_rbgt.errors import RecipeError
-from dgl_rbgt.recipes import parse_recipe
+from dgl_rbgt.config import parse_recipe
 from dgl_rbgt.train.loop import epoch_seed, seed_everything
-from dgl_rbgt.train.run import prepare_dataset
-from dgl_rbgt.transforms.sparsify import sparsify
+from dgl_rbgt.train.pipeline import prepare_dataset
+from dgl_rbgt.sampling import sparsify
 
 N = 600
 
@@ -88,7 +88,7 @@ def test_equal_chunks_give_every_trainer_the_same_batch_count():
 
 
 def test_training_draws_cycle_every_resample_epochs():
-    nt = DistNeighbourTables.__new__(DistNeighbourTables)
+    nt = DistTableBatching.__new__(DistTableBatching)
     nt._train, nt.resample_every = [object()] * 3, 2
     assert [nt.draw_of_epoch(e) for e in range(8)] == [0, 0, 1, 1, 2, 2, 0, 0]
     nt.resample_every = 0

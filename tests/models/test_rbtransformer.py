@@ -157,8 +157,8 @@ def test_param_groups_split_branches():
 
 @pytest.mark.parametrize("optimizer,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
 def test_trainer_uses_param_groups(optimizer, cls):
-    from dgl_rbgt.recipes import TrainSection
-    from dgl_rbgt.train.batching import FullGraph
+    from dgl_rbgt.config import TrainSection
+    from dgl_rbgt.batching import FullGraph
     from dgl_rbgt.train.loop import Trainer
     from dgl_rbgt.train.metrics import get_metric
 

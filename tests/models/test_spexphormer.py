@@ -8,14 +8,14 @@ import torch.nn.functional as F
 from dgl_rbgt.models.spexphormer import ScoreEstimator, Spexphormer, table_blocks
 from dgl_rbgt.nn.exphormer import ExphormerConv
 from dgl_rbgt.nn.spexphormer import TableBlock
-from dgl_rbgt.recipes import TrainSection
-from dgl_rbgt.train.batching import FullGraph
+from dgl_rbgt.config import TrainSection
+from dgl_rbgt.batching import FullGraph
 from dgl_rbgt.train.loop import Trainer
 from dgl_rbgt.train.metrics import get_metric
-from dgl_rbgt.train.neighbour_tables import NeighbourTables
+from dgl_rbgt.batching import TableBatching
 from dgl_rbgt.transforms.edge_types import add_self_loops
 from dgl_rbgt.transforms.expander import AddExpanderEdges
-from dgl_rbgt.transforms.sparsify import sparsify
+from dgl_rbgt.sampling import sparsify
 
 
 def typed_graph(n: int = 60, e: int = 240) -> dgl.DGLGraph:
@@ -156,7 +156,7 @@ def run_pipeline(g, splits, seed=0):
     Trainer(est, FullGraph(graph), graph.ndata["label"], splits, get_metric("accuracy"), cfg,
             seed=seed, progress=False).fit()
     scores = est.attention_scores(graph, graph.ndata["feat"])
-    batching = NeighbourTables(graph, scores=scores, ks=[6, 4], batch_size=64, eval_repeats=2)
+    batching = TableBatching(graph, scores=scores, ks=[6, 4], batch_size=64, eval_repeats=2)
     model = Spexphormer(3, 3, hidden=16, num_heads=2, layers=2, dropout=0.1)
     cfg = TrainSection(epochs=40, lr=0.01, batching="neighbour_tables", batch_size=64)
     result = Trainer(model, batching, graph.ndata["label"], splits, get_metric("accuracy"), cfg,
@@ -165,7 +165,7 @@ def run_pipeline(g, splits, seed=0):
 
 
 def test_two_stage_pipeline_learns_and_repeats(one_thread):
-    """estimator training -> attention_scores -> NeighbourTables (sparsify) -> Spexphormer, both
+    """estimator training -> attention_scores -> TableBatching (sparsify) -> Spexphormer, both
     stages through the one training loop; a second run with the same seed repeats exactly."""
     g, splits = toy_graph()
     scores, result = run_pipeline(g, splits)

@@ -9,7 +9,7 @@ import torch
 from dgl_rbgt.nn.exphormer import ExphormerConv
 from dgl_rbgt.nn.spexphormer import SpexphormerConv, TableBlock
 from dgl_rbgt.transforms.edge_types import add_self_loops
-from dgl_rbgt.transforms.sparsify import sparsify
+from dgl_rbgt.sampling import sparsify
 
 
 def randomise(module: torch.nn.Module, std: float = 0.7) -> None:

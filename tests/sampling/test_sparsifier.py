@@ -8,10 +8,10 @@ import pytest
 import torch
 from dgl.base import DGLError
 
-from dgl_rbgt.transforms.sparsify import SparseNeighbourhoods, sparsify
+from dgl_rbgt.sampling import NeighbourTables, sparsify
 
 # The module (the package's `sparsify` attribute is the function).
-sparsify_module = importlib.import_module("dgl_rbgt.transforms.sparsify")
+sparsify_module = importlib.import_module("dgl_rbgt.sampling.sparsifier")
 
 SIGMAS = 5.0  # tolerance of every frequency check, in binomial standard deviations
 
@@ -51,7 +51,7 @@ def assert_frequencies(counts: torch.Tensor, probs: list[float], trials: int) ->
         assert abs(c - trials * p) <= SIGMAS * sd + 1e-9, (j, c, trials * p, sd)
 
 
-def slot_of_edges(nb: SparseNeighbourhoods, layer: int, copies: int, m: int) -> torch.Tensor:
+def slot_of_edges(nb: NeighbourTables, layer: int, copies: int, m: int) -> torch.Tensor:
     """(copies, k) index j of the kept edge within its star (edge id modulo m)."""
     return nb.edge_ids[layer][:copies] % m
 
@@ -283,7 +283,7 @@ def test_errors_name_the_argument():
 
 def test_integer_keys_keep_float_order():
     """The float64 -> int64 key map used for the fast integer sorts preserves order."""
-    from dgl_rbgt.transforms.sparsify import _ordered_int64
+    from dgl_rbgt.sampling.sparsifier import _ordered_int64
 
     scale = torch.full((5000,), 10.0, dtype=torch.float64) ** torch.randint(-300, 300, (5000,))
     x = torch.cat([torch.randn(5000, dtype=torch.float64) * scale,

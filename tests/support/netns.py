@@ -12,7 +12,7 @@ partitions on one machine collide. :class:`EmulatedHosts` gives every emulated h
 Hosts are reached with ``nsenter --net=... --mount=... --`` (the recipe's ``run_via``). Everything
 is removed on exit: processes still inside the namespaces are killed, the namespaces deleted.
 Needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN) and ``ip``, ``unshare``, ``nsenter``; use
-:func:`namespaces_available` to check first. Used by the tests and ``tools/bench_distributed.py``.
+:func:`namespaces_available` to check first. Test scaffolding (needs root), used by the distributed tests and ``tools/bench_distributed.py``.
 
 Example
 -------

@@ -8,8 +8,8 @@ import torch
 
 from dgl_rbgt.errors import TrainingDiverged, UserError
 from dgl_rbgt.models import GAT, GCN
-from dgl_rbgt.recipes import TrainSection
-from dgl_rbgt.train.batching import FullGraph, NeighborSampling, NodeBatches
+from dgl_rbgt.config import TrainSection
+from dgl_rbgt.batching import FullGraph, NeighborSampling, NodeBatches
 from dgl_rbgt.train.checkpoint import save_checkpoint
 from dgl_rbgt.train.loop import Trainer
 from dgl_rbgt.train.metrics import get_metric

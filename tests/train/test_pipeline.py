@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from dgl_rbgt.errors import CheckpointError, RecipeError
-from dgl_rbgt.models import MODELS
-from dgl_rbgt.recipes import parse_recipe
-from dgl_rbgt.train.run import run_recipe
+from dgl_rbgt.config.registry import MODELS
+from dgl_rbgt.config import parse_recipe
+from dgl_rbgt.train.pipeline import run_recipe
 
 TINY = {"name": "csbm", "params": {"num_nodes": 300, "num_classes": 3, "avg_degree": 6.0, "feature_dim": 8}}
 TRAIN = {"epochs": 3, "lr": 0.01}
