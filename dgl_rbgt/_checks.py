@@ -19,6 +19,7 @@ __all__ = [
     "check_positive_int",
     "check_probability",
     "check_choice",
+    "check_param_dtype",
 ]
 
 
@@ -131,3 +132,14 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def check_param_dtype(feat: torch.Tensor, weight: torch.Tensor, name: str = "feat") -> None:
+    """Reject features whose dtype differs from a layer's parameters (unless autocast is on),
+    naming both dtypes and the fix, instead of torch's raw matmul error."""
+    if feat.dtype == weight.dtype or torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled():
+        return
+    raise TypeError(
+        f"{name} has dtype {feat.dtype} but the layer's parameters are {weight.dtype}; "
+        f"convert one of them (layer.to({feat.dtype}) or {name}.to({weight.dtype}))"
+    )

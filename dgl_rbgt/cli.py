@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 
-from .errors import EXIT_USER_ERROR
+from .errors import EXIT_USER_ERROR, UserError
 from .utils.logs import log_to_terminal
 
 __all__ = ["main"]
@@ -89,12 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     log_to_terminal(args.verbose)
-    from .data import DatasetNotFoundError
-    from .errors import UserError
-
     try:
         return args.func(args)
-    except (UserError, DatasetNotFoundError) as exc:
+    except UserError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message's layout
         print(f"dgl-rbgt: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR

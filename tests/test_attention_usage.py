@@ -8,8 +8,7 @@ import pytest
 import torch
 import yaml
 
-from dgl_rbgt.nn.linear_attention import SGFormerAttention
-from dgl_rbgt.nn.rba import RBAConv
+from dgl_rbgt.nn import RBAConv, SGFormerAttention
 
 _path = Path(__file__).resolve().parents[1] / "tools" / "attention_usage.py"
 _spec = importlib.util.spec_from_file_location("attention_usage", _path)

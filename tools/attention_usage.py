@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from dgl_rbgt.nn.rba import RBAConv
+from dgl_rbgt.nn import RBAConv
 from dgl_rbgt.config import load_recipe
 from dgl_rbgt.train import builders
 from dgl_rbgt.train.checkpoint import load_checkpoint

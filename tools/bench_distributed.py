@@ -49,7 +49,7 @@ def recipe(args, name: str) -> dict:
 
 def baseline_rss_mb(workdir: Path) -> float:
     """Peak RSS of a process that imports the trainer's stack and does nothing else."""
-    from dgl_rbgt.distributed.launcher import Launcher, Proc
+    from dgl_rbgt.distributed.supervisor import Launcher, Proc
 
     proc = Proc("127.0.0.1", "baseline", 0, [sys.executable, "-c", "import dgl_rbgt.distributed.trainer, dgl, torch"],
                 workdir=str(workdir))

@@ -61,9 +61,10 @@ def _make_step(variant: str, n: int, p: int):
     import torch.nn.functional as F
     from torch import nn
 
-    from dgl_rbgt.nn.full_attention import full_attention
-    from dgl_rbgt.nn.linear_attention import sgformer_attention
-    from dgl_rbgt.nn.rba import RBAConv, random_batch_attention
+    from dgl_rbgt.nn.functional import full_attention
+    from dgl_rbgt.nn.functional import sgformer_attention
+    from dgl_rbgt.nn import RBAConv
+    from dgl_rbgt.nn.functional import random_batch_attention
 
     def leaves():
         qkv = [torch.randn(n, HEADS, HEAD_DIM, requires_grad=True) for _ in range(3)]
@@ -148,9 +149,7 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     import dgl  # noqa: F401  (imported before the baseline: part of every variant's import cost)
 
-    import dgl_rbgt.nn.full_attention  # noqa: F401
-    import dgl_rbgt.nn.linear_attention  # noqa: F401
-    import dgl_rbgt.nn.rba  # noqa: F401
+    import dgl_rbgt.nn  # noqa: F401
 
     torch.manual_seed(args.seed)
     baseline = peak_rss_mb()

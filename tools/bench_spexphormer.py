@@ -11,7 +11,7 @@ tables), stage 2 resampling (one ``sparsify`` draw) and the stage 2 full epoch (
 training + evaluation on train/val/test with the recipe's ``eval_repeats``). Stage 2 uses the
 scores of the (untrained) estimator: the timing does not depend on what the scores are. Medians
 (and the fastest epoch, least disturbed by other jobs on a shared machine) are compared with the
-reference implementation's numbers measured on this machine (ARCHITECTURE.md; its full epoch is
+reference implementation's numbers measured on this machine (docs/architecture.md; its full epoch is
 "about twice" the training epoch, so 2x is used). The 1-minute load average before and after each
 dataset is recorded: with more runnable jobs than cores the timings are inflated, so repeat then.
 
@@ -44,7 +44,7 @@ from dgl_rbgt.utils.memory import peak_rss_mb as peak_mb, reset_peak_rss as rese
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench-results" / "spexphormer"
 
-# Reference implementation on this machine (ARCHITECTURE.md): training seconds per epoch.
+# Reference implementation on this machine (docs/architecture.md): training seconds per epoch.
 REFERENCE = {  # dataset: (stage 1, stage 2)
     "minesweeper": (0.63, 0.39),
     "photo": (0.36, 0.34),

@@ -30,7 +30,7 @@ from ..errors import RecipeError
 from .messages import format_errors
 from .overrides import apply_overrides
 from .yamlio import read_yaml
-from .sections import STRICT, DatasetSection, OutputSection, Stage1Base, TrainSection
+from .sections import MAX_SEED, STRICT, DatasetSection, OutputSection, Stage1Base, TrainSection
 
 __all__ = ["Recipe", "load_recipe", "parse_recipe", "recipe_to_yaml", "load_distributed_recipe",
            "check_recipe_for_distributed"]
@@ -67,7 +67,7 @@ def _build_recipe_model() -> type[BaseModel]:
     train = create_model("TrainSection", __base__=TrainSection, batching=(Literal[tuple(BATCHINGS)], "full"))
     fields: dict[str, Any] = {
         "name": (str, Field(..., pattern=r"^[A-Za-z0-9_.-]+$")),
-        "seed": (int, 0),
+        "seed": (int, Field(0, ge=0, le=MAX_SEED)),
         "dataset": (DatasetSection, ...),
         "transforms": (list[_tagged_union("transform", TRANSFORMS, skip=())], Field(default_factory=list)),
         "model": (_tagged_union("model", MODELS, skip=("in_feats", "num_classes")), ...),
@@ -96,7 +96,7 @@ def _build_recipe_model() -> type[BaseModel]:
 @model_validator(mode="after")
 def _check_modes(recipe):
     """Cross-checks between model, batching and their sections, asked of the registered classes."""
-    from .registry import BATCHINGS, MODELS
+    from .registry import BATCHINGS, MODELS, TRANSFORMS
 
     model_cls = MODELS[recipe.model.name]
     supported = getattr(model_cls, "batching", ("full",))
@@ -122,7 +122,56 @@ def _check_modes(recipe):
                 raise ValueError(f"stage1.model.layers ({recipe.stage1.model.layers}) must equal model.layers "
                                  f"({layers}): the estimator gives one score row per layer of the wide model")
     batching.check_recipe(recipe)
+    if getattr(model_cls, "needs_edge_types", False) and not any(
+            getattr(TRANSFORMS[t.name], "writes_edge_types", False) for t in recipe.transforms):
+        typed = sorted(n for n, c in TRANSFORMS.items() if getattr(c, "writes_edge_types", False))
+        raise ValueError(f"model {recipe.model.name!r} attends over typed edges (edata['etype']); add a "
+                         f"transform that writes them, one of {typed}, e.g. transforms: [{{name: expander, "
+                         f"degree: 3}}]")
+    _check_constructors(recipe, model_cls)
     return recipe
+
+
+def _check_constructors(recipe, model_cls) -> None:
+    """Build the model, its first stage and every transform once with stand-in sizes, so their own
+    argument checks run now, before any data is loaded, and report all they refuse together with
+    key paths (``model.hidden: must be >= 1, got 0``)."""
+    import torch
+
+    from .registry import TRANSFORMS
+
+    calls = [("model", model_cls, recipe.model, (1, 2))]
+    if getattr(model_cls, "estimator", None) is not None and recipe.stage1 is not None:
+        calls.append(("stage1.model", model_cls.estimator, recipe.stage1.model, (1, 2)))
+    calls += [(f"transforms.{i}", TRANSFORMS[t.name], t, ()) for i, t in enumerate(recipe.transforms)]
+    problems = []
+    for where, cls, section, args in calls:
+        problems += _constructor_problems(where, cls, section.model_dump(exclude={"name"}), args, torch)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _constructor_problems(where: str, cls: type, params: dict, args: tuple, torch) -> list[str]:
+    """Every argument ``cls`` refuses: a constructor stops at its first complaint, so the named
+    argument is set back to its default and the call repeated, once per argument at most."""
+    defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
+                if p.default is not p.empty}
+    problems = []
+    for _ in range(len(params) + 1):
+        with torch.random.fork_rng(devices=[]):  # initial weights are drawn: leave the generator alone
+            try:
+                cls(*args, **params)
+                return problems
+            except (ValueError, TypeError) as exc:
+                message = " ".join(str(exc).split())
+        head, _, rest = message.partition(" ")
+        if head not in params or not rest:
+            return problems + [f"{where}: {message}"]
+        problems.append(f"{where}.{head}: {rest}")
+        if head not in defaults or params[head] == defaults[head]:
+            return problems
+        params = {**params, head: defaults[head]}
+    return problems
 
 
 _RECIPE_MODEL: type[BaseModel] | None = None

@@ -9,9 +9,11 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["STRICT", "DatasetSection", "TrainSection", "OutputSection", "Stage1Base"]
+__all__ = ["STRICT", "MAX_SEED", "DatasetSection", "TrainSection", "OutputSection", "Stage1Base"]
 
 STRICT = ConfigDict(extra="forbid", strict=True)
+#: Seeds reach numpy's generators (DGL's), which take 32-bit seeds.
+MAX_SEED = 2**32 - 1
 
 
 class _Section(BaseModel):
@@ -24,7 +26,7 @@ class DatasetSection(_Section):
     name: str
     root: Optional[str] = None  # else $DGL_RBGT_DATA, else the default cache folder
     split: int = Field(0, ge=0)  # which fixed split, for datasets that ship several
-    seed: Optional[int] = None  # seed of random splits / generated graphs; default: the recipe seed
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)  # seed of random splits / generated graphs; default: the recipe seed
     params: dict[str, Any] = Field(default_factory=dict)  # generator parameters (synthetic graphs)
 
 

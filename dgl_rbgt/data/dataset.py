@@ -18,6 +18,7 @@ import dgl
 import torch
 
 from .._checks import check_feat
+from ..errors import UserError
 
 __all__ = [
     "NodeDataset",
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 DATA_ENV = "DGL_RBGT_DATA"
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A dataset's files are not where the loader looked.
 
     The message names every path that was looked at and how to get the data there. Raised when

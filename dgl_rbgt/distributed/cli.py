@@ -26,7 +26,8 @@ def cmd_partition(args) -> int:
 
 def cmd_launch(args) -> int:
     from ..config import load_distributed_recipe
-    from .launcher import describe_exit, launch_recipe
+    from .launcher import launch_recipe
+    from .supervisor import describe_exit
 
     recipe, dist = load_distributed_recipe(args.recipe, args.set)
     result, rd = launch_recipe(recipe, dist, run_dir=args.run_dir, resume=args.resume)

@@ -327,7 +327,7 @@ def run_trainer(spec: dict) -> int:
     import dgl
     import torch.distributed as tdist
 
-    from ..config import parse_recipe, recipe_to_yaml
+    from ..config import parse_recipe
     from ..train.loop import seed_everything
     from ..utils.memory import peak_rss_bytes
     from ..train.metrics import get_metric
@@ -352,7 +352,7 @@ def run_trainer(spec: dict) -> int:
     rd = RunDir(spec["run_dir"])
     if rank == 0:
         log_to_file(rd.log)
-        logger.info("resolved recipe:\n%s", recipe_to_yaml(recipe).rstrip())
+        logger.info("%s: %d trainer(s); resolved recipe in %s", recipe.name, world, rd.recipe)
 
     g = dgl.distributed.DistGraph(part["graph_name"])
     splits, train_nodes = _split_nodes(g, rank, world, recipe.seed)
@@ -396,7 +396,6 @@ def main(argv: list[str] | None = None) -> int:
     log_to_stdout()
     # `kill -USR1 PID` prints every thread's Python stack: the first thing to look at in a hang.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    from ..data import DatasetNotFoundError
     from ..errors import UserError
 
     try:
@@ -408,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.role == "server":
             return run_server(spec)
         code = run_trainer(spec)
-    except (UserError, DatasetNotFoundError) as exc:
+    except UserError as exc:
         print(f"dgl-rbgt {args.role} {args.rank}: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
         code = EXIT_USER_ERROR
     except SystemExit as exc:  # a DistDGL server ends with sys.exit() once the trainers are done

@@ -9,6 +9,8 @@ import torch
 from dgl.nn import GATConv, GraphConv
 from torch import nn
 
+from .._checks import check_positive_int, check_probability
+
 __all__ = ["GCN", "GAT"]
 
 
@@ -21,6 +23,14 @@ def _layer_graphs(graph: dgl.DGLGraph | Sequence[dgl.DGLGraph], num_layers: int)
         raise ValueError(f"got {len(blocks)} blocks for a model with {num_layers} layers; "
                          f"set the sampler's fanouts to one entry per layer")
     return blocks
+
+
+def _check_common(in_feats: int, num_classes: int, hidden: int, layers: int, dropout: float) -> None:
+    check_positive_int(in_feats, "in_feats")
+    check_positive_int(num_classes, "num_classes")
+    check_positive_int(hidden, "hidden")
+    check_positive_int(layers, "layers")
+    check_probability(dropout, "dropout")
 
 
 class GCN(nn.Module):
@@ -54,6 +64,7 @@ class GCN(nn.Module):
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 64, layers: int = 2,
                  dropout: float = 0.5, self_loops: bool = True):
         super().__init__()
+        _check_common(in_feats, num_classes, hidden, layers, dropout)
         sizes = [in_feats] + [hidden] * (layers - 1) + [num_classes]
         self.convs = nn.ModuleList(
             GraphConv(a, b, allow_zero_in_degree=True) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -90,6 +101,9 @@ class GAT(nn.Module):
                  layers: int = 2, dropout: float = 0.6, attn_dropout: float = 0.6,
                  self_loops: bool = True):
         super().__init__()
+        _check_common(in_feats, num_classes, hidden, layers, dropout)
+        check_positive_int(num_heads, "num_heads")
+        check_probability(attn_dropout, "attn_dropout")
         self.convs = nn.ModuleList()
         size = in_feats
         for i in range(layers):

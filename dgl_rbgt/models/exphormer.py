@@ -142,6 +142,8 @@ class Exphormer(nn.Module):
     """
 
     batching = ("full",)
+    #: Attention reads ``edata['etype']``: a recipe needs a transform that writes it (expander).
+    needs_edge_types = True
 
     def __init__(
         self,
@@ -187,7 +189,7 @@ class Exphormer(nn.Module):
         # (ExphormerConv keeps index arrays of E entries per graph), not one per block
         shared = GraphCache()
         for block in self.blocks:
-            block.attn._typed_cache = shared
+            block.attn.structure_cache = shared
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

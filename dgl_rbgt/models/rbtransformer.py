@@ -22,9 +22,8 @@ from dgl_rbgt._checks import (
     check_positive_int,
     check_probability,
 )
-from dgl_rbgt.nn.full_attention import FullAttentionConv
-from dgl_rbgt.nn.linear_attention import SGFormerAttention
-from dgl_rbgt.nn.rba import EVAL_MODES, RBAConv
+from dgl_rbgt.nn import FullAttentionConv, RBAConv, SGFormerAttention
+from dgl_rbgt.nn.rba import EVAL_MODES
 
 __all__ = ["RBTransformer"]
 

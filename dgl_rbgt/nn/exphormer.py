@@ -32,7 +32,18 @@ class GraphCache:
 
     The value (an auxiliary graph, a subgraph) is rebuilt only when called with another graph
     object, another tensor in ``edata[field]``, or the same tensor changed in place. The last
-    graph's structure is held until the next miss; nothing is kept across different graphs.
+    graph's structure is held until the next miss; nothing is kept across different graphs, and
+    nothing travels with a pickle or a deep copy (they get an empty cache).
+
+    Examples
+    --------
+    >>> import copy, dgl, torch
+    >>> from dgl_rbgt.nn.exphormer import GraphCache
+    >>> cache, g = GraphCache(), dgl.rand_graph(5, 10)
+    >>> cache.get(g, None, lambda: "built") and cache.get(g, None, lambda: "again")
+    'built'
+    >>> copy.deepcopy(cache).get(g, None, lambda: "rebuilt")
+    'rebuilt'
     """
 
     def __init__(self) -> None:
@@ -60,6 +71,14 @@ class GraphCache:
     def clear(self) -> None:
         self._key, self._value = None, None
 
+    # A cache is derived data: pickles, torch.save(module) and copy.deepcopy(model) carry it
+    # empty (a 20,000-node graph's index arrays would otherwise travel with every copy).
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.clear()
+
 
 class _Structure:
     """A graph's edges in the two CSR layouts that torch's sparse products need.
@@ -79,173 +98,10 @@ class _Structure:
         self.in_eid, self.out_eid = in_eid.long(), out_eid.long()  # no copy for int64 graphs
 
 
-class _TypedStructure:
-    """Layouts in which edge ``j -> i`` of type ``t`` points at the typed query row ``i*T + t``.
-
-    ``in_*``: CSR with rows ``i*T + t`` (the in-CSR with each row split by type), columns ``j``;
-    ``out_idx``: the columns ``i*T + t`` of the plain out-CSR (rows ``j``, same order, so
-    ``st.out_ptr`` and ``st.out_eid`` serve). Built once per graph; 3 index arrays of E entries.
-    """
-
-    def __init__(self, st: _Structure, codes: torch.Tensor, num_types: int):
-        self.num_types = num_types
-        self.num_rows = st.num_dst * num_types
-        codes = codes.to(device=st.in_eid.device, dtype=st.in_idx.dtype)
-        row = torch.repeat_interleave(
-            torch.arange(st.num_dst, device=st.in_ptr.device, dtype=st.in_idx.dtype), st.in_ptr.diff()
-        )  # (E,) destination of each in-CSR entry
-        key = row * num_types + torch.index_select(codes, 0, st.in_eid)  # (E,) typed row
-        order = torch.sort(key, stable=True).indices  # rows stay sorted; only types regroup
-        counts = torch.bincount(key, minlength=self.num_rows)
-        self.in_ptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(st.in_ptr.dtype)
-        self.in_idx = torch.index_select(st.in_idx, 0, order)
-        self.in_eid = torch.index_select(st.in_eid, 0, order)
-        self.out_idx = st.out_idx * num_types + torch.index_select(codes, 0, st.out_eid)
-
-
 def _csr(ptr: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     with warnings.catch_warnings():  # torch flags sparse CSR as "beta" on first use
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(ptr, idx, values, shape)
-
-
-def _csr_mm(
-    ptr: torch.Tensor,
-    idx: torch.Tensor,
-    eid: torch.Tensor,
-    weight: torch.Tensor,
-    x: torch.Tensor,
-    num_rows: int,
-    head: int | None = None,
-) -> torch.Tensor:
-    """``out[r, h] = sum over CSR row r of weight[h, e] * x[col(e), h]``.
-
-    ``weight`` is ``(H, E)`` (contiguous, edge-id order), ``x`` is ``(N_cols, H, D)``; one
-    sparse-dense product per head (MKL on CPU, cuSPARSE on CUDA). With ``head``, only that head:
-    ``x`` is then ``(N_cols, D)`` and the result ``(num_rows, D)``.
-    """
-    if head is not None:
-        values = torch.index_select(weight[head], 0, eid)  # (E,) in CSR order
-        return _csr(ptr, idx, values, (num_rows, x.shape[0])) @ x
-    num_heads, width = weight.shape[0], x.shape[2]
-    out = x.new_empty(num_rows, num_heads, width)  # (N_rows, H, D)
-    for h in range(num_heads):
-        values = torch.index_select(weight[h], 0, eid)  # (E,) in CSR order
-        out[:, h] = _csr(ptr, idx, values, (num_rows, x.shape[0])) @ x[:, h]  # (N_rows, D)
-    return out
-
-
-def _csr_sddmm(
-    ptr: torch.Tensor, idx: torch.Tensor, eid: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, head: int
-) -> torch.Tensor:
-    """``out[eid(p)] = <rows[row(p)], cols[col(p)]>`` for every CSR entry ``p``; ``(E,)``.
-
-    ``rows`` is ``(N_rows, D)``, ``cols`` ``(N_cols, D)``. torch's sampled product reads each
-    row's vector once for all its entries: ~3x faster than DGL's gsddmm on large graphs.
-    """
-    pattern = _csr(ptr, idx, rows.new_zeros(idx.numel()), (rows.shape[0], cols.shape[0]))
-    values = torch.sparse.sampled_addmm(pattern, rows, cols.t(), beta=0.0).values()  # CSR order
-    return rows.new_empty(idx.numel()).index_copy_(0, eid, values)
-
-
-def _edge_major(per_head: list[torch.Tensor]) -> torch.Tensor:
-    """Stack ``H`` tensors of ``(E,)`` into a contiguous ``(E, H, 1)`` edge tensor."""
-    return torch.stack(per_head, dim=1).unsqueeze(-1)
-
-
-class _EdgeSum(torch.autograd.Function):
-    """``out[i] = sum_{e = j -> i} w[e] * x[j]`` per head; w ``(E, H, 1)``, x ``(N_src, H, D)``.
-
-    The same sum as ``update_all(u_mul_e, sum)``. DGL's CPU kernel for an edge weight that is
-    broadcast over the feature axis is generic and ~20x slower than a sparse-dense product.
-    """
-
-    @staticmethod
-    def forward(ctx, st: _Structure, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        w_he = w.squeeze(-1).t().contiguous()  # (H, E)
-        ctx.st = st
-        ctx.save_for_backward(w_he, x)
-        return _csr_mm(st.in_ptr, st.in_idx, st.in_eid, w_he, x, st.num_dst)  # (N_dst, H, D)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        st = ctx.st
-        w_he, x = ctx.saved_tensors
-        grad_w = grad_x = None
-        if ctx.needs_input_grad[1]:  # <grad[i], x[j]> per edge j -> i
-            grad_w = _edge_major(
-                [_csr_sddmm(st.in_ptr, st.in_idx, st.in_eid, grad[:, h], x[:, h], h) for h in range(x.shape[1])]
-            )
-        if ctx.needs_input_grad[2]:
-            grad_x = _csr_mm(st.out_ptr, st.out_idx, st.out_eid, w_he, grad, st.num_src)  # (N_src, H, D)
-        return None, grad_w, grad_x
-
-
-class _EdgeDot(torch.autograd.Function):
-    """``s[e] = <x[j], y[i]>`` per head for every edge ``e = j -> i``; output ``(E, H, 1)``."""
-
-    @staticmethod
-    def forward(ctx, st: _Structure, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        ctx.st = st
-        ctx.save_for_backward(x, y)
-        return _edge_major(
-            [_csr_sddmm(st.in_ptr, st.in_idx, st.in_eid, y[:, h], x[:, h], h) for h in range(x.shape[1])]
-        )
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        st = ctx.st
-        x, y = ctx.saved_tensors
-        grad_he = grad.squeeze(-1).t().contiguous()  # (H, E)
-        grad_x = grad_y = None
-        if ctx.needs_input_grad[1]:
-            grad_x = _csr_mm(st.out_ptr, st.out_idx, st.out_eid, grad_he, y, st.num_src)  # (N_src, H, D)
-        if ctx.needs_input_grad[2]:
-            grad_y = _csr_mm(st.in_ptr, st.in_idx, st.in_eid, grad_he, x, st.num_dst)  # (N_dst, H, D)
-        return None, grad_x, grad_y
-
-
-class _TypedEdgeDot(torch.autograd.Function):
-    """``s[e] = <k[j], q[i] * table[t]>`` per head for every edge ``e = j -> i`` of type ``t``.
-
-    Works one head at a time on the typed queries ``(N_dst * T, d)`` of that head, which are
-    recomputed in the backward pass instead of being kept.
-    """
-
-    @staticmethod
-    def forward(ctx, st, tst, k, q, table):
-        ctx.st, ctx.tst = st, tst
-        ctx.save_for_backward(k, q, table)
-        per_head = []
-        for h in range(k.shape[1]):
-            typed_q = (q[:, h].unsqueeze(1) * table[:, h].unsqueeze(0)).reshape(-1, q.shape[2])  # (N_dst*T, d)
-            per_head.append(_csr_sddmm(tst.in_ptr, tst.in_idx, tst.in_eid, typed_q, k[:, h], h))
-        return _edge_major(per_head)  # (E, H, 1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        st, tst = ctx.st, ctx.tst
-        k, q, table = ctx.saved_tensors
-        num_types, num_heads, width = table.shape
-        grad_he = grad.squeeze(-1).t().contiguous()  # (H, E)
-        grad_k = torch.zeros_like(k) if ctx.needs_input_grad[2] else None
-        grad_q = torch.zeros_like(q) if ctx.needs_input_grad[3] else None
-        grad_table = torch.zeros_like(table) if ctx.needs_input_grad[4] else None
-        for h in range(num_heads):
-            if grad_q is not None or grad_table is not None:
-                # d/d(typed query i*T+t) = sum over edges j -> i of type t of grad * k[j]
-                grad_typed = _csr_mm(tst.in_ptr, tst.in_idx, tst.in_eid, grad_he, k[:, h], tst.num_rows, head=h)
-                grad_typed = grad_typed.view(-1, num_types, width)  # (N_dst, T, d)
-                for t in range(num_types):  # type by type: no (N_dst, T, d) temporaries
-                    if grad_q is not None:
-                        grad_q[:, h].addcmul_(grad_typed[:, t], table[t, h])
-                    if grad_table is not None:
-                        grad_table[t, h] = torch.einsum("nc,nc->c", grad_typed[:, t], q[:, h])
-                del grad_typed
-            if grad_k is not None:
-                typed_q = (q[:, h].unsqueeze(1) * table[:, h].unsqueeze(0)).reshape(-1, width)  # (N_dst*T, d)
-                grad_k[:, h] = _csr_mm(st.out_ptr, tst.out_idx, st.out_eid, grad_he, typed_q, st.num_src, head=h)
-        return None, None, grad_k, grad_q, grad_table
 
 
 class _FusedStructure:
@@ -583,18 +439,14 @@ class ExphormerConv(nn.Module):
         Default: 5.0, as in the reference.
     backend : str, optional
         Sparse kernels. ``"dgl"``: DGL builtins only (``apply_edges`` with ``u_dot_v``,
-        ``edge_softmax``, ``update_all(u_mul_e, sum)``). ``"torch"``: torch sparse-CSR
-        products (MKL on CPU): the per-edge dot products as torch's sampled dense-dense product
-        (about 3-20x faster than DGL's gsddmm on CPU), the weighted sums as sparse x dense
-        products (DGL's CPU kernel for a per-edge weight broadcast over the feature axis is
-        about 20x slower). Without ``get_attention`` (and with the edge-type table) the layer
-        then runs fused: the softmax is never normalised edge by edge; ``[v | 1]`` is
-        aggregated with the weights ``exp(clamp(logit))``, which gives the numerator and the
-        denominator in one product, and the backward pass is written out by hand (about half
-        the time of ``dgl.nn.GATConv`` at the same width and heads on CPU; see
-        ``tools/bench_exphormer.py``). Without a clamp each row's maximum is subtracted first.
-        With ``get_attention`` or ``edge_feats`` the scores are formed edge by edge with
-        DGL's ``edge_softmax``.
+        ``edge_softmax``, ``update_all(u_mul_e, sum)``). ``"torch"``: the whole layer as one
+        autograd function on torch sparse-CSR products (MKL on CPU), with its backward written
+        out by hand: the softmax is never normalised edge by edge; ``[v | 1]`` is aggregated with
+        the weights ``exp(clamp(logit))``, which gives the numerator and the denominator in one
+        product (about half the time of ``dgl.nn.GATConv`` at the same width and heads on CPU;
+        see ``tools/bench_exphormer.py``). Without a clamp each row's maximum is subtracted
+        first. With ``get_attention`` or ``edge_feats`` the layer runs DGL's builtins, as with
+        ``"dgl"``: there is one hand-written backward, not one per variant.
         ``"auto"``: ``"torch"`` on CPU with MKL for float32/float64, ``"dgl"`` otherwise (CUDA).
         Both give the same result up to float rounding. Default: ``"auto"``.
 
@@ -679,7 +531,9 @@ class ExphormerConv(nn.Module):
             self.edge_emb = None
             self.fc_edge = nn.Linear(self._edge_feats, width, bias=bias)
         self.attn_drop = nn.Dropout(check_probability(attn_drop, "attn_drop"))
-        self._typed_cache = GraphCache()
+        #: Index arrays derived from the last graph seen (kept across calls on the same graph, never
+        #: pickled or copied); layers that always see the same graph may share one.
+        self.structure_cache = GraphCache()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -697,7 +551,7 @@ class ExphormerConv(nn.Module):
                 nn.init.zeros_(fc.bias)
         if self.edge_emb is not None:
             nn.init.ones_(self.edge_emb.weight)
-        self._typed_cache.clear()
+        self.structure_cache.clear()
 
     def set_allow_zero_in_degree(self, set_value: bool) -> None:
         """Set ``allow_zero_in_degree`` (as DGL's layers do)."""
@@ -735,18 +589,15 @@ class ExphormerConv(nn.Module):
                 )
         return codes.to(torch.int64)
 
-    def _typed_graph(self, graph: dgl.DGLGraph, use_torch: bool) -> Any:
+    def _typed_graph(self, graph: dgl.DGLGraph) -> Any:
         """Structure for the typed logits, cached per graph.
 
-        DGL kernels: an auxiliary bipartite graph where edge ``j -> i`` of type ``t`` becomes
+        An auxiliary bipartite graph where edge ``j -> i`` of type ``t`` becomes
         ``j -> i * T + t``; its edge ids equal the graph's, so one ``u_dot_v`` against the typed
-        queries ``q_i * e_t`` (row ``i * T + t``) gives every edge its typed logit. Torch
-        kernels: the same graph as CSR index arrays (:class:`_TypedStructure`).
+        queries ``q_i * e_t`` (row ``i * T + t``) gives every edge its typed logit.
         """
         codes = self._check_codes(graph)
         num_types = self._num_edge_types
-        if use_torch:
-            return _TypedStructure(_Structure(graph), codes, num_types)
         src, dst = graph.edges(order="eid")
         typed_dst = dst.to(torch.int64) * num_types + codes.to(dst.device)  # (E,)
         return dgl.create_block(
@@ -830,18 +681,19 @@ class ExphormerConv(nn.Module):
                         f"{(self._in_src_feats, self._in_dst_feats)}: pass feat as a (src, dst) pair"
                     )
 
-            use_torch = self._use_torch(feat_dst, graph)
             if self.fc_edge is None:
                 if edge_feat is not None:
                     raise ValueError(
                         "edge_feat was given, but the layer uses the edge-type table; build it "
                         "with edge_feats=<size> to use edge features"
                     )
-                if use_torch and not get_attention and graph.num_edges() > 0:
+                if self._use_torch(feat_dst, graph) and not get_attention and graph.num_edges() > 0:
                     return self._fused_attention(graph, feat_src, feat_dst)  # (N_dst, H, d)
+            # Everything else (attention scores asked for, edge features, CUDA) runs on DGL's
+            # built-in kernels, whose autograd needs no hand-written backward.
             q, k, v = self._project(feat_src, feat_dst)
             if self.fc_edge is None:
-                logits = self._typed_logits(graph, q, k, use_torch)  # (E, H, 1)
+                logits = self._typed_logits(graph, q, k)  # (E, H, 1)
             else:
                 if edge_feat is None:
                     raise ValueError(
@@ -860,14 +712,10 @@ class ExphormerConv(nn.Module):
             if self._clamp is not None:
                 logits = logits.clamp(-self._clamp, self._clamp)
             attn = edge_softmax(graph, logits)  # (E, H, 1), sums to 1 per destination and head
-            if use_torch:
-                rst = _EdgeSum.apply(_Structure(graph), self.attn_drop(attn), v)  # (N_dst, H, d)
-            else:
-                graph.srcdata["v"] = v
-                graph.edata["a"] = self.attn_drop(attn)
-                graph.update_all(fn.u_mul_e("v", "a", "m"), fn.sum("m", "h"))  # fused gspmm
-                rst = graph.dstdata["h"]  # (N_dst, H, d)
-            # nodes without incoming edges get zero rows in both backends
+            graph.srcdata["v"] = v
+            graph.edata["a"] = self.attn_drop(attn)
+            graph.update_all(fn.u_mul_e("v", "a", "m"), fn.sum("m", "h"))  # fused gspmm
+            rst = graph.dstdata["h"]  # (N_dst, H, d); zero rows for nodes without in-edges
             if get_attention:
                 return rst, attn
             return rst
@@ -899,19 +747,19 @@ class ExphormerConv(nn.Module):
         return q, k, v
 
     def _cached_structure(self, graph: dgl.DGLGraph, mode: str) -> Any:
-        """The per-graph structure for ``mode`` ("dgl", "torch" or "fused"), cached for the last
-        graph (and ``etype`` tensor) seen; another mode on the same graph rebuilds it."""
+        """The per-graph structure for ``mode`` ("dgl" or "fused"), cached for the last graph
+        (and ``etype`` tensor) seen; another mode on the same graph rebuilds it."""
 
         def build() -> tuple[str, Any]:
             if mode == "fused":
                 return mode, _FusedStructure(_Structure(graph), self._check_codes(graph), self._num_edge_types)
-            return mode, self._typed_graph(graph, mode == "torch")
+            return mode, self._typed_graph(graph)
 
         codes_field = graph.edata[ETYPE] if ETYPE in graph.edata else None
-        cached_mode, value = self._typed_cache.get(graph, codes_field, build)
+        cached_mode, value = self.structure_cache.get(graph, codes_field, build)
         if cached_mode != mode:  # same graph, other kernels (e.g. another dtype, get_attention)
-            self._typed_cache.clear()
-            cached_mode, value = self._typed_cache.get(graph, codes_field, build)
+            self.structure_cache.clear()
+            cached_mode, value = self.structure_cache.get(graph, codes_field, build)
         return value
 
     def _fused_attention(self, graph: dgl.DGLGraph, feat_src: torch.Tensor, feat_dst: torch.Tensor) -> torch.Tensor:
@@ -926,9 +774,7 @@ class ExphormerConv(nn.Module):
             table, self._clamp, drop_p,
         )
 
-    def _typed_logits(
-        self, graph: dgl.DGLGraph, q: torch.Tensor, k: torch.Tensor, use_torch: bool
-    ) -> torch.Tensor:
+    def _typed_logits(self, graph: dgl.DGLGraph, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Logits ``sum_c q_i,c k_j,c e_t,c / sqrt(d)`` for every edge, no (E, H, d) tensor."""
         num_types = self._num_edge_types
         num_heads, out_feats = self._num_heads, self._out_feats
@@ -936,15 +782,11 @@ class ExphormerConv(nn.Module):
         table = self.edge_emb.weight.view(num_types, num_heads, out_feats) / math.sqrt(out_feats)
         if num_types == 1:
             self._check_codes(graph)
-            if use_torch:
-                return _EdgeDot.apply(_Structure(graph), k, q * table[0])  # (E, H, 1)
             graph.srcdata["k"] = k
             graph.dstdata["q"] = q * table[0]
             graph.apply_edges(fn.u_dot_v("k", "q", "logit"))  # (E, H, 1)
             return graph.edata.pop("logit")
-        typed = self._cached_structure(graph, "torch" if use_torch else "dgl")
-        if use_torch:
-            return _TypedEdgeDot.apply(_Structure(graph), typed, k, q, table)  # (E, H, 1)
+        typed = self._cached_structure(graph, "dgl")
         typed_q = (q.unsqueeze(1) * table.unsqueeze(0)).reshape(-1, num_heads, out_feats)  # (N_dst*T, H, d)
         with typed.local_scope():
             typed.srcdata["k"] = k

@@ -1,58 +1,25 @@
 """Exact full multi-head attention over all nodes (per graph): the p >= N limit of RBA.
 
 For small graphs, as a reference and as the ``attention="full"`` ablation of
-:class:`~dgl_rbgt.models.rbtransformer.RBTransformer`. It shares :class:`RBAConv`'s parameters
-(the same ``state_dict`` keys), so a trained RBA layer can be evaluated exactly.
+:class:`~dgl_rbgt.models.RBTransformer`. Its parameters are :class:`~dgl_rbgt.nn.RBAConv`'s (the
+same ``state_dict`` keys), so a trained RBA layer can be evaluated exactly. The torch-only core is
+:func:`dgl_rbgt.nn.functional.full_attention`.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
-from dgl_rbgt._checks import check_positive_int, check_probability
-from dgl_rbgt.nn.rba import (
-    FULL_ATTENTION_MAX_NODES,
-    RBAConv,
-    _as_counts,
-    _attend,
-    _check_qkv,
-    _exact_plan,
-)
+from .._checks import check_positive_int
+from .functional.grouping import GroupPlan, exact_plan
+from .grouped_attention import GroupedAttentionConv
+from .rba import FULL_ATTENTION_MAX_NODES, check_full_attention_size
 
-__all__ = ["FullAttentionConv", "full_attention"]
+__all__ = ["FullAttentionConv"]
 
 
-def full_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    segments: torch.Tensor | Sequence[int] | None = None,
-    dropout_p: float = 0.0,
-    training: bool = True,
-) -> torch.Tensor:
-    r"""Exact softmax attention of every row over all rows of its graph, on ``(N, H, D)``.
-
-    Equals :func:`~dgl_rbgt.nn.rba.random_batch_attention` with ``group_size >= N``. One graph
-    runs as one fused SDPA call (O(N^2) time, O(N) memory); a batch of graphs of different
-    sizes is padded to the largest with a key mask (O(B n_max^2) memory).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from dgl_rbgt.nn.full_attention import full_attention
-    >>> q, k, v = torch.randn(3, 7, 2, 4).unbind(0)
-    >>> full_attention(q, k, v, segments=[3, 4]).shape
-    torch.Size([7, 2, 4])
-    """
-    _check_qkv(q, k, v)
-    dropout_p = check_probability(dropout_p, "dropout_p")
-    plan = _exact_plan(q.shape[0], _as_counts(segments, q.shape[0]), q.device)
-    return _attend(q, k, v, plan, dropout_p if training else 0.0)
-
-
-class FullAttentionConv(RBAConv):
+class FullAttentionConv(GroupedAttentionConv):
     r"""Exact full multi-head attention over the nodes of each graph, in training and evaluation.
 
     .. math::
@@ -60,8 +27,8 @@ class FullAttentionConv(RBAConv):
         \left(\frac{q_i^{h\top} k_j^{h}}{\sqrt{D}}\right) v_j^{h}
 
     with :math:`\mathcal{G}(i)` all nodes of node :math:`i`'s graph (of a ``dgl.batch``). The
-    parameters and conventions are those of :class:`~dgl_rbgt.nn.rba.RBAConv` (which this is with
-    :math:`p \geq N`); graphs larger than ``max_nodes`` raise a ``DGLError`` because the cost is
+    parameters and conventions are those of :class:`~dgl_rbgt.nn.RBAConv` (the same
+    ``state_dict`` keys; RBA with :math:`p \geq N` gives the same output); graphs larger than ``max_nodes`` raise a ``DGLError`` because the cost is
     quadratic.
 
     Parameters
@@ -74,7 +41,7 @@ class FullAttentionConv(RBAConv):
     Examples
     --------
     >>> import dgl, torch
-    >>> from dgl_rbgt.nn.full_attention import FullAttentionConv
+    >>> from dgl_rbgt.nn import FullAttentionConv
     >>> conv = FullAttentionConv(5, 4, num_heads=2)
     >>> conv(dgl.rand_graph(10, 30), torch.randn(10, 5)).shape
     torch.Size([10, 2, 4])
@@ -82,9 +49,9 @@ class FullAttentionConv(RBAConv):
 
     def __init__(
         self,
-        in_feats: int,
+        in_feats: int | tuple[int, int],
         out_feats: int,
-        num_heads: int,
+        num_heads: int = 1,
         feat_drop: float = 0.0,
         attn_drop: float = 0.0,
         bias: bool = True,
@@ -92,15 +59,14 @@ class FullAttentionConv(RBAConv):
         activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
         max_nodes: int = FULL_ATTENTION_MAX_NODES,
     ):
-        check_positive_int(max_nodes, "max_nodes")
-        super().__init__(in_feats, out_feats, num_heads, group_size=1, feat_drop=feat_drop,
-                         attn_drop=attn_drop, bias=bias, residual=residual, activation=activation,
-                         eval_mode="full", full_max_nodes=max_nodes)
+        self.max_nodes = check_positive_int(max_nodes, "max_nodes")
+        super().__init__(in_feats, out_feats, num_heads, feat_drop=feat_drop, attn_drop=attn_drop, bias=bias,
+                         residual=residual, activation=activation)
 
-    def _mode(self) -> str:
-        return "full"
+    def plans(self, num_nodes: int, counts: torch.Tensor | None, device: torch.device) -> list[GroupPlan]:
+        check_full_attention_size(num_nodes, counts, self.max_nodes)
+        return [exact_plan(num_nodes, counts, device)]
 
     def extra_repr(self) -> str:
         return (f"in_feats={self._in_feats}, out_feats={self._out_feats}, "
-                f"num_heads={self._num_heads}, max_nodes={self.full_max_nodes}, "
-                f"attn_drop={self.attn_drop}")
+                f"num_heads={self._num_heads}, max_nodes={self.max_nodes}, attn_drop={self.attn_drop}")

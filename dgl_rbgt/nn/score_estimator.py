@@ -154,6 +154,10 @@ class ScoreEstimatorConv(nn.Module):
         return (f"in_feats=({self._in_src_feats}, {self._in_dst_feats}), out_feats={self._out_feats}, "
                 f"num_heads={self._num_heads}, num_edge_types={self._num_edge_types}, clamp={self.clamp}")
 
+    def set_allow_zero_in_degree(self, set_value: bool) -> None:
+        """Set ``allow_zero_in_degree`` (as DGL's layers do)."""
+        self._allow_zero_in_degree = bool(set_value)
+
     def set_temperature(self, value: float) -> None:
         """Set the softmax temperature :math:`T > 0`."""
         if not value > 0:

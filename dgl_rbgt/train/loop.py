@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import TrainingDiverged
+from ..errors import CheckpointError, TrainingDiverged
 from ..batching import Batch, Batching
 from .checkpoint import load_checkpoint, save_checkpoint
 from ..utils.memory import peak_memory_bytes, reset_peak
@@ -44,6 +44,8 @@ __all__ = ["Trainer", "TrainResult", "seed_everything", "epoch_seed"]
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+#: What a training checkpoint holds (see Trainer._state).
+CHECKPOINT_KEYS = ("format", "epoch", "seed", "model", "optimizer", "scheduler", "best", "bad_evals", "history")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -193,9 +195,9 @@ class Trainer:
                 "history": history}
 
     def _restore(self) -> tuple[int, dict, int, list]:
-        state = load_checkpoint(self.run_dir.checkpoint, map_location=self.device)
+        state = load_checkpoint(self.run_dir.checkpoint, map_location=self.device, required=CHECKPOINT_KEYS)
         if state["seed"] != self.seed:
-            raise ValueError(f"checkpoint was written with seed {state['seed']}, this run has {self.seed}")
+            raise CheckpointError(f"checkpoint was written with seed {state['seed']}, this run has {self.seed}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

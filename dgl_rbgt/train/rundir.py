@@ -8,6 +8,7 @@
 <run>/best.pt          model weights at the best validation epoch
 <run>/summary.json     val/test at the best validation epoch, epochs run, timings, peak memory
 <run>/curves.png       loss and metric curves
+<run>/error.txt        only when the run failed: the one-line reason (also the last line of train.log)
 ```
 """
 from __future__ import annotations
@@ -49,8 +50,28 @@ class RunDir:
         return self.checkpoint.is_file() or (self.path / "stage1" / "checkpoint.pt").is_file()
 
     def create(self) -> "RunDir":
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_dir():
+            raise CheckpointError(f"run directory {self.path} is not a folder (a file is in the way)")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create the run directory {self.path}: {exc.strerror} "
+                                  f"(check output.root or --run-dir)") from None
         return self
+
+    error = property(lambda self: self.path / "error.txt")
+
+    def record_failure(self, exc: BaseException) -> None:
+        """Log why the run stopped (one line, also to train.log) and leave it in error.txt, so a
+        failed run is visible in its folder."""
+        if isinstance(exc, KeyboardInterrupt):
+            line = "interrupted"
+        else:
+            line = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        # Straight to the file: the terminal shows the CLI's own one-line error.
+        with open(self.log, "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR run failed: {line}\n")
+        atomic_write_text(self.error, line + "\n")
 
     def write_recipe(self, text: str) -> None:
         atomic_write_text(self.recipe, text)

@@ -410,6 +410,9 @@ class AddExpanderEdges(BaseTransform):
     (43, [3, 40])
     """
 
+    #: Marks its edges in ``edata['etype']`` (models that need typed edges check for one).
+    writes_edge_types = True
+
     def __init__(
         self,
         degree: int = 3,

@@ -22,6 +22,9 @@ class AddSelfLoops(BaseTransform):
     (5, [0, 0, 2, 2, 2])
     """
 
+    #: Marks its edges in ``edata['etype']`` (models that need typed edges check for one).
+    writes_edge_types = True
+
     def __call__(self, g: dgl.DGLGraph) -> dgl.DGLGraph:
         return add_self_loops(g)
 

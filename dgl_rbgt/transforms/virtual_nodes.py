@@ -70,6 +70,9 @@ class AddVirtualNodes(BaseTransform):
     [False, False, True, False, False, False, True]
     """
 
+    #: Marks its edges in ``edata['etype']`` (models that need typed edges check for one).
+    writes_edge_types = True
+
     def __init__(self, num_virtual: int = 1):
         self.num_virtual = check_positive_int(num_virtual, "num_virtual")
 

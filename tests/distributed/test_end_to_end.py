@@ -31,6 +31,8 @@ from dgl_rbgt.config import load_distributed_recipe
 from netns import EmulatedHosts, namespaces_available
 from dgl_rbgt.distributed.partition import partition
 
+pytestmark = pytest.mark.slow  # whole DistDGL jobs: minutes, not seconds
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 # The quickstart graph at 3000 nodes; CSBM's default homophily and signal (0.8, 1.0) instead of the

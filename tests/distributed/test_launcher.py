@@ -14,9 +14,10 @@ import psutil
 import pytest
 
 from dgl_rbgt.config import parse_distributed
-from dgl_rbgt.distributed.launcher import (GUARD_SOURCE, Launcher, LocalTransport, PrefixTransport, Proc,
-                                           SshTransport, build_procs, check_ports, describe_exit,
-                                           find_used_ports, guard_argv, probe_ports)
+from dgl_rbgt.distributed.launcher import build_procs, check_ports
+from dgl_rbgt.distributed.supervisor import (GUARD_SOURCE, Launcher, LocalTransport, PrefixTransport, Proc,
+                                             SshTransport, describe_exit, find_used_ports, guard_argv,
+                                             probe_ports)
 from dgl_rbgt.errors import UserError
 
 PY = sys.executable
@@ -146,7 +147,7 @@ def launcher_script(tmp_path, body: str) -> list[str]:
     script = tmp_path / "launch.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        from dgl_rbgt.distributed.launcher import Launcher, Proc
+        from dgl_rbgt.distributed.supervisor import Launcher, Proc
         PY = sys.executable
         procs = [Proc("h", "server", 0, [PY, "-c", "import time; time.sleep(60)"], daemon=True),
                  Proc("h", "trainer", 0, [PY, "-c", "import time; print('working', flush=True); time.sleep(60)"])]

@@ -122,8 +122,8 @@ def test_errors():
 def test_blocks_share_one_cached_edge_layout():
     g = AddExpanderEdges(degree=2, seed=0)(dgl.rand_graph(30, 90))
     model = Exphormer(8, 3, hidden=16, layers=3)
-    caches = {id(block.attn._typed_cache) for block in model.blocks}
+    caches = {id(block.attn.structure_cache) for block in model.blocks}
     assert len(caches) == 1
     out = model(g, torch.randn(30, 8))
     assert out.shape == (30, 3) and torch.isfinite(out).all()
-    assert model.blocks[0].attn._typed_cache._value is not None
+    assert model.blocks[0].attn.structure_cache._value is not None

@@ -8,9 +8,7 @@ import torch
 from dgl.base import DGLError
 
 from dgl_rbgt.models.rbtransformer import RBTransformer
-from dgl_rbgt.nn.full_attention import FullAttentionConv
-from dgl_rbgt.nn.linear_attention import SGFormerAttention
-from dgl_rbgt.nn.rba import RBAConv
+from dgl_rbgt.nn import FullAttentionConv, RBAConv, SGFormerAttention
 
 
 def toy_graph(n=60, classes=3, feats=8):

@@ -213,12 +213,12 @@ def test_typed_graph_cache_follows_etype_changes(backend):
     conv = make_conv(backend=backend)
     x = torch.randn(20, D_IN, dtype=torch.float64)
     conv(g, x)
-    cached = conv._typed_cache._value
+    cached = conv.structure_cache._value
     conv(g, x)
-    assert conv._typed_cache._value is cached  # same graph, same etype: no rebuild
+    assert conv.structure_cache._value is cached  # same graph, same etype: no rebuild
     g.edata["etype"][:] = torch.randint(T, (g.num_edges(),))  # in place
     out = conv(g, x)
-    assert conv._typed_cache._value is not cached
+    assert conv.structure_cache._value is not cached
     src, dst = g.edges()
     ref, _, _ = dense_reference(conv, src, dst, 20, 20, x, x, typed_edge_vec(conv, g), conv._clamp)
     assert rel_err(out, ref) <= 1e-10
@@ -436,7 +436,7 @@ def test_fused_attention_dropout_matches_reference_with_the_same_mask(monkeypatc
 
     def fixed_mask(shape, drop_p, device):
         assert drop_p == p and shape == (H, g.num_edges())
-        _, fs = conv._typed_cache._value
+        _, fs = conv.structure_cache._value
         rows = torch.cat([torch.repeat_interleave(torch.arange(25), fs.in_deg[t]) for t, _, _ in fs.types()])
         return keep[:, rows, fs.in_idx]  # (H, E) in the layer's entry order
 
@@ -478,3 +478,28 @@ def test_fused_float32_feature_size_not_multiple_of_eight():
     out32 = conv(g, x)
     out64 = conv.double()(g, x.double())
     assert out32.dtype == torch.float32 and rel_err(out32.double(), out64) <= 1e-5
+
+
+def test_copies_and_pickles_carry_no_graph_cache():
+    """The per-graph index cache is derived data: a pickle, torch.save or deepcopy of a used layer
+    is as small as one of a fresh layer (a 20,000-node graph once made it 7 KB -> 11.7 MB)."""
+    import copy
+    import io
+    import pickle
+
+    g = dgl.rand_graph(20_000, 100_000)
+    g.edata["etype"] = torch.randint(0, 3, (g.num_edges(),))
+    g = dgl.add_self_loop(g)
+    g.edata["etype"][-20_000:] = 2
+    fresh = ExphormerConv(D_IN, D_OUT, H, allow_zero_in_degree=True)
+    used = copy.deepcopy(fresh)
+    used(g, torch.randn(20_000, D_IN))
+    sizes = {}
+    for name, layer in (("fresh", fresh), ("used", used)):
+        buffer = io.BytesIO()
+        torch.save(layer, buffer)
+        sizes[name] = (len(pickle.dumps(layer)), len(buffer.getvalue()))
+    assert sizes["used"][0] <= sizes["fresh"][0] + 200 and sizes["used"][1] <= sizes["fresh"][1] + 2000, sizes
+    clone = copy.deepcopy(used)
+    x = torch.randn(20_000, D_IN)
+    assert torch.allclose(clone(g, x), used(g, x))  # the copy rebuilds its cache and agrees

@@ -7,8 +7,9 @@ import pytest
 import torch
 from dgl.base import DGLError
 
-from dgl_rbgt.nn.full_attention import FullAttentionConv, full_attention
-from dgl_rbgt.nn.rba import RBAAttention, RBAConv, _random_plan, random_batch_attention
+from dgl_rbgt.nn import FullAttentionConv, RBAAttention, RBAConv
+from dgl_rbgt.nn.functional import full_attention, random_batch_attention
+from dgl_rbgt.nn.functional.grouping import random_plan
 
 
 # ----------------------------------------------------------------------------- references
@@ -273,7 +274,7 @@ def test_co_grouping_probability(segments, p, expected):
     gid = torch.repeat_interleave(torch.arange(len(segments)), torch.tensor(segments))
     together = torch.zeros(n, n)
     for _ in range(draws):
-        plan = _random_plan(n, p, counts, None, torch.device("cpu"))
+        plan = random_plan(n, p, counts, None, torch.device("cpu"))
         sizes = [p] * plan.num_full + plan.rem_sizes
         label = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
         group = torch.empty(n, dtype=torch.long)
@@ -468,3 +469,14 @@ def test_functional_errors():
         random_batch_attention(q, k, v, 2, dropout_p=1.5)
     with pytest.raises(ValueError, match="q has no rows"):
         random_batch_attention(q[:0], k[:0], v[:0], 2)
+
+
+def test_in_feats_pair_and_default_heads_follow_dgl():
+    """Like DGL layers: in_feats may be a (src, dst) pair (equal here: attention runs over one
+    node set), and num_heads defaults to 1 as in every layer of dgl_rbgt."""
+    g, feat = dgl.rand_graph(9, 20), torch.randn(9, 5)
+    assert RBAConv((5, 5), 4, group_size=4)(g, feat).shape == (9, 1, 4)
+    assert FullAttentionConv((5, 5), 4)(g, feat).shape == (9, 1, 4)
+    with pytest.raises(ValueError, match=r"in_feats must be an int or a pair of equal ints"):
+        RBAConv((5, 3), 4)
+    assert not isinstance(FullAttentionConv(5, 4), RBAConv)  # siblings, not a group_size trick

@@ -122,6 +122,9 @@ def test_zero_in_degree():
     conv = ScoreEstimatorConv(3, 2, allow_zero_in_degree=True)
     out = conv(g, torch.randn(4, 3))
     assert bool((out[[0, 3]] == 0).all())
+    conv.set_allow_zero_in_degree(False)  # as DGL's layers
+    with pytest.raises(DGLError, match="0-in-degree nodes"):
+        conv(g, torch.randn(4, 3))
 
 
 def test_errors():

@@ -1,0 +1,16 @@
+"""Torch-only attention cores: tensors in, tensors out, no DGLGraph.
+
+The layers in :mod:`dgl_rbgt.nn` wrap these with projections, DGL conventions and argument checks;
+use them directly when the nodes are already grouped or when DGL is not at hand (the GPU
+benchmarks run them on machines with torch alone).
+
+- :func:`random_batch_attention`: softmax attention inside random groups of ``p`` rows;
+- :func:`full_attention`: exact softmax attention over all rows of each graph;
+- :func:`sgformer_attention`: SGFormer's normalised linear attention;
+- :mod:`.grouping`: the grouping plans and grouped SDPA both softmax forms share.
+"""
+from .full import full_attention
+from .linear import sgformer_attention
+from .rba import random_batch_attention
+
+__all__ = ["random_batch_attention", "full_attention", "sgformer_attention"]
