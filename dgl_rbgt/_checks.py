@@ -12,6 +12,7 @@ import torch
 from dgl.base import DGLError
 
 __all__ = [
+    "NonFiniteError",
     "check_homogeneous",
     "check_nonempty",
     "check_feat",
@@ -20,7 +21,13 @@ __all__ = [
     "check_probability",
     "check_choice",
     "check_param_dtype",
+    "check_output_finite",
 ]
+
+
+class NonFiniteError(ValueError):
+    """A tensor holds NaN or Inf. Raised by :func:`check_feat`; the training loop reports one
+    raised inside a model (whose inputs were checked when loaded) as a diverged run."""
 
 
 def check_homogeneous(graph: Any, name: str = "graph", allow_block: bool = True) -> None:
@@ -77,7 +84,7 @@ def check_feat(
     if last_dim is not None and feat.shape[-1] != last_dim:
         raise ValueError(f"{name} must have last dimension {last_dim}, got shape {tuple(feat.shape)}")
     if finite and not all_finite(feat):
-        raise ValueError(f"{name} contains NaN or Inf values")
+        raise NonFiniteError(f"{name} contains NaN or Inf values")
 
 
 def all_finite(x: torch.Tensor) -> bool:
@@ -143,3 +150,16 @@ def check_param_dtype(feat: torch.Tensor, weight: torch.Tensor, name: str = "fea
         f"{name} has dtype {feat.dtype} but the layer's parameters are {weight.dtype}; "
         f"convert one of them (layer.to({feat.dtype}) or {name}.to({weight.dtype}))"
     )
+
+
+def check_output_finite(out: torch.Tensor, feat: torch.Tensor, name: str = "feat") -> None:
+    """Raise :class:`NonFiniteError` when a layer's output is not finite although its (checked,
+    finite) input is: huge inputs overflow the attention logits, and a layer must never return NaN
+    from finite input. One cheap pass over the output on the common path."""
+    if all_finite(out):
+        return
+    largest = float(feat.detach().abs().max()) if feat.numel() else 0.0
+    raise NonFiniteError(
+        f"the layer's output is not finite although {name} is (largest |{name}| = {largest:.3g}): "
+        f"the attention logits overflow {feat.dtype}; scale {name} down (e.g. the normalize_features "
+        f"transform, or a LayerNorm before the layer) or compute in torch.float64")

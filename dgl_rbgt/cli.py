@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 
+from . import __version__
 from .errors import EXIT_USER_ERROR, UserError
 from .utils.logs import log_to_terminal
 
@@ -44,8 +45,6 @@ def _cmd_info(args) -> int:
     import numpy
     import torch
 
-    from . import __version__
-
     cuda = torch.cuda.is_available()
     print(f"dgl-rbgt {__version__}")
     print(f"python   {platform.python_version()} ({sys.executable})")
@@ -60,6 +59,7 @@ def _cmd_info(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgl-rbgt", description="Graph transformers for large graphs on DGL.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"dgl-rbgt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a recipe", description="Train the model a YAML recipe describes.")

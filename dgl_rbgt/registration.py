@@ -16,7 +16,7 @@ __all__ = ["LAYER_NAMES", "install"]
 
 #: The layers of :mod:`dgl_rbgt.nn` that are registered under ``dgl.nn``.
 LAYER_NAMES = ("RBAConv", "FullAttentionConv", "SGFormerAttention", "ExphormerConv", "ScoreEstimatorConv",
-               "SpexphormerConv")
+               "SpexphormerConv", "MemoryTransformer")
 
 
 def _add_lookup(module) -> None:

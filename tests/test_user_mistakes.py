@@ -168,3 +168,21 @@ def test_resume_may_extend_epochs_and_patience_only(capsys, tmp_path):
     proc = run_cli(capsys, "train", QUICK, "--run-dir", str(run), "--resume", *TINY, "--set", "train.epochs=3",
                    "--set", "train.lr=0.5")
     one_line(proc, r"differs from .* in train\.lr; a resumed run may change only train\.epochs, train\.patience")
+
+
+@pytest.mark.parametrize("lr", ["1000000.0", "1.0e+30", "1e300"])
+def test_divergence_stops_the_run_before_the_step_lands(capsys, tmp_path, lr):
+    """Every way a step can go non-finite: an overflowing gradient norm, a finite step to huge
+    weights whose activations then overflow, a step that overflows the weights themselves."""
+    run = tmp_path / "run"
+    proc = run_cli(capsys, "train", QUICK, "--run-dir", str(run), *TINY, "--set", f"train.lr={lr}",
+                   "--set", "train.epochs=4")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.match(r"dgl-rbgt: error: training diverged in epoch \d+: .*Lower train\.lr", last), last
+    assert (run / "error.txt").read_text().startswith("TrainingDiverged: training diverged")
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_non_finite_rates_are_refused_by_the_recipe(capsys, value):
+    one_line(run_cli(capsys, "train", QUICK, *TINY, "--set", f"train.lr={value}"), r"train\.lr: ")

@@ -36,11 +36,11 @@ class TrainSection(_Section):
     batching: Literal["full", "neighbor", "node_batch", "neighbour_tables"] = "full"
     optimizer: Literal["adamw", "adam"] = "adamw"  # adamw: decoupled weight decay; adam: L2 in the gradient
     epochs: int = Field(200, ge=1)
-    lr: float = Field(0.01, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
+    lr: float = Field(0.01, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(5e-4, ge=0, allow_inf_nan=False)
     warmup_epochs: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
-    clip_grad_norm: Optional[float] = Field(None, gt=0)
+    clip_grad_norm: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
     # the best epoch (best.pt, summary.json): highest validation metric, or lowest validation loss
     select_by: Literal["metric", "loss"] = "metric"
     patience: Optional[int] = Field(None, ge=1)  # stop after this many evaluations without a better best epoch

@@ -3,7 +3,8 @@
 One attention family per file: random batch attention (:mod:`.rba`), exact full attention
 (:mod:`.full_attention`), both on :mod:`.grouped_attention`; SGFormer's linear attention
 (:mod:`.linear_attention`); Exphormer's sparse attention (:mod:`.exphormer`); Spexphormer's score
-estimator (:mod:`.score_estimator`) and its fixed-degree table attention (:mod:`.spexphormer`).
+estimator (:mod:`.score_estimator`) and its fixed-degree table attention (:mod:`.spexphormer`);
+the recurrent memory transformer with diagonal batching (:mod:`.memory`).
 The torch-only cores are in :mod:`dgl_rbgt.nn.functional`.
 
 Every layer is also reachable as ``dgl.nn.<Name>`` once ``dgl_rbgt`` is imported (never replacing
@@ -16,6 +17,7 @@ from .full_attention import FullAttentionConv
 from .functional import full_attention, random_batch_attention, sgformer_attention
 from .grouped_attention import GroupedAttentionConv
 from .linear_attention import SGFormerAttention
+from .memory import MemoryTransformer
 from .rba import RBAAttention, RBAConv
 from .score_estimator import ScoreEstimatorConv
 from .spexphormer import SpexphormerConv, TableBlock
@@ -29,6 +31,7 @@ LAYERS = {
     "ExphormerConv": ExphormerConv,
     "ScoreEstimatorConv": ScoreEstimatorConv,
     "SpexphormerConv": SpexphormerConv,
+    "MemoryTransformer": MemoryTransformer,
 }
 
 

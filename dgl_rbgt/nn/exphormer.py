@@ -18,6 +18,8 @@ from dgl_rbgt._checks import (
     check_feat,
     check_homogeneous,
     check_nonempty,
+    check_output_finite,
+    check_param_dtype,
     check_positive_int,
     check_probability,
 )
@@ -680,6 +682,8 @@ class ExphormerConv(nn.Module):
                         f"the layer has different source/destination input sizes "
                         f"{(self._in_src_feats, self._in_dst_feats)}: pass feat as a (src, dst) pair"
                     )
+            check_param_dtype(feat_src, self.fc_k.weight, "feat")
+            check_param_dtype(feat_dst, self.fc_q.weight, "feat")
 
             if self.fc_edge is None:
                 if edge_feat is not None:
@@ -688,7 +692,9 @@ class ExphormerConv(nn.Module):
                         "with edge_feats=<size> to use edge features"
                     )
                 if self._use_torch(feat_dst, graph) and not get_attention and graph.num_edges() > 0:
-                    return self._fused_attention(graph, feat_src, feat_dst)  # (N_dst, H, d)
+                    rst = self._fused_attention(graph, feat_src, feat_dst)  # (N_dst, H, d)
+                    check_output_finite(rst, feat_src)
+                    return rst
             # Everything else (attention scores asked for, edge features, CUDA) runs on DGL's
             # built-in kernels, whose autograd needs no hand-written backward.
             q, k, v = self._project(feat_src, feat_dst)
@@ -716,6 +722,7 @@ class ExphormerConv(nn.Module):
             graph.edata["a"] = self.attn_drop(attn)
             graph.update_all(fn.u_mul_e("v", "a", "m"), fn.sum("m", "h"))  # fused gspmm
             rst = graph.dstdata["h"]  # (N_dst, H, d); zero rows for nodes without in-edges
+            check_output_finite(rst, feat_src)
             if get_attention:
                 return rst, attn
             return rst

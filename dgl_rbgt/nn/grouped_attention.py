@@ -15,8 +15,8 @@ import torch
 from dgl.utils import expand_as_pair
 from torch import nn
 
-from .._checks import (check_feat, check_homogeneous, check_nonempty, check_param_dtype, check_positive_int,
-                       check_probability)
+from .._checks import (check_feat, check_homogeneous, check_nonempty, check_output_finite, check_param_dtype,
+                       check_positive_int, check_probability)
 from .functional.grouping import (GroupPlan, RBAAttention, attend_in_groups, attend_permuted, group_weights,
                                   permute_rows, segment_counts)
 
@@ -179,6 +179,7 @@ class GroupedAttentionConv(nn.Module):
                 out = out + self.res_fc(h).view(num_nodes, heads, dim)
             if self.activation is not None:
                 out = self.activation(out)
+            check_output_finite(out, feat)
             if not get_attention:
                 return out
             if q is None:

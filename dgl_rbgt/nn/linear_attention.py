@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_feat, check_homogeneous, check_nonempty, check_param_dtype, check_positive_int
+from .._checks import (check_feat, check_homogeneous, check_nonempty, check_output_finite, check_param_dtype,
+                       check_positive_int)
 from .functional.linear import sgformer_attention
 
 __all__ = ["SGFormerAttention"]
@@ -100,4 +101,5 @@ class SGFormerAttention(nn.Module):
             k = self.fc_k(feat).view(shape)  # (N, H, D)
             v = self.fc_v(feat).view(shape)  # (N, H, D)
             out = sgformer_attention(q, k, v, segments=graph.batch_num_nodes())  # (N, H, D)
+            check_output_finite(out, feat)
             return out.mean(1) if self.mean_heads else out

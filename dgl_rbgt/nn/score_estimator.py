@@ -16,7 +16,8 @@ from dgl.nn.functional import edge_softmax
 from dgl.utils import expand_as_pair
 from torch import nn
 
-from dgl_rbgt._checks import check_feat, check_homogeneous, check_nonempty, check_positive_int
+from dgl_rbgt._checks import (check_feat, check_homogeneous, check_nonempty, check_output_finite, check_param_dtype,
+                              check_positive_int)
 from dgl_rbgt.conventions import edge_type_codes
 
 __all__ = ["ScoreEstimatorConv"]
@@ -202,6 +203,8 @@ class ScoreEstimatorConv(nn.Module):
             check_feat(feat_src, "feat", rows=graph.num_src_nodes(), last_dim=self._in_src_feats)
             check_feat(feat_dst, "feat (destination)", rows=graph.num_dst_nodes(),
                        last_dim=self._in_dst_feats)
+            check_param_dtype(feat_src, self.fc_k.weight, "feat")
+            check_param_dtype(feat_dst, self.fc_q.weight, "feat")
             etype = edge_type_codes(graph)
             if graph.num_edges() and int(etype.max()) >= self._num_edge_types:
                 raise DGLError(
@@ -223,4 +226,5 @@ class ScoreEstimatorConv(nn.Module):
             graph.edata["a"] = att
             graph.update_all(dgl.function.u_mul_e("v", "a", "m"), dgl.function.sum("m", "out"))
             out = graph.dstdata["out"]  # (N_dst, H, D)
+            check_output_finite(out, feat_src)
             return (out, att) if get_attention else out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dgl_rbgt._checks import check_feat, check_positive_int
+from dgl_rbgt._checks import check_feat, check_output_finite, check_param_dtype, check_positive_int
 
 __all__ = ["SpexphormerConv", "TableBlock"]
 
@@ -392,8 +392,12 @@ class SpexphormerConv(nn.Module):
         _check_index_table(table, "table", None, feat_src.shape[0], "rows of the source features")
         if isinstance(feat, tuple):
             check_feat(feat_dst, "feat (destination)", rows=table.shape[0], last_dim=self._in_dst_feats)
+        check_param_dtype(feat_src, self.fc_k.weight, "feat")
+        check_param_dtype(feat_dst, self.fc_q.weight, "feat")
         valid = self._check_entries(table, etype, valid)
-        return self._attend(table, feat_src, feat_dst, etype, valid, get_attention)
+        result = self._attend(table, feat_src, feat_dst, etype, valid, get_attention)
+        check_output_finite(result[0] if get_attention else result, feat_src)
+        return result
 
     def _check_entries(self, table: torch.Tensor, etype: torch.Tensor | None,
                        valid: torch.Tensor | None) -> torch.Tensor | None:

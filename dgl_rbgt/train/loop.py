@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._checks import NonFiniteError, all_finite
 from ..errors import CheckpointError, TrainingDiverged
 from ..batching import Batch, Batching
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -135,28 +136,52 @@ class Trainer:
         return float(loss.detach()) * count, count
 
     def optimise(self, loss: torch.Tensor) -> None:
-        """Backward, a check that loss and gradients are finite, optional clipping, one optimiser step."""
+        """Backward, a check that loss and gradients are finite, optional clipping, one optimiser
+        step, and a check that the step left every parameter finite (else it is undone)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._check_finite(loss)
         if self.config.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
-        self.optimizer.step()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        before = [p.detach().clone() for p in params]  # a huge learning rate can overflow a finite step
+        try:
+            self.optimizer.step()
+        except RuntimeError as exc:
+            if "overflow" not in str(exc):  # torch: a scalar (lr * ...) that does not fit the dtype
+                raise
+            self._restore_parameters(params, before)
+            raise self._diverged(f"the optimiser step overflows the parameters' dtype ({exc})") from None
+        broken = next((i for i, p in enumerate(params) if not all_finite(p.detach())), None)
+        if broken is not None:
+            self._restore_parameters(params, before)
+            name = next(n for n, p in self.model.named_parameters() if p is params[broken])
+            raise self._diverged(f"the optimiser step made {name} non-finite")
+
+    @staticmethod
+    @torch.no_grad()
+    def _restore_parameters(params: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        for p, value in zip(params, values):
+            p.copy_(value)
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Stop before a NaN or Inf reaches the parameters: a later evaluation would otherwise
         fail far from the cause, or every later epoch would silently train on NaN."""
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        norms = torch.stack([torch.linalg.vector_norm(g) for g in grads]) if grads else loss.new_zeros(1)
+        named = [(n, p.grad) for n, p in self.model.named_parameters() if p.grad is not None]
+        norms = (torch.stack([torch.linalg.vector_norm(g) for _, g in named]) if named
+                 else loss.new_zeros(1))
         if bool(torch.isfinite(loss)) and bool(torch.isfinite(norms).all()):
             return  # one device sync per step; train_step syncs for the loss value anyway
         if not bool(torch.isfinite(loss)):
-            what = f"the training loss is {float(loss)}"
-        else:
-            name = next(n for n, p in self.model.named_parameters()
-                        if p.grad is not None and not bool(torch.isfinite(p.grad).all()))
-            what = f"the gradient of {name} is not finite"
-        raise TrainingDiverged(
+            raise self._diverged(f"the training loss is {float(loss)}")
+        i = int(torch.nonzero(~torch.isfinite(norms))[0])
+        name, grad = named[i]
+        if all_finite(grad):  # every entry finite, yet the norm overflows the dtype
+            raise self._diverged(f"the gradient of {name} overflows (its norm exceeds the largest float)")
+        raise self._diverged(f"the gradient of {name} is not finite")
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        return TrainingDiverged(
             f"training diverged in epoch {self._epoch}: {what}; the parameters are those before this "
             f"step. Lower train.lr, set train.clip_grad_norm, or change the model's settings")
 
@@ -169,7 +194,10 @@ class Trainer:
         for batch in self.batching.eval_batches(nodes):
             ids.append(batch.output_nodes)
             outs.append(batch.run(self.model))
-        return torch.cat(ids), torch.cat(outs)
+        logits = torch.cat(outs)
+        if not all_finite(logits):
+            raise NonFiniteError("the logits contain NaN or Inf values")
+        return torch.cat(ids), logits
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -231,9 +259,12 @@ class Trainer:
             if n_batches and n_batches > 1 and self.progress:
                 batches = tqdm(batches, total=n_batches, leave=False, unit="batch", desc=f"epoch {epoch}",
                                disable=None)  # None: bars only on a terminal, log lines elsewhere
-            for batch in batches:
-                s, c = self.train_step(batch)
-                loss_sum, count = loss_sum + s, count + c
+            try:
+                for batch in batches:
+                    s, c = self.train_step(batch)
+                    loss_sum, count = loss_sum + s, count + c
+            except NonFiniteError as exc:  # the inputs were checked when loaded: the weights overflowed
+                raise self._diverged(f"the model's activations are not finite ({exc})") from None
             self.scheduler.step()
             row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / max(count, 1),
                    "epoch_seconds": time.perf_counter() - t0,
@@ -242,7 +273,10 @@ class Trainer:
             last = epoch == cfg.epochs - 1
             if epoch % cfg.eval_every == 0 or last:
                 t1 = time.perf_counter()
-                row.update(self.evaluate())
+                try:
+                    row.update(self.evaluate())
+                except NonFiniteError as exc:
+                    raise self._diverged(f"the model's activations are not finite in evaluation ({exc})") from None
                 row["eval_seconds"] = time.perf_counter() - t1
                 if self._better(row, best):
                     best = {"epoch": epoch, **{k: row[k] for k in ("train_metric", "val_metric", "test_metric",
