@@ -19,9 +19,10 @@ __all__ = ["main"]
 
 def _cmd_train(args) -> int:
     from .config import load_recipe
+
+    recipe = load_recipe(args.recipe, args.set)  # a missing file or bad YAML: no torch import yet
     from .train.pipeline import run_recipe, summary_line
 
-    recipe = load_recipe(args.recipe, args.set)
     result = run_recipe(recipe, run_dir=args.run_dir, resume=args.resume, progress=not args.no_progress)
     print(summary_line(result.summary))
     return 0

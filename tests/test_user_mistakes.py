@@ -186,3 +186,34 @@ def test_divergence_stops_the_run_before_the_step_lands(capsys, tmp_path, lr):
 @pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
 def test_non_finite_rates_are_refused_by_the_recipe(capsys, value):
     one_line(run_cli(capsys, "train", QUICK, *TINY, "--set", f"train.lr={value}"), r"train\.lr: ")
+
+
+def test_planetoid_pickle_with_a_forbidden_global(capsys, tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    root = tmp_path / "data"
+    (root / "planetoid").mkdir(parents=True)
+    shared = Path(__import__("os").environ["DGL_RBGT_DATA"]) / "planetoid"
+    for f in shared.glob("ind.cora.*"):
+        (root / "planetoid" / f.name).write_bytes(f.read_bytes())
+    (root / "planetoid" / "ind.cora.x").write_bytes(pickle.dumps(Evil()))
+    proc = run_cli(capsys, "train", "recipes/baselines/gcn_cora.yaml", "--set", f"dataset.root={root}",
+                   "--set", "train.epochs=2", "--no-progress")
+    one_line(proc, r"forbidden global 'builtins\.print' in pickle .*ind\.cora\.x")
+    assert "this must never run" not in proc.stdout
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["train", "missing.yaml"], ["train", "BAD"]])
+def test_quick_answers_import_neither_torch_nor_dgl(tmp_path, args):
+    """--version, --help, a missing recipe and bad YAML answer before torch and DGL load (seconds)."""
+    import sys
+
+    (tmp_path / "BAD").write_text("name: x\ndataset: {name: cora\n")
+    code = ("import sys\nfrom dgl_rbgt.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print('loaded:', 'torch' in sys.modules or 'dgl' in sys.modules)" % (args,))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "loaded: False", out.stdout + out.stderr

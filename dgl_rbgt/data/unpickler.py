@@ -20,6 +20,8 @@ from typing import IO, Any
 import numpy as np
 import scipy.sparse
 
+from ..errors import UserError
+
 __all__ = ["RestrictedUnpickler", "ForbiddenGlobalError", "restricted_load", "ALLOWED_GLOBALS"]
 
 
@@ -43,8 +45,9 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = _allowed_globals()
 
 
-class ForbiddenGlobalError(pickle.UnpicklingError):
-    """A pickle referenced a global outside :data:`ALLOWED_GLOBALS`."""
+class ForbiddenGlobalError(UserError, pickle.UnpicklingError):
+    """A pickle referenced a global outside :data:`ALLOWED_GLOBALS` (nothing of it ran); a user
+    error, reported as one line by the CLI."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -343,3 +343,14 @@ def test_sparsifier_draws_equal_sparsify():
     full = sampler.draw([4, 2], generator=torch.Generator().manual_seed(0))
     assert compact.edge_ids is None and compact.tables[0].dtype == torch.int32
     assert all(torch.equal(a.long(), b) for a, b in zip(compact.tables + compact.etypes, full.tables + full.etypes))
+
+
+def test_k_defaults_to_the_papers_setting():
+    """``sparsify(g, scores)``, the call the library is known for, works without k: 5 per layer."""
+    from dgl_rbgt.sampling import DEFAULT_K
+    from dgl_rbgt.transforms import sparsify as public_sparsify
+
+    g = dgl.add_self_loop(dgl.rand_graph(30, 150))
+    nb = public_sparsify(g, torch.rand(3, g.num_edges()))
+    assert DEFAULT_K == 5 and nb.ks == [5, 5, 5]
+    assert public_sparsify is sparsify
