@@ -22,6 +22,7 @@ __all__ = [
     "check_choice",
     "check_param_dtype",
     "check_output_finite",
+    "check_global_input",
 ]
 
 
@@ -163,3 +164,15 @@ def check_output_finite(out: torch.Tensor, feat: torch.Tensor, name: str = "feat
         f"the layer's output is not finite although {name} is (largest |{name}| = {largest:.3g}): "
         f"the attention logits overflow {feat.dtype}; scale {name} down (e.g. the normalize_features "
         f"transform, or a LayerNorm before the layer) or compute in torch.float64")
+
+
+def check_global_input(graph: Any, feat: Any, in_feats: int, weight: torch.Tensor) -> int:
+    """The checks every global-attention layer makes on its input: a homogeneous, non-empty graph
+    (not a block: attention over a sampled frontier is not global), finite ``(N, in_feats)``
+    features of the weights' dtype. Returns ``N``."""
+    check_homogeneous(graph, "graph", allow_block=False)
+    check_nonempty(graph, "graph")
+    num_nodes = graph.num_nodes()
+    check_feat(feat, "feat", rows=num_nodes, last_dim=in_feats, ndim=2)
+    check_param_dtype(feat, weight)
+    return num_nodes

@@ -15,8 +15,7 @@ import torch
 from dgl.utils import expand_as_pair
 from torch import nn
 
-from .._checks import (check_feat, check_homogeneous, check_nonempty, check_output_finite, check_param_dtype,
-                       check_positive_int, check_probability)
+from .._checks import check_global_input, check_output_finite, check_positive_int, check_probability
 from .functional.grouping import (GroupPlan, RBAAttention, attend_in_groups, attend_permuted, group_weights,
                                   permute_rows, segment_counts)
 
@@ -148,11 +147,7 @@ class GroupedAttentionConv(nn.Module):
         DGLError
             ``graph`` is a block, a heterograph or has no nodes.
         """
-        check_homogeneous(graph, "graph", allow_block=False)
-        check_nonempty(graph, "graph")
-        num_nodes = graph.num_nodes()
-        check_feat(feat, "feat", rows=num_nodes, last_dim=self._in_feats, ndim=2)
-        check_param_dtype(feat, self.fc_q.weight)
+        num_nodes = check_global_input(graph, feat, self._in_feats, self.fc_q.weight)
         with graph.local_scope():
             counts = segment_counts(graph.batch_num_nodes(), num_nodes)
             h = self.feat_drop(feat)

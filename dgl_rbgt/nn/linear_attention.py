@@ -8,8 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import (check_feat, check_homogeneous, check_nonempty, check_output_finite, check_param_dtype,
-                       check_positive_int)
+from .._checks import check_global_input, check_output_finite, check_positive_int
 from .functional.linear import sgformer_attention
 
 __all__ = ["SGFormerAttention"]
@@ -90,11 +89,7 @@ class SGFormerAttention(nn.Module):
         Raises ``TypeError``/``ValueError`` for a bad ``feat`` (type, dtype, shape, NaN/Inf) and
         ``DGLError`` for a block, a heterograph or an empty graph.
         """
-        check_homogeneous(graph, "graph", allow_block=False)
-        check_nonempty(graph, "graph")
-        num_nodes = graph.num_nodes()
-        check_feat(feat, "feat", rows=num_nodes, last_dim=self._in_feats, ndim=2)
-        check_param_dtype(feat, self.fc_q.weight)
+        num_nodes = check_global_input(graph, feat, self._in_feats, self.fc_q.weight)
         with graph.local_scope():
             shape = (num_nodes, self._num_heads, self._out_feats)
             q = self.fc_q(feat).view(shape)  # (N, H, D)

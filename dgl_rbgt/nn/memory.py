@@ -13,10 +13,7 @@ from torch import nn
 
 from dgl_rbgt._checks import (
     check_choice,
-    check_feat,
-    check_homogeneous,
-    check_nonempty,
-    check_param_dtype,
+    check_global_input,
     check_positive_int,
     check_probability,
 )
@@ -282,11 +279,7 @@ class MemoryTransformer(nn.Module):
         DGLError
             ``graph`` is a block, a heterograph or has no nodes.
         """
-        check_homogeneous(graph, "graph", allow_block=False)
-        check_nonempty(graph, "graph")
-        num_nodes = graph.num_nodes()
-        check_feat(feat, "feat", rows=num_nodes, last_dim=self._in_feats, ndim=2)
-        check_param_dtype(feat, self.w_qkv)
+        num_nodes = check_global_input(graph, feat, self._in_feats, self.w_qkv)
         with graph.local_scope():
             sizes = graph.batch_num_nodes().tolist()
             h = self._embed(feat)
