@@ -8,7 +8,38 @@ import torch
 
 from .base import Batch, Batching
 
-__all__ = ["NodeBatches"]
+__all__ = ["NodeBatches", "induced_subgraph"]
+
+
+def induced_subgraph(graph: dgl.DGLGraph, nodes: torch.Tensor) -> tuple[dgl.DGLGraph, torch.Tensor]:
+    """The subgraph induced by ``nodes``, and ``nodes`` in the subgraph's node order.
+
+    For a batched graph (``dgl.batch``, e.g. the ``longrange`` dataset's components) the nodes are
+    grouped by component and the subgraph is a batch again (``batch_num_nodes`` per component), so
+    global attention stays inside each component; ``dgl.node_subgraph`` alone would drop that.
+
+    Examples
+    --------
+    >>> import dgl, torch
+    >>> from dgl_rbgt.batching.node_batches import induced_subgraph
+    >>> g = dgl.batch([dgl.rand_graph(4, 8), dgl.rand_graph(3, 6)])
+    >>> sub, order = induced_subgraph(g, torch.tensor([5, 0, 6, 2]))
+    >>> order.tolist(), sub.batch_num_nodes().tolist()
+    ([0, 2, 5, 6], [2, 2])
+    """
+    if graph.batch_size == 1:
+        return dgl.node_subgraph(graph, nodes), nodes
+    counts = graph.batch_num_nodes().to(nodes.device)
+    component = torch.repeat_interleave(torch.arange(len(counts), device=nodes.device), counts)  # (N,)
+    nodes = nodes[torch.argsort(component[nodes], stable=True)]
+    sub = dgl.node_subgraph(graph, nodes)
+    kept = torch.bincount(component[nodes], minlength=len(counts))  # nodes per component
+    src, _ = sub.edges()
+    edges = torch.bincount(component[nodes][src.to(nodes.device)], minlength=len(counts))
+    present = kept > 0
+    sub.set_batch_num_nodes(kept[present].to(sub.device))
+    sub.set_batch_num_edges(edges[present].to(sub.device))
+    return sub, nodes
 
 
 class NodeBatches(Batching):
@@ -38,7 +69,8 @@ class NodeBatches(Batching):
         return cls(graph, device, batch_size=recipe.train.batch_size, eval_batch_size=recipe.train.eval_batch_size)
 
     def _subgraph_batch(self, nodes: torch.Tensor) -> Batch:
-        sub = dgl.node_subgraph(self.graph, nodes).to(self.device)
+        sub, nodes = induced_subgraph(self.graph, nodes)
+        sub = sub.to(self.device)
         return Batch(nodes.to(self.device), lambda model: model(sub, sub.ndata["feat"]))
 
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[Batch]:

@@ -18,7 +18,7 @@ What a class may declare for the pipeline and the schema:
 from __future__ import annotations
 
 from ..batching import FullGraph, NeighborSampling, NodeBatches, TableBatching
-from ..models import GAT, GCN, Exphormer, RBTransformer, Spexphormer
+from ..models import GAT, GCN, SAGE, Exphormer, GPSTransformer, RBTransformer, Spexphormer
 from ..transforms import AddExpanderEdges, AddSelfLoops, AddVirtualNodes, NormalizeFeatures
 
 __all__ = ["MODELS", "TRANSFORMS", "BATCHINGS"]
@@ -26,10 +26,12 @@ __all__ = ["MODELS", "TRANSFORMS", "BATCHINGS"]
 #: ``model.name`` -> model class, ``Model(in_feats, num_classes, **model)``.
 MODELS: dict[str, type] = {
     "gcn": GCN,
+    "sage": SAGE,
     "gat": GAT,
     "rbtransformer": RBTransformer,
     "exphormer": Exphormer,
     "spexphormer": Spexphormer,
+    "gps": GPSTransformer,
 }
 
 #: ``transforms[i].name`` -> DGL ``BaseTransform`` class, ``Transform(**transforms[i])``.

@@ -1,6 +1,6 @@
 """The dataset registry: ``load_dataset(name, ...)`` and ``list_datasets()``.
 
-Each family module (planetoid, heterophilous, shchur, ogb, synthetic) contributes its
+Each family module (planetoid, heterophilous, shchur, ogb, synthetic, longrange) contributes its
 ``SPECS``; names are matched case-insensitively with ``_`` read as ``-``, plus a few aliases
 (``film`` for ``actor``, ``amazon-photo`` for ``photo``, ``arxiv`` for ``ogbn-arxiv``, ...).
 Datasets whose loader takes a ``download`` parameter fetch missing files on first use; the
@@ -12,7 +12,7 @@ import difflib
 import logging
 import os
 
-from . import heterophilous, ogb, planetoid, shchur, synthetic
+from . import heterophilous, longrange, ogb, planetoid, shchur, synthetic
 from .dataset import DatasetInfo, DatasetSpec, NodeDataset, check_download, data_root
 from .download import OFFLINE_ENV, downloads_enabled
 
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 _SPECS: dict[str, DatasetSpec] = {
     spec.name: spec
-    for module in (planetoid, heterophilous, shchur, ogb, synthetic)
+    for module in (planetoid, heterophilous, shchur, ogb, synthetic, longrange)
     for spec in module.SPECS
 }
 
@@ -78,7 +78,7 @@ def load_dataset(
         ``minesweeper``, ``tolokers``, ``roman-empire``, ``amazon-ratings``, ``questions``,
         ``actor``, ``texas``, ``cornell``, ``wisconsin``, ``chameleon``, ``squirrel``, ``photo``,
         ``computers``, ``cs``, ``physics``, ``ogbn-arxiv``, ``ogbn-products``, ``ogbn-proteins``,
-        ``ogbn-papers100M``, ``csbm``. Case-insensitive; ``_`` and ``-`` are interchangeable.
+        ``ogbn-papers100M``, ``csbm``, ``longrange``. Case-insensitive; ``_`` and ``-`` are interchangeable.
     root : str or os.PathLike, optional
         Data folder; default ``$DGL_RBGT_DATA``, else ``~/.cache/dgl_rbgt/data``
         (see :func:`~dgl_rbgt.data.data_root`).
@@ -87,10 +87,11 @@ def load_dataset(
         with a single split (public, official or seeded random) accept only 0.
     seed : int, default 0
         Seed of the random split (Photo/Computers/CS/Physics: 60/20/20) or of the generator
-        (``csbm``); ignored by datasets with fixed splits.
+        (``csbm``, ``longrange``); ignored by datasets with fixed splits.
     **params
         Dataset-specific options: ``csbm``: the arguments of
-        :func:`~dgl_rbgt.data.csbm_graph` (``num_nodes`` defaults to 10,000); Shchur datasets:
+        :func:`~dgl_rbgt.data.csbm_graph` (``num_nodes`` defaults to 10,000); ``longrange``: the
+        arguments of :func:`~dgl_rbgt.data.longrange.longrange_graph`; Shchur datasets:
         ``train_frac`` (0.6), ``val_frac`` (0.2); every dataset read from files (Planetoid,
         heterophilous, Shchur, OGB): ``download`` (True), see the Notes.
 

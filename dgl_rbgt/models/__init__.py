@@ -4,9 +4,10 @@ The recipe names of the models are in :data:`dgl_rbgt.config.registry.MODELS`; t
 for each is generated from its constructor's keyword arguments (their types and defaults live
 only there).
 """
-from .baselines import GAT, GCN
+from .baselines import GAT, GCN, SAGE
 from .exphormer import Exphormer
+from .gps import GPSTransformer
 from .rbtransformer import RBTransformer
 from .spexphormer import ScoreEstimator, Spexphormer
 
-__all__ = ["GCN", "GAT", "RBTransformer", "Exphormer", "ScoreEstimator", "Spexphormer"]
+__all__ = ["GCN", "SAGE", "GAT", "RBTransformer", "GPSTransformer", "Exphormer", "ScoreEstimator", "Spexphormer"]

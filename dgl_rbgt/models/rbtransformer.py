@@ -22,12 +22,11 @@ from dgl_rbgt._checks import (
     check_positive_int,
     check_probability,
 )
-from dgl_rbgt.nn import FullAttentionConv, RBAConv, SGFormerAttention
 from dgl_rbgt.nn.rba import EVAL_MODES
 
-__all__ = ["RBTransformer"]
+from .global_attention import ATTENTIONS, AttentionKind, attend, global_attention
 
-ATTENTIONS = ("rba", "sgformer", "full", "none")
+__all__ = ["RBTransformer"]
 
 
 class RBTransformer(nn.Module):
@@ -61,13 +60,17 @@ class RBTransformer(nn.Module):
     attention : str
         ``"rba"`` (:class:`~dgl_rbgt.nn.rba.RBAConv`), ``"sgformer"`` (SGFormer's linear
         attention, :class:`~dgl_rbgt.nn.linear_attention.SGFormerAttention`), ``"full"`` (exact
-        attention, :class:`~dgl_rbgt.nn.full_attention.FullAttentionConv`, small graphs only) or
+        attention, :class:`~dgl_rbgt.nn.full_attention.FullAttentionConv`, small graphs only),
+        ``"memory"`` (recurrent memory across segments, :class:`~dgl_rbgt.nn.MemoryTransformer`) or
         ``"none"`` (no attention layer: the branch is the input MLP).
     eval_mode : str
         RBA's evaluation grouping: ``"fixed"``, ``"mean"`` or ``"full"`` (see
         :class:`~dgl_rbgt.nn.rba.RBAConv`).
     eval_repeats : int
         Groupings averaged by ``eval_mode="mean"``.
+    memory_tokens : int
+        Memory tokens of ``attention="memory"`` (:class:`~dgl_rbgt.nn.MemoryTransformer`, segments
+        of ``group_size`` nodes).
     gnn_layers : int
         GraphConv layers in the GCN branch (0 disables it).
     gnn_weight : float
@@ -145,9 +148,10 @@ class RBTransformer(nn.Module):
         num_heads: int = 1,
         layers: int = 1,
         group_size: int = 256,
-        attention: Literal["rba", "sgformer", "full", "none"] = "rba",
+        attention: AttentionKind = "rba",
         eval_mode: Literal["fixed", "mean", "full"] = "fixed",
         eval_repeats: int = 8,
+        memory_tokens: int = 16,
         gnn_layers: int = 2,
         gnn_weight: float = 0.5,
         dropout: float = 0.5,
@@ -170,7 +174,7 @@ class RBTransformer(nn.Module):
         check_positive_int(num_heads, "num_heads")
         check_positive_int(layers, "layers")
         check_positive_int(group_size, "group_size")
-        check_choice(attention, "attention", ATTENTIONS)
+        check_choice(attention, "attention", ATTENTIONS)  # before the other checks, as always
         check_choice(eval_mode, "eval_mode", EVAL_MODES)
         check_positive_int(eval_repeats, "eval_repeats")
         check_positive_int(gnn_layers, "gnn_layers", minimum=0)
@@ -202,17 +206,15 @@ class RBTransformer(nn.Module):
             self.attn_gates = nn.Parameter(torch.zeros(layers))
         else:
             self.register_buffer("attn_gates", None)
-        if attention != "none":
-            for _ in range(layers):
-                if attention == "rba":
-                    conv = RBAConv(hidden, hidden, num_heads, group_size, attn_drop=attn_dropout,
-                                   eval_mode=eval_mode, eval_repeats=eval_repeats)
-                elif attention == "full":
-                    conv = FullAttentionConv(hidden, hidden, num_heads, attn_drop=attn_dropout)
-                else:
-                    conv = SGFormerAttention(hidden, hidden, num_heads, mean_heads=False)
-                self.attns.append(conv)
-                self.lns.append(nn.LayerNorm(hidden) if use_ln else nn.Identity())
+        for _ in range(layers):
+            # Heads averaged, each ``hidden`` wide, as SGFormer.
+            conv = global_attention(attention, hidden, num_heads=num_heads, merge="mean", group_size=group_size,
+                                    attn_dropout=attn_dropout, eval_mode=eval_mode, eval_repeats=eval_repeats,
+                                    memory_tokens=memory_tokens)
+            if conv is None:
+                break
+            self.attns.append(conv)
+            self.lns.append(nn.LayerNorm(hidden) if use_ln else nn.Identity())
 
         # GCN branch.
         self.gcns = nn.ModuleList()
@@ -279,7 +281,7 @@ class RBTransformer(nn.Module):
         h = self.fc_in(feat) if xs is None else self._sparse_linear(self.fc_in, xs)
         x = self.dropout(torch.relu(self.ln_in(h)))  # (N, hidden)
         for i, (attn, ln) in enumerate(zip(self.attns, self.lns)):
-            h = attn(graph, x).mean(1)  # (N, H, hidden) -> (N, hidden)
+            h = attend(attn, graph, x, merge="mean")  # (N, hidden)
             if self.attn_gates is not None:
                 h = self.attn_gates[i] * h
             if self.use_residual:

@@ -181,3 +181,26 @@ def test_stored_draws_are_compact_and_batch_the_same():
         stored.to_graphs()
     _, blocks = grow_batch(stored, torch.arange(10))
     assert all(b.table.dtype == torch.int64 and b.etype.dtype == torch.int64 for b in blocks)
+
+
+def test_node_batches_keep_the_components_of_a_batched_graph():
+    """SGFormer's node batches of a dgl.batch stay a batch: attention never mixes components."""
+    from dgl_rbgt.batching import NodeBatches
+
+    sizes = [7, 5, 9]
+    g = dgl.batch([dgl.rand_graph(n, 3 * n) for n in sizes])
+    g.ndata["feat"] = torch.randn(g.num_nodes(), 3)
+    component = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+    seen = []
+    for batch in NodeBatches(g, batch_size=8).train_batches(torch.arange(21), epoch=0):
+        subs = []
+        batch.run(lambda sub, feat: subs.append(sub) or feat)
+        sub, ids = subs[0], batch.output_nodes
+        comp = component[ids]
+        assert bool((comp[1:] >= comp[:-1]).all())  # grouped by component, in order
+        assert sub.batch_num_nodes().tolist() == [int(c) for c in torch.bincount(comp) if c > 0]
+        src, dst = sub.edges()
+        assert torch.equal(comp[src], comp[dst])  # induced edges never cross components
+        assert int(sub.batch_num_edges().sum()) == sub.num_edges()
+        seen.append(ids)
+    assert sorted(torch.cat(seen).tolist()) == list(range(21))

@@ -12,6 +12,7 @@ ALL = [
     "photo", "computers", "cs", "physics",
     "ogbn-arxiv", "ogbn-products", "ogbn-proteins", "ogbn-papers100M",
     "csbm",
+    "longrange",
 ]  # fmt: skip
 
 

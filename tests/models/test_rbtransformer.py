@@ -90,7 +90,7 @@ def test_signature_is_schema_ready():
     hints = typing.get_type_hints(RBTransformer.__init__)
     keyword = [p for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY]
     assert keyword and all(p.name in hints and p.default is not p.empty for p in keyword)
-    assert typing.get_args(hints["attention"]) == ("rba", "sgformer", "full", "none")
+    assert typing.get_args(hints["attention"]) == ("rba", "sgformer", "full", "memory", "none")
     assert RBTransformer.batching == ("full", "node_batch")
 
 
@@ -245,3 +245,25 @@ def test_sgformer_global_term_weighs_one_over_n():
         v = conv.fc_v(x).view(n, 1, 16)
         rel = float((conv(dgl.rand_graph(n, 0), x) - v).norm() / v.norm())
         assert rel < 1.0 / n, (n, rel)  # measured: about 0.1 / n
+
+
+def test_memory_attention_trains_in_both_models():
+    """``attention: memory`` (recurrent memory over segments of group_size nodes) in RBTransformer
+    and in the GPS backbone: one step of each, finite, and seeded evaluation repeats."""
+    import dgl
+
+    from dgl_rbgt.models import GPSTransformer
+    from dgl_rbgt.nn import MemoryTransformer
+
+    g = dgl.add_self_loop(dgl.rand_graph(60, 240))
+    x = torch.randn(60, 7)
+    for model in (RBTransformer(7, 3, hidden=16, attention="memory", group_size=16, memory_tokens=4),
+                  GPSTransformer(7, 3, hidden=16, num_heads=2, attention="memory", group_size=16, memory_tokens=4)):
+        assert any(isinstance(m, MemoryTransformer) for m in model.modules())
+        loss = model(g, x).logsumexp(1).mean()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        model.eval()
+        assert torch.equal(model(g, x), model(g, x))
+    with pytest.raises(ValueError, match="eval_mode 'full' is exact attention"):
+        RBTransformer(7, 3, hidden=16, attention="memory", eval_mode="full")

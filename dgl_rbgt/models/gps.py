@@ -1,0 +1,195 @@
+"""GPSTransformer: every layer runs local message passing and a global attention side by side.
+
+GraphGPS (Rampasek et al., "Recipe for a General, Powerful, Scalable Graph Transformer",
+NeurIPS 2022, https://arxiv.org/abs/2205.12454) with the local part of a tuned classic GNN (Luo,
+Shi, Wu, "Classic GNNs are Strong Baselines", NeurIPS 2024, https://arxiv.org/abs/2406.08993) and
+any global attention of :mod:`dgl_rbgt.models.global_attention` (random batch attention by
+default), so that one recipe key, ``model.attention``, switches the global part.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import dgl
+import torch
+from torch import nn
+
+from dgl_rbgt._checks import check_feat, check_homogeneous, check_nonempty, check_positive_int, check_probability
+
+from .baselines import LocalKind, NormKind, local_conv, norm_layer
+from .global_attention import AttentionKind, attend, global_attention
+
+__all__ = ["GPSTransformer"]
+
+
+class GPSTransformer(nn.Module):
+    r"""GPS layers: local message passing plus global attention, then a feed-forward block.
+
+    .. math::
+        h^{(0)} = W_{in} \mathrm{Drop}(x), \qquad
+        h_M = \mathrm{Norm}\big(h + \mathrm{Drop}(\mathrm{ReLU}(\mathrm{MPNN}(h)))\big), \qquad
+        h_A = \mathrm{Norm}\big(h + \mathrm{Drop}(W_O\,\mathrm{Attn}(h))\big)
+
+        h^{(l)} = \mathrm{Norm}\big(u + \mathrm{Drop}(\mathrm{FFN}(u))\big), \quad u = h_M + h_A,
+        \qquad \mathrm{logits} = W_{out} h^{(L)}
+
+    with :math:`h = h^{(l-1)}`, each norm its own module, ``FFN`` = Linear(d, 2d), ReLU, dropout,
+    Linear(2d, d). ``MPNN`` is a ``GraphConv`` (``local="gcn"``), a mean ``SAGEConv``
+    (``"sage"``) or a ``GATConv`` with ``num_heads`` heads of width ``hidden // num_heads``,
+    concatenated (``"gat"``). ``Attn`` is multi-head attention with ``num_heads`` concatenated
+    heads of width ``hidden // num_heads`` and an output projection :math:`W_O`, as GraphGPS's
+    ``nn.MultiheadAttention``; ``attention="none"`` drops :math:`h_A` (a tuned local GNN with
+    feed-forward blocks), ``ffn=False`` drops the feed-forward block (:math:`h^{(l)} = u`).
+
+    Parameters
+    ----------
+    in_feats, num_classes : int
+        Input feature size and number of output logits.
+    hidden : int
+        Width of every layer.
+    layers : int
+        GPS layers (each one hop of message passing).
+    local : str
+        The message-passing layer: ``"gcn"``, ``"sage"`` or ``"gat"``.
+    attention : str
+        The global attention: ``"rba"`` (:class:`~dgl_rbgt.nn.RBAConv`), ``"sgformer"``,
+        ``"full"`` (exact, small graphs), ``"memory"`` (recurrent memory) or ``"none"``; see
+        :func:`~dgl_rbgt.models.global_attention.global_attention`.
+    num_heads : int
+        Heads of the attention and of a ``"gat"`` local layer; must divide ``hidden``.
+    group_size : int
+        RBA's group size :math:`p`.
+    eval_mode : str
+        RBA's evaluation grouping: ``"fixed"``, ``"mean"`` or ``"full"``.
+    eval_repeats : int
+        Groupings averaged by ``eval_mode="mean"``.
+    memory_tokens : int
+        Memory tokens of ``attention="memory"`` (:class:`~dgl_rbgt.nn.MemoryTransformer`, segments
+        of ``group_size`` nodes).
+    norm : str
+        ``"batch"`` (GraphGPS's default), ``"layer"`` or ``"none"``, after every residual sum.
+    dropout : float
+        Dropout on each branch before its residual sum, and inside the feed-forward block.
+    input_dropout : float
+        Dropout on the raw features before the input projection, as a plain GCN's first dropout:
+        it keeps a wide input layer from memorising few labels (Planetoid's 140).
+    attn_dropout : float
+        Dropout on the attention weights (``rba``, ``full``) and on GAT's.
+    ffn : bool
+        The feed-forward block after the two branches.
+    self_loops : bool
+        Replace the graph's self-loops by one per node before a ``"gcn"`` or ``"gat"`` local
+        layer (GCN's renormalisation; a node batch's subgraph can have isolated nodes).
+        ``"sage"`` has a weight for a node's own features and uses the graph as it is.
+
+    Note
+    ----
+    ``forward(graph, feat)`` takes the full graph or the induced subgraph of a random node batch
+    (``batching = ("full", "node_batch")``); blocks are rejected. Attention stays inside each
+    graph of a ``dgl.batch`` (it reads ``graph.batch_num_nodes()``).
+
+    Example
+    -------
+    >>> import dgl, torch
+    >>> from dgl_rbgt.models import GPSTransformer
+    >>> g = dgl.rand_graph(50, 200)
+    >>> model = GPSTransformer(8, 3, hidden=16, layers=2, local="sage", attention="rba", group_size=16)
+    >>> model(g, torch.randn(50, 8)).shape
+    torch.Size([50, 3])
+    """
+
+    batching: ClassVar[tuple[str, ...]] = ("full", "node_batch")
+
+    @classmethod
+    def context_hops(cls, config) -> int:
+        """Hops of neighbours a node's logits depend on through message passing (one per layer),
+        for a recipe's ``model`` section."""
+        return config.layers
+
+    def __init__(
+        self,
+        in_feats: int,
+        num_classes: int,
+        *,
+        hidden: int = 64,
+        layers: int = 2,
+        local: LocalKind = "gcn",
+        attention: AttentionKind = "rba",
+        num_heads: int = 4,
+        group_size: int = 256,
+        eval_mode: Literal["fixed", "mean", "full"] = "fixed",
+        eval_repeats: int = 8,
+        memory_tokens: int = 16,
+        norm: NormKind = "batch",
+        dropout: float = 0.2,
+        input_dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        ffn: bool = True,
+        self_loops: bool = True,
+    ):
+        super().__init__()
+        self._in_feats = check_positive_int(in_feats, "in_feats")
+        check_positive_int(num_classes, "num_classes")
+        check_positive_int(hidden, "hidden")
+        check_positive_int(layers, "layers")
+        check_positive_int(num_heads, "num_heads")
+        check_probability(dropout, "dropout")
+        self.input_dropout = nn.Dropout(check_probability(input_dropout, "input_dropout"))
+        if local == "gat" and hidden % num_heads:
+            raise ValueError(f"num_heads must divide hidden for local='gat' (heads are concatenated), got "
+                             f"num_heads={num_heads} and hidden={hidden}")
+        self.self_loops = self_loops and local != "sage"
+        self.fc_in = nn.Linear(in_feats, hidden)
+        self.locals = nn.ModuleList()
+        self.local_norms = nn.ModuleList()
+        self.attns = nn.ModuleList()
+        self.attn_outs = nn.ModuleList()
+        self.attn_norms = nn.ModuleList()
+        self.ffns = nn.ModuleList()
+        self.ffn_norms = nn.ModuleList()
+        head_dim = hidden // num_heads if local == "gat" else hidden
+        for _ in range(layers):
+            self.locals.append(local_conv(local, hidden, head_dim, num_heads=num_heads, attn_dropout=attn_dropout))
+            self.local_norms.append(norm_layer(norm, hidden))
+            attn = global_attention(attention, hidden, num_heads=num_heads, merge="concat", group_size=group_size,
+                                    attn_dropout=attn_dropout, eval_mode=eval_mode, eval_repeats=eval_repeats,
+                                    memory_tokens=memory_tokens)
+            if attn is not None:
+                self.attns.append(attn)
+                self.attn_outs.append(nn.Linear(hidden, hidden))
+                self.attn_norms.append(norm_layer(norm, hidden))
+            if ffn:
+                self.ffns.append(nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Dropout(dropout),
+                                               nn.Linear(2 * hidden, hidden)))
+                self.ffn_norms.append(norm_layer(norm, hidden))
+        self.dropout = nn.Dropout(dropout)
+        self.fc_out = nn.Linear(hidden, num_classes)
+
+    def reset_parameters(self) -> None:
+        """Reinitialise every layer."""
+        # Only the direct parts: a layer's own reset_parameters chooses its sublayers' init.
+        parts = [self.fc_in, *self.locals, *self.local_norms, *self.attns, *self.attn_outs, *self.attn_norms,
+                 *(part for block in self.ffns for part in block), *self.ffn_norms, self.fc_out]
+        for module in parts:
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def forward(self, graph, feat: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` for every node of ``graph``."""
+        check_homogeneous(graph, "graph", allow_block=False)
+        check_nonempty(graph, "graph")
+        check_feat(feat, "feat", rows=graph.num_nodes(), last_dim=self._in_feats, ndim=2)
+        # Self-loops only for message passing: dgl.add_self_loop forgets a batch's graph sizes,
+        # which attention needs.
+        local_graph = dgl.add_self_loop(dgl.remove_self_loop(graph)) if self.self_loops else graph
+        h = self.fc_in(self.input_dropout(feat))  # (N, hidden)
+        for i, (conv, local_norm) in enumerate(zip(self.locals, self.local_norms)):
+            m = conv(local_graph, h).flatten(1)  # (N, hidden); GAT: (N, H, hidden / H) concatenated
+            u = local_norm(h + self.dropout(torch.relu(m)))
+            if len(self.attns):
+                a = self.attn_outs[i](attend(self.attns[i], graph, h, merge="concat"))  # (N, hidden)
+                u = u + self.attn_norms[i](h + self.dropout(a))
+            if len(self.ffns):
+                u = self.ffn_norms[i](u + self.dropout(self.ffns[i](u)))
+            h = u
+        return self.fc_out(h)

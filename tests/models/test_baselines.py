@@ -1,0 +1,128 @@
+"""GCN, SAGE and GAT: defaults are the classic models, options are tunedGNN's."""
+import dgl
+import pytest
+import torch
+import torch.nn.functional as F
+from dgl.nn import GATConv, GraphConv, SAGEConv
+
+from dgl_rbgt.models import GAT, GCN, SAGE
+from dgl_rbgt.models.baselines import local_conv, norm_layer, residual_map
+
+
+def graph_and_feat(n=40, edges=120, feats=6, dtype=torch.float32):
+    return dgl.rand_graph(n, edges), torch.randn(n, feats, dtype=dtype)
+
+
+def test_default_gcn_is_the_classic_gcn():
+    """Same seed, same weights and same dropout draws as the GCN written out of GraphConv layers."""
+    g, x = graph_and_feat()
+    torch.manual_seed(0)
+    model = GCN(6, 3, hidden=16, layers=3)
+    torch.manual_seed(0)
+    convs = [GraphConv(a, b, allow_zero_in_degree=True) for a, b in ((6, 16), (16, 16), (16, 3))]
+    assert set(model.state_dict()) == {f"convs.{i}.{p}" for i in range(3) for p in ("weight", "bias")}
+    gl = dgl.add_self_loop(dgl.remove_self_loop(g))
+
+    def reference():
+        h = x
+        for i, conv in enumerate(convs):
+            h = conv(gl, F.dropout(h, 0.5, training=True))
+            h = torch.relu(h) if i < 2 else h
+        return h
+
+    torch.manual_seed(1)
+    out = model(g, x)  # training mode: dropout on
+    torch.manual_seed(1)
+    assert torch.equal(out, reference())
+
+
+def test_default_gat_is_the_classic_gat():
+    g, x = graph_and_feat()
+    torch.manual_seed(0)
+    model = GAT(6, 3, hidden=4, num_heads=2)
+    torch.manual_seed(0)
+    convs = [GATConv(6, 4, 2, feat_drop=0.6, attn_drop=0.6, activation=F.elu, allow_zero_in_degree=True),
+             GATConv(8, 3, 2, feat_drop=0.6, attn_drop=0.6, allow_zero_in_degree=True)]
+    assert set(model.state_dict()) == {k for i, c in enumerate(convs) for k in (f"convs.{i}.{p}" for p in c.state_dict())}
+    gl = dgl.add_self_loop(dgl.remove_self_loop(g))
+    torch.manual_seed(1)
+    out = model(g, x)
+    torch.manual_seed(1)
+    expected = convs[1](gl, convs[0](gl, x).flatten(1)).mean(1)
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("cls", [GCN, SAGE, GAT])
+@pytest.mark.parametrize("options", [
+    {},
+    {"residual": True},
+    {"norm": "batch"},
+    {"norm": "layer", "residual": True, "head": "linear"},
+    {"residual": True, "norm": "layer", "jk": True, "head": "linear", "input_dropout": False},
+])
+def test_options_run_and_train(cls, options):
+    g, x = graph_and_feat()
+    model = cls(6, 3, hidden=8, layers=3, **options)
+    out = model(g, x)
+    assert out.shape == (40, 3)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_tuned_gcn_equals_its_formula_float64():
+    """Two residual hidden layers with LayerNorm, jumping knowledge and a linear head, no dropout."""
+    g, x = graph_and_feat(dtype=torch.float64)
+    model = GCN(6, 3, hidden=8, layers=2, dropout=0.0, residual=True, norm="layer", jk=True,
+                head="linear").double()
+    sd = model.state_dict()
+    gl = dgl.add_self_loop(dgl.remove_self_loop(g))
+    conv = GraphConv(6, 8, allow_zero_in_degree=True).double()
+
+    def layer(i, h, res):
+        conv.weight.data, conv.bias.data = sd[f"convs.{i}.weight"], sd[f"convs.{i}.bias"]
+        z = conv(gl, h) + res
+        return torch.relu(F.layer_norm(z, (8,), sd[f"norms.{i}.weight"], sd[f"norms.{i}.bias"]))
+
+    h1 = layer(0, x, x @ sd["residuals.0.weight"].T)  # widths 6 -> 8: a linear residual
+    h2 = layer(1, h1, h1)  # widths agree: identity
+    expected = F.linear(h1 + h2, sd["head.weight"], sd["head.bias"])
+    torch.testing.assert_close(model(g, x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_blocks_give_the_full_graph_output_with_residual_and_jk():
+    """Full-neighbour blocks reproduce the full-graph logits of the output nodes (the residual
+    and jumping-knowledge rows follow the blocks' destination nodes)."""
+    g, x = graph_and_feat(60, 200)
+    model = SAGE(6, 3, hidden=8, layers=2, residual=True, norm="layer", jk=True, head="linear").eval()
+    seeds = torch.tensor([3, 10, 11, 42])
+    sampler = dgl.dataloading.MultiLayerFullNeighborSampler(2)
+    input_nodes, output_nodes, blocks = sampler.sample_blocks(g, seeds)
+    out = model(blocks, x[input_nodes])
+    torch.testing.assert_close(out, model(g, x)[output_nodes], rtol=1e-5, atol=1e-5)
+
+
+def test_shared_builders():
+    g, x = graph_and_feat()
+    assert isinstance(local_conv("gcn", 6, 4), GraphConv) and isinstance(local_conv("sage", 6, 4), SAGEConv)
+    assert local_conv("gat", 6, 4, num_heads=3)(g, x).shape == (40, 3, 4)
+    assert isinstance(norm_layer("batch", 4), torch.nn.BatchNorm1d) and isinstance(norm_layer("none", 4), torch.nn.Identity)
+    assert isinstance(residual_map(4, 4), torch.nn.Identity) and residual_map(4, 5).bias is None
+
+
+@pytest.mark.parametrize("cls, kwargs, message", [
+    (GCN, {"jk": True}, r"jk=True needs head='linear'"),
+    (GCN, {"norm": "group"}, r"norm must be one of \['none', 'batch', 'layer'\], got 'group'"),
+    (SAGE, {"head": "mlp"}, r"head must be one of \['conv', 'linear'\]"),
+    (GAT, {"num_heads": 0}, r"num_heads must be >= 1, got 0"),
+    (SAGE, {"layers": 0}, r"layers must be >= 1, got 0"),
+])
+def test_bad_arguments_name_the_argument(cls, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cls(6, 3, **kwargs)
+
+
+def test_wrong_number_of_blocks():
+    g, x = graph_and_feat()
+    blocks = dgl.dataloading.MultiLayerFullNeighborSampler(1).sample_blocks(g, torch.arange(5))[2]
+    with pytest.raises(ValueError, match=r"got 1 blocks for a model with 2 layers"):
+        GCN(6, 3)(blocks, x)

@@ -1,0 +1,142 @@
+"""GPSTransformer and the global-attention factory it shares with RBTransformer."""
+import dgl
+import pytest
+import torch
+import torch.nn.functional as F
+from dgl.nn import GraphConv
+
+from dgl_rbgt.config import parse_recipe
+from dgl_rbgt.models import GPSTransformer, RBTransformer
+from dgl_rbgt.models.baselines import LOCAL_CONVS
+from dgl_rbgt.models.global_attention import ATTENTIONS, attend, global_attention
+
+
+def graph_and_feat(n=30, edges=90, feats=6, dtype=torch.float32):
+    return dgl.rand_graph(n, edges), torch.randn(n, feats, dtype=dtype)
+
+
+@pytest.mark.parametrize("local", LOCAL_CONVS)
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_every_local_and_attention_combination_trains(local, attention):
+    g, x = graph_and_feat()
+    model = GPSTransformer(6, 3, hidden=8, layers=2, local=local, attention=attention, num_heads=2, group_size=8)
+    out = model(g, x)
+    assert out.shape == (30, 3)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    assert torch.equal(model(g, x), model(g, x))  # evaluation repeats (RBA's fixed grouping)
+
+
+def test_attention_none_has_no_attention_parameters():
+    names = [n for n, _ in GPSTransformer(6, 3, hidden=8, attention="none").named_parameters()]
+    assert not any(n.startswith(("attns", "attn_outs", "attn_norms")) for n in names)
+    assert any(n.startswith("attns") for n, _ in GPSTransformer(6, 3, hidden=8, num_heads=2).named_parameters())
+
+
+def test_one_layer_without_attention_equals_a_plain_composition_float64():
+    """attention='none', one layer: Linear -> x + relu(GraphConv) -> LN -> FFN residual -> LN -> Linear."""
+    g, x = graph_and_feat(dtype=torch.float64)
+    model = GPSTransformer(6, 3, hidden=8, layers=1, local="gcn", attention="none", norm="layer",
+                           dropout=0.3).double().eval()
+    sd = model.state_dict()
+    conv = GraphConv(8, 8, allow_zero_in_degree=True).double()
+    conv.load_state_dict({"weight": sd["locals.0.weight"], "bias": sd["locals.0.bias"]})
+    gl = dgl.add_self_loop(dgl.remove_self_loop(g))
+    h = F.linear(x, sd["fc_in.weight"], sd["fc_in.bias"])
+    u = F.layer_norm(h + torch.relu(conv(gl, h)), (8,), sd["local_norms.0.weight"], sd["local_norms.0.bias"])
+    f = F.linear(torch.relu(F.linear(u, sd["ffns.0.0.weight"], sd["ffns.0.0.bias"])),
+                 sd["ffns.0.3.weight"], sd["ffns.0.3.bias"])
+    u = F.layer_norm(u + f, (8,), sd["ffn_norms.0.weight"], sd["ffn_norms.0.bias"])
+    expected = F.linear(u, sd["fc_out.weight"], sd["fc_out.bias"])
+    torch.testing.assert_close(model(g, x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_rba_with_groups_larger_than_the_graph_is_full_attention():
+    """The factory passes the same options to both kinds: RBA with p >= N gives exact attention."""
+    g, x = graph_and_feat(dtype=torch.float64)
+    rba = GPSTransformer(6, 3, hidden=8, num_heads=2, attention="rba", group_size=64, norm="layer").double().eval()
+    full = GPSTransformer(6, 3, hidden=8, num_heads=2, attention="full", norm="layer").double().eval()
+    full.load_state_dict(rba.state_dict())
+    torch.testing.assert_close(rba(g, x), full(g, x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("attention", ["rba", "full", "sgformer"])
+def test_attention_stays_inside_each_graph_of_a_batch(attention):
+    g1, x1 = graph_and_feat(20, 60)
+    g2, x2 = graph_and_feat(12, 30)
+    model = GPSTransformer(6, 3, hidden=8, num_heads=2, attention=attention, group_size=64, norm="layer").eval()
+    out = model(dgl.batch([g1, g2]), torch.cat([x1, x2]))
+    torch.testing.assert_close(out[:20], model(g1, x1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[20:], model(g2, x2), rtol=1e-5, atol=1e-5)
+
+
+def test_node_batch_subgraph_with_isolated_nodes():
+    g, x = graph_and_feat(60, 60)
+    sub = dgl.node_subgraph(g, torch.randperm(60)[:25])
+    for local in LOCAL_CONVS:
+        model = GPSTransformer(6, 3, hidden=8, num_heads=2, local=local, group_size=8)
+        out = model(sub, x[sub.ndata[dgl.NID]])
+        assert out.shape == (25, 3) and torch.isfinite(out).all()
+
+
+def test_reset_parameters_restores_the_initial_distribution():
+    model = GPSTransformer(6, 3, hidden=8, num_heads=2, local="gat")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.reset_parameters()
+    after = model.state_dict()
+    assert not torch.equal(before["attns.0.fc_q.weight"], after["attns.0.fc_q.weight"])
+    assert torch.equal(after["local_norms.0.weight"], torch.ones(8))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"local": "gin"}, ValueError, r"local must be one of \['gcn', 'sage', 'gat'\], got 'gin'"),
+    ({"attention": "linear"}, ValueError, r"attention must be one of \['rba', 'sgformer', 'full', 'memory', 'none'\]"),
+    ({"norm": "group"}, ValueError, r"norm must be one of \['none', 'batch', 'layer'\]"),
+    ({"hidden": 10, "num_heads": 4}, ValueError, r"num_heads must divide hidden .* num_heads=4 and hidden=10"),
+    ({"hidden": 10, "num_heads": 4, "local": "gat", "attention": "none"}, ValueError, r"local='gat'"),
+    ({"dropout": 1.5}, ValueError, r"dropout must be in \[0, 1\), got 1.5"),
+    ({"layers": 0}, ValueError, r"layers must be >= 1, got 0"),
+    ({"group_size": 2.5}, TypeError, r"group_size must be an int"),
+    ({"eval_mode": "best"}, ValueError, r"eval_mode must be one of"),
+])
+def test_bad_arguments_name_the_argument(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        GPSTransformer(6, 3, **kwargs)
+
+
+def test_bad_inputs():
+    model = GPSTransformer(6, 3, hidden=8, num_heads=2)
+    g, x = graph_and_feat()
+    with pytest.raises(ValueError, match=r"feat must have last dimension 6"):
+        model(g, torch.randn(30, 5))
+    with pytest.raises(dgl.DGLError, match=r"graph is a block"):
+        model(dgl.to_block(g), x)
+
+
+def test_recipe_schema_and_context_hops():
+    recipe = parse_recipe({"name": "t", "dataset": {"name": "csbm"},
+                           "model": {"name": "gps", "layers": 3, "local": "sage", "attention": "sgformer"}})
+    assert recipe.model.norm == "batch" and GPSTransformer.context_hops(recipe.model) == 3
+    with pytest.raises(Exception, match=r"model\.local"):
+        parse_recipe({"name": "t", "dataset": {"name": "csbm"}, "model": {"name": "gps", "local": "gin"}})
+
+
+def test_factory_builds_every_kind_and_merges_heads():
+    g, x = graph_and_feat(feats=8)
+    for kind in ATTENTIONS:
+        mean = global_attention(kind, 8, num_heads=2, merge="mean", group_size=8)
+        concat = global_attention(kind, 8, num_heads=2, merge="concat", group_size=8)
+        if kind == "none":
+            assert mean is None and concat is None
+            continue
+        assert attend(mean, g, x, merge="mean").shape == (30, 8)
+        assert attend(concat, g, x, merge="concat").shape == (30, 8)
+        if kind != "memory":  # the memory layer splits hidden over its heads in either merge
+            assert concat.fc_q.weight.shape == (8, 8) and mean.fc_q.weight.shape == (16, 8)  # heads x head width
+
+
+def test_rbtransformer_holds_the_factory_layers_unwrapped():
+    """RBTransformer's attention parameters keep their state_dict keys (checkpoints still load)."""
+    keys = set(RBTransformer(8, 3, hidden=16, num_heads=2, group_size=16).state_dict())
+    assert {"attns.0.fc_q.weight", "attns.0.fc_v.bias", "lns.0.weight"} <= keys

@@ -1,0 +1,106 @@
+"""tools/search.py: an Optuna search over a recipe that selects on validation only."""
+import csv
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+import dgl_rbgt.train.pipeline as pipeline
+
+_path = Path(__file__).resolve().parents[1] / "tools" / "search.py"
+_spec = importlib.util.spec_from_file_location("search_tool", _path)
+search = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(search)
+
+RECIPE = {"name": "tiny", "seed": 0,
+          "dataset": {"name": "csbm", "params": {"num_nodes": 200, "num_classes": 3, "feature_dim": 8}},
+          "model": {"name": "gcn", "hidden": 8},
+          "train": {"epochs": 3, "threads": 1},
+          "output": {"plot": False}}
+SPACE = {"search": {"model.dropout": {"float": [0.0, 0.7]}, "train.lr": {"log_float": [1e-3, 1e-1]},
+                    "model.norm": {"choice": ["none", "layer"]}, "model.layers": {"int": [1, 2]}}}
+
+
+class NoTest(dict):
+    """A run summary whose test numbers must not be read by the search."""
+
+    def __getitem__(self, key):
+        assert not key.startswith("test"), f"the search read {key}"
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        assert not key.startswith("test"), f"the search read {key}"
+        return super().get(key, default)
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    real = pipeline.run_recipe
+
+    def guarded(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.summary = NoTest(result.summary)
+        return result
+
+    monkeypatch.setattr(pipeline, "run_recipe", guarded)
+    recipe, space = tmp_path / "tiny.yaml", tmp_path / "space.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    space.write_text(yaml.safe_dump(SPACE))
+    return recipe, space
+
+
+def test_two_trials_record_validation_only_and_repeat(files, tmp_path, capsys):
+    recipe, space = files
+    assert search.main([str(recipe), str(space), "--trials", "2", "--out", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    with (tmp_path / "a" / "trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
+    for row in rows:
+        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
+        assert float(row["val_metric"]) == summary["val_metric"]
+        assert float(row["val_loss"]) == summary["val_loss"]
+    assert not any("test" in column for column in rows[0])
+    import optuna
+
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'a' / 'study.db'}")
+    assert [t.value for t in study.trials] == [float(r["val_metric"]) for r in rows]  # objective = val metric
+    best = json.loads((tmp_path / "a" / "best.json").read_text())
+    assert best["value"] == max(float(r["val_metric"]) for r in rows)
+    assert printed[-1] == " ".join(f"--set {s}" for s in best["set"])
+    assert all(s.split("=")[0] in SPACE["search"] for s in best["set"])
+
+    # The seeded sampler draws the same trials again.
+    assert search.main([str(recipe), str(space), "--trials", "2", "--out", str(tmp_path / "b")]) == 0
+    with (tmp_path / "b" / "trials.csv").open() as f:
+        again = list(csv.DictReader(f))
+    keys = list(SPACE["search"])
+    assert [[r[k] for k in keys] for r in again] == [[r[k] for k in keys] for r in rows]
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"model.dropout": {"uniform": [0, 1]}}, r"model\.dropout: unknown distribution 'uniform'"),
+    ({"model.dropout": {"float": [0.5, 0.1]}}, r"float needs \[low, high\] with low < high"),
+    ({"train.lr": {"log_float": [0.0, 0.1]}}, r"log_float needs low > 0"),
+    ({"model.layers": {"int": [1, 2.5]}}, r"int needs integer bounds"),
+    ({"model.colour": {"choice": ["red"]}}, r"model\.colour='red': .*unknown key"),
+    ({"model.dropout": {"float": [0.0, 1.5]}}, r"model\.dropout=1\.5: .*dropout"),
+    ({"search": []}, r"expected a non-empty mapping"),
+])
+def test_bad_space_is_one_line_and_exit_2(files, tmp_path, capsys, space, message):
+    recipe, path = files
+    path.write_text(yaml.safe_dump(space))
+    assert search.main([str(recipe), str(path), "--trials", "1", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert re.search(message, err), err
+    assert not (tmp_path / "s").exists()  # nothing ran
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        search.main(["--help"])
+    assert exit_.value.code == 0 and "validation" in capsys.readouterr().out
