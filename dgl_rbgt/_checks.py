@@ -23,6 +23,7 @@ __all__ = [
     "check_param_dtype",
     "check_output_finite",
     "check_global_input",
+    "check_nonnegative_float",
 ]
 
 
@@ -123,6 +124,15 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_nonnegative_float(value: Any, name: str, positive: bool = False) -> float:
+    """Return ``value`` as a float if it is a finite number >= 0 (> 0 with ``positive``), else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
+    if not (value > 0 if positive else value >= 0) or value != value or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
+    return float(value)
 
 
 def check_probability(value: Any, name: str, allow_one: bool = False) -> float:

@@ -16,13 +16,12 @@ memorised. Two tasks:
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import dgl
 import torch
 
-from .._checks import check_choice, check_positive_int
+from .._checks import check_choice, check_nonnegative_float, check_positive_int
 from .dataset import DatasetSpec, NodeDataset, check_single_split, check_split_fractions, make_graph, random_split_masks
 
 __all__ = ["longrange_graph", "load_longrange", "TASKS", "SPECS"]
@@ -128,9 +127,8 @@ def longrange_graph(
     check_positive_int(num_classes, "num_classes", minimum=2)
     check_positive_int(feature_dim, "feature_dim")
     check_positive_int(ring_width, "ring_width", minimum=0)
-    for value, name in ((offset_scale, "offset_scale"), (noise, "noise")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    check_nonnegative_float(offset_scale, "offset_scale")
+    check_nonnegative_float(noise, "noise")
     train_frac, val_frac = check_split_fractions(train_frac, val_frac)
     check_positive_int(seed, "seed", minimum=0)
 

@@ -11,20 +11,13 @@ from pathlib import Path
 import dgl
 import torch
 
-from .._checks import check_positive_int, check_probability
+from .._checks import check_nonnegative_float, check_positive_int, check_probability
 from .dataset import DatasetSpec, NodeDataset, check_single_split, check_split_fractions, make_graph, random_split_masks
 
 __all__ = ["csbm_graph", "load_csbm", "DEFAULT_NUM_NODES", "SPECS"]
 
 logger = logging.getLogger(__name__)
 
-
-def _check_nonneg_float(value, name: str, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
-    if not (value > 0 if positive else value >= 0) or value != value or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
-    return float(value)
 
 
 def csbm_graph(
@@ -95,10 +88,10 @@ def csbm_graph(
     check_positive_int(num_classes, "num_classes", minimum=2)
     if num_nodes < num_classes:
         raise ValueError(f"num_nodes must be >= num_classes ({num_classes}) so every class has a node, got {num_nodes}")
-    avg_degree = _check_nonneg_float(avg_degree, "avg_degree")
+    avg_degree = check_nonnegative_float(avg_degree, "avg_degree")
     homophily = check_probability(homophily, "homophily", allow_one=True)
     check_positive_int(feature_dim, "feature_dim")
-    signal = _check_nonneg_float(signal, "signal")
+    signal = check_nonnegative_float(signal, "signal")
     train_frac, val_frac = check_split_fractions(train_frac, val_frac)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
