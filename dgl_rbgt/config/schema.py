@@ -136,8 +136,6 @@ def _check_constructors(recipe, model_cls) -> None:
     """Build the model, its first stage and every transform once with stand-in sizes, so their own
     argument checks run now, before any data is loaded, and report all they refuse together with
     key paths (``model.hidden: must be >= 1, got 0``)."""
-    import torch
-
     from .registry import TRANSFORMS
 
     calls = [("model", model_cls, recipe.model, (1, 2))]
@@ -146,14 +144,16 @@ def _check_constructors(recipe, model_cls) -> None:
     calls += [(f"transforms.{i}", TRANSFORMS[t.name], t, ()) for i, t in enumerate(recipe.transforms)]
     problems = []
     for where, cls, section, args in calls:
-        problems += _constructor_problems(where, cls, section.model_dump(exclude={"name"}), args, torch)
+        problems += _constructor_problems(where, cls, section.model_dump(exclude={"name"}), args)
     if problems:
         raise ValueError("; ".join(problems))
 
 
-def _constructor_problems(where: str, cls: type, params: dict, args: tuple, torch) -> list[str]:
+def _constructor_problems(where: str, cls: type, params: dict, args: tuple) -> list[str]:
     """Every argument ``cls`` refuses: a constructor stops at its first complaint, so the named
     argument is set back to its default and the call repeated, once per argument at most."""
+    import torch  # the registry imported it already; recipes are read without it
+
     defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
                 if p.default is not p.empty}
     problems = []
