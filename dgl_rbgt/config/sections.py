@@ -33,7 +33,7 @@ class DatasetSection(_Section):
 class TrainSection(_Section):
     """How to train: batching mode, optimiser (AdamW or Adam), warmup + cosine schedule, early stopping."""
 
-    batching: Literal["full", "neighbor", "node_batch", "neighbour_tables"] = "full"
+    batching: str = "full"  # a name in config.registry.BATCHINGS; the recipe schema narrows it to those
     optimizer: Literal["adamw", "adam"] = "adamw"  # adamw: decoupled weight decay; adam: L2 in the gradient
     epochs: int = Field(200, ge=1)
     lr: float = Field(0.01, gt=0, allow_inf_nan=False)
