@@ -25,6 +25,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "DatasetSpec",
+    "generated_spec",
     "data_root",
     "symmetrize_edges",
     "make_graph",
@@ -179,6 +180,12 @@ class DatasetSpec:
             return {n: p for n, p in sig.parameters.items() if n != "seed"}
         sig = inspect.signature(self.loader)
         return {n: p for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def generated_spec(name: str, loader: Callable[..., NodeDataset], param_source: Callable[..., object]) -> DatasetSpec:
+    """The registry entry of a generated dataset: no files, always available, accuracy."""
+    return DatasetSpec(name=name, family="synthetic", metric="accuracy", loader=loader, paths=lambda root: [],
+                       available=lambda root: True, param_source=param_source)
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

@@ -22,7 +22,8 @@ import dgl
 import torch
 
 from .._checks import check_choice, check_nonnegative_float, check_positive_int
-from .dataset import DatasetSpec, NodeDataset, check_single_split, check_split_fractions, make_graph, random_split_masks
+from .dataset import (DatasetSpec, NodeDataset, check_single_split, check_split_fractions, generated_spec, make_graph,
+                      random_split_masks)
 
 __all__ = ["longrange_graph", "load_longrange", "TASKS", "SPECS"]
 
@@ -189,14 +190,4 @@ def load_longrange(spec: DatasetSpec, root: Path, split: int, seed: int, **param
                        source="generated")
 
 
-SPECS = [
-    DatasetSpec(
-        name="longrange",
-        family="synthetic",
-        metric="accuracy",
-        loader=load_longrange,
-        paths=lambda root: [],
-        available=lambda root: True,
-        param_source=longrange_graph,
-    )
-]
+SPECS = [generated_spec("longrange", load_longrange, longrange_graph)]

@@ -12,7 +12,8 @@ import dgl
 import torch
 
 from .._checks import check_nonnegative_float, check_positive_int, check_probability
-from .dataset import DatasetSpec, NodeDataset, check_single_split, check_split_fractions, make_graph, random_split_masks
+from .dataset import (DatasetSpec, NodeDataset, check_single_split, check_split_fractions, generated_spec, make_graph,
+                      random_split_masks)
 
 __all__ = ["csbm_graph", "load_csbm", "DEFAULT_NUM_NODES", "SPECS"]
 
@@ -174,14 +175,4 @@ def load_csbm(spec: DatasetSpec, root: Path, split: int, seed: int, **params) ->
     return NodeDataset(name=spec.name, graph=graph, num_classes=num_classes, metric="accuracy", split=None, source="generated")
 
 
-SPECS = [
-    DatasetSpec(
-        name="csbm",
-        family="synthetic",
-        metric="accuracy",
-        loader=load_csbm,
-        paths=lambda root: [],
-        available=lambda root: True,
-        param_source=csbm_graph,
-    )
-]
+SPECS = [generated_spec("csbm", load_csbm, csbm_graph)]
