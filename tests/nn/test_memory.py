@@ -17,6 +17,7 @@ from dgl_rbgt.nn.functional.memory import (
     num_steps,
     shuffle_within_graphs,
 )
+from dgl_rbgt.nn.functional import memory as memory_core
 from dgl_rbgt.nn.memory import MemoryTransformer
 
 # ----------------------------------------------------------------------------- references
@@ -124,7 +125,12 @@ CASES = [
 
 @pytest.mark.parametrize("sizes,p,layers,m", CASES)
 @pytest.mark.parametrize("passes", [1, 2])
-def test_both_schedules_match_plain_reference(sizes, p, layers, m, passes):
+@pytest.mark.parametrize("cells_per_call", [None, 1, 2])
+def test_both_schedules_match_plain_reference(monkeypatch, sizes, p, layers, m, passes, cells_per_call):
+    # cells_per_call: how many cells one batched call may take (None: all of a step; 1 and 2
+    # force the chunked paths that long cells take).
+    if cells_per_call is not None:
+        monkeypatch.setattr(memory_core, "CELL_TOKENS", cells_per_call * len(sizes) * (m + p))
     d, heads = 8, 2
     w = random_weights(layers, m, d, 16)
     x = torch.randn(sum(sizes), d, dtype=torch.float64)
@@ -142,7 +148,11 @@ def test_both_schedules_match_plain_reference(sizes, p, layers, m, passes):
 
 @pytest.mark.parametrize("sizes,p,layers,m", CASES)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-def test_diagonal_equals_sequential_values_and_gradients(sizes, p, layers, m, dtype, tol):
+@pytest.mark.parametrize("cells_per_call", [None, 1, 2])
+def test_diagonal_equals_sequential_values_and_gradients(monkeypatch, sizes, p, layers, m, dtype, tol,
+                                                         cells_per_call):
+    if cells_per_call is not None:
+        monkeypatch.setattr(memory_core, "CELL_TOKENS", cells_per_call * len(sizes) * (m + p))
     layer = randomize(MemoryTransformer(5, 8, 2, layers, p, m, passes=2)).to(dtype).eval()
     graph = dgl.batch([dgl.rand_graph(n, n) for n in sizes])
     feat = torch.randn(sum(sizes), 5, dtype=dtype)

@@ -560,39 +560,61 @@ def _sequential(io: _NodeIO, w: MemoryWeights, layout: _Layout, run: _Run) -> to
 
 
 def _diagonal_tracked(io: _NodeIO, w: MemoryWeights, layout: _Layout, run: _Run) -> torch.Tensor:
-    """Wavefront with autograd: each step's cells are built from the previous step's output.
+    """Wavefront with autograd: each step's cells are built from the previous step's outputs.
 
     Autograd forbids overwriting tensors it saved, so the rolling buffer of the no-grad path is
-    not available here; each step assembles its input with one ``cat`` (of A*B*(m+p)*d numbers,
-    small next to the step's matmuls) and keeps its output, which the backward pass needs anyway.
-    Outputs are cut with ``split`` (never slicing): autograd joins split gradients with one
-    ``cat``, where a slice's gradient is scattered into a zero-filled buffer of the whole.
+    not available here. Every layer's state is kept as its own tensor (views of the step output
+    that made it): a step joins the active cells' memory and node rows with one ``cat`` per chunk
+    of cells (:data:`CELL_TOKENS`) and cuts its output with ``split`` (never slicing: autograd
+    joins split gradients with one ``cat``, where a slice's gradient is scattered into a
+    zero-filled buffer of the whole). Chunk outputs are never concatenated, so long cells that run
+    one per call cost what the sequential schedule's calls cost.
     """
     layers, segments, m = w.w_qkv.shape[0], layout.segments, layout.memory_tokens
-    init = _initial_memory(w, layout.batch)  # L x (1, B, m, d)
-    memory = hidden = None  # what the previous step passes on: memory of layers lo..hi_prev,
-    finals = []             # node outputs of layers max(lo, 1) - 1..hi_prev (those still needed)
+    memory = _initial_memory(w, layout.batch)  # per layer: its current memory (1, B, m, d)
+    hidden: list[torch.Tensor | None] = [None] * layers  # per layer: its next node input (1, B, p, d)
+    per_layer = _per_layer(w)
+    finals: list[torch.Tensor | None] = [None] * layers
     for t in range(segments + layers - 1):
         lo, hi = _active(t, segments, layers)
-        mem_in = _cat([] if memory is None else [memory], init[hi] if hi == t else None)  # (A, B, m, d)
-        hid_in = _cat([io.read(t, t + 1).transpose(0, 1)] if lo == 0 else [], hidden)  # (A, B, p, d)
-        x = torch.cat([mem_in, hid_in], 2)  # (A, B, m + p, d)
-        y = _cells(x, _take(w, lo, hi), run, _step_mask(layout, t - hi, t - lo, reverse=True))
-        memory, hidden = y.split([m, y.shape[2] - m], 2)  # (A, B, m, d), (A, B, p, d)
-        memory = _freeze(layout, memory, mem_in, t - hi, t - lo, reverse=True)
-        if hi == layers - 1:  # the top layer's output is final
-            hidden, top = hidden.split([hidden.shape[0] - 1, 1])
-            io.write(t - hi, top.transpose(0, 1))  # (B, 1, p, d)
-        if t - lo == segments - 1:  # layer lo has seen its last segment
-            done, memory = memory.split([1, memory.shape[0] - 1])
-            finals.append(done)
+        if lo == 0:
+            hidden[0] = io.read(t, t + 1).transpose(0, 1)  # (1, B, p, d)
+        # Top chunk first: a chunk's outputs feed the layer above, whose input is already read.
+        for a, b in reversed(_chunks(lo, hi, layout.batch * (m + layout.segment_size))):
+            x = _join(memory[a:b + 1], hidden[a:b + 1])  # (A, B, m + p, d)
+            weights = per_layer[a] if a == b else _take(w, a, b)
+            y = _cell_batch(x, weights, run, _step_mask(layout, t - b, t - a, reverse=True))
+            new, out = y.split([m, y.shape[2] - m], 2)  # (A, B, m, d), (A, B, p, d)
+            new = _freeze(layout, new, x[:, :, :m], t - b, t - a, reverse=True)
+            memory[a:b + 1] = new.split(1) if a < b else [new]
+            outs = out.split(1) if a < b else [out]
+            for l, h in zip(range(a, b + 1), outs):
+                if l == layers - 1:  # the top layer's output is final
+                    io.write(t - l, h.transpose(0, 1))  # (B, 1, p, d)
+                else:
+                    hidden[l + 1] = h
+                if t - l == segments - 1:  # layer l has seen its last segment
+                    finals[l] = memory[l]
     return torch.cat(finals)  # (L, B, m, d)
 
 
-def _cat(parts: list[torch.Tensor], last: torch.Tensor | None) -> torch.Tensor:
-    """``parts + [last]`` (when not None) joined on the layer axis; no copy for a single part."""
-    parts = parts + ([] if last is None else [last])
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+def _chunks(lo: int, hi: int, cell_tokens: int) -> list[tuple[int, int]]:
+    """Layers ``lo..hi`` in runs ``(a, b)`` of at most :data:`CELL_TOKENS` tokens (whole cells)."""
+    per_chunk = max(1, CELL_TOKENS // cell_tokens)
+    return [(a, min(a + per_chunk, hi + 1) - 1) for a in range(lo, hi + 1, per_chunk)]
+
+
+def _join(memory: list[torch.Tensor], hidden: list[torch.Tensor]) -> torch.Tensor:
+    """Cells ``[M_l; H_l]`` (each (1, B, m or p, d)) stacked: (A, B, m + p, d), in one ``cat``."""
+    if len(memory) == 1:
+        return torch.cat([memory[0], hidden[0]], 2)
+    _, batch, m, d = memory[0].shape
+    p = hidden[0].shape[2]
+    parts = [t for pair in zip(memory, hidden) for t in pair]
+    # One cat along the token axis: (1, B, A (m + p), d), i.e. graph-major; cell-major for
+    # B = 1 already, so the final copy happens only for batched graphs.
+    joined = torch.cat(parts, 2).view(batch, len(memory), m + p, d)
+    return joined.transpose(0, 1).contiguous()
 
 
 def _diagonal_buffered(io: _NodeIO, w: MemoryWeights, layout: _Layout, run: _Run) -> torch.Tensor:
