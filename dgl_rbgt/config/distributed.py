@@ -88,9 +88,6 @@ class DistributedSection(BaseModel):
     balance_train: bool = True  # balance training nodes across partitions (METIS constraint)
     balance_edges: bool = False  # also balance edges across partitions (METIS constraint)
     num_hops: int = Field(1, ge=1)  # halo hops stored with each partition
-    # Spexphormer: training table draws stored with the partitions; epochs cycle through them,
-    # one per neighbour_tables.resample_every epochs
-    table_draws: int = Field(1, ge=1)
     graph_format: list[Literal["csc", "csr", "coo"]] = Field(default_factory=lambda: ["csc"], min_length=1)
     server_threads: int = Field(1, ge=1)  # OMP threads per server process
     trainer_threads: Optional[int] = Field(None, ge=1)  # default: train.threads, else cores / (2 x trainers)

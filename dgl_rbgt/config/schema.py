@@ -239,9 +239,3 @@ def check_recipe_for_distributed(recipe, dist: DistributedSection, source: str =
         raise RecipeError(f"{source}: train.batching: 'full' needs the whole graph in one process; a distributed "
                           f"run trains on mini-batches: neighbor (GCN, GAT; with train.fanouts), node_batch "
                           f"(RBTransformer) or neighbour_tables (Spexphormer)")
-    if t.batching == "neighbour_tables" and recipe.neighbour_tables.resample_every > 0 \
-            and dist.table_draws == 1 and t.epochs > recipe.neighbour_tables.resample_every:
-        raise RecipeError(f"{source}: neighbour_tables.resample_every: {recipe.neighbour_tables.resample_every} asks "
-                          f"for fresh tables during the run, but distributed.table_draws is 1 (the partitions "
-                          f"store the draws); set distributed.table_draws to the number of draws to cycle "
-                          f"through, or neighbour_tables.resample_every: 0 for one fixed draw")

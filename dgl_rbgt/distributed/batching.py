@@ -24,7 +24,7 @@ import torch
 
 from ..batching import Batch, Batching
 from ..sampling import grow_batch
-from .tables import TABLE_KINDS, StoredNeighbourTables
+from .tables import TABLE_KINDS, StoredNeighbourTables, TableResampler
 
 __all__ = ["DistBatch", "DistNeighborSampling", "DistNodeBatches", "DistTableBatching", "equal_chunks", "DIST_BATCHINGS"]
 
@@ -193,32 +193,47 @@ class DistNodeBatches(Batching):
 class DistTableBatching(Batching):
     """Spexphormer's stage-2 batches over the neighbour tables stored in the partitions.
 
-    ``dgl-rbgt partition`` drew ``train_draws`` training tables and ``eval_draws`` evaluation
-    tables (the latter exactly the single-machine run's, same seeds) and stored them as node data
-    holding DistGraph ids. Training epoch ``e`` uses draw ``(e // resample_every) % train_draws``
-    (draw 0 throughout when ``resample_every`` is 0); evaluation averages the logits over all
-    evaluation draws, as on one machine. The trainer's ``train_nodes`` are cut into
-    ``num_batches`` near-equal parts (the same count on every trainer), so targets stay distinct.
+    ``dgl-rbgt partition`` stored the training draw of epoch 0 and ``eval_draws`` evaluation
+    tables (exactly the single-machine run's, same seeds) as node data holding DistGraph ids, and
+    the stage-1 scores as edge data. Every ``resample_every`` epochs (never when 0) the trainers
+    redraw the training tables from those scores, each its own share of the nodes
+    (:class:`~dgl_rbgt.distributed.tables.TableResampler`), and meet at a barrier before the
+    epoch's first batch; a resumed run redraws the tables of the epoch it resumes at. Evaluation
+    averages the logits over all evaluation draws, as on one machine. The trainer's
+    ``train_nodes`` are cut into ``num_batches`` near-equal parts (the same count on every
+    trainer), so targets stay distinct.
     """
 
     name = "neighbour_tables"
 
-    def __init__(self, graph, device, *, num_layers: int, train_draws: int, eval_draws: int, resample_every: int,
-                 train_nodes: torch.Tensor, num_batches: int, eval_nodes: torch.Tensor, eval_batch_size: int):
+    def __init__(self, graph, device, *, num_layers: int, eval_draws: int, resample_every: int,
+                 train_nodes: torch.Tensor, num_batches: int, eval_nodes: torch.Tensor, eval_batch_size: int,
+                 resampler: TableResampler | None = None):
         super().__init__(graph, device)
+        if resample_every > 0 and resampler is None:
+            raise ValueError("resample_every > 0 needs a resampler (the tables are redrawn from the scores)")
         self.train_nodes = train_nodes
         self.num_batches = num_batches
         self.eval_nodes = eval_nodes
         self.eval_batch_size = eval_batch_size
         self.resample_every = resample_every
-        self._train = [StoredNeighbourTables(graph, TABLE_KINDS[0], d, num_layers) for d in range(train_draws)]
+        self.resampler = resampler
+        self.drawn_for = 0  # the stored training draw is epoch 0's
+        self._train = StoredNeighbourTables(graph, TABLE_KINDS[0], 0, num_layers)
         self._eval = [StoredNeighbourTables(graph, TABLE_KINDS[1], d, num_layers) for d in range(eval_draws)]
 
-    def draw_of_epoch(self, epoch: int) -> int:
-        """Which stored training draw epoch ``epoch`` uses."""
-        if self.resample_every == 0:
-            return 0
-        return (epoch // self.resample_every) % len(self._train)
+    def draw_epoch(self, epoch: int) -> int:
+        """The epoch whose draw epoch ``epoch`` trains on (a multiple of ``resample_every``)."""
+        return 0 if self.resample_every == 0 else epoch - epoch % self.resample_every
+
+    def _redraw_if_due(self, epoch: int) -> None:
+        want = self.draw_epoch(epoch)
+        if want != self.drawn_for:  # the same decision on every trainer: all reach the barrier
+            import torch.distributed as tdist
+
+            self.resampler.redraw(self.graph, want)
+            tdist.barrier()
+            self.drawn_for = want
 
     def _batch(self, draws: list[StoredNeighbourTables], targets: torch.Tensor) -> DistBatch:
         feat = self.graph.ndata["feat"]
@@ -238,7 +253,8 @@ class DistTableBatching(Batching):
         return DistBatch(targets.to(self.device), run, labels)
 
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[DistBatch]:
-        draw = [self._train[self.draw_of_epoch(epoch)]]
+        self._redraw_if_due(epoch)
+        draw = [self._train]
         order = self.train_nodes[torch.randperm(len(self.train_nodes))]
         for part in equal_chunks(order, self.num_batches):  # distinct targets, equal counts on every rank
             yield self._batch(draw, part)

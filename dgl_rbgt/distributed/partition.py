@@ -33,7 +33,7 @@ __all__ = ["partition", "partition_inputs", "read_report", "check_partitions", "
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "rbgt_partition.json"
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2  # 2: Spexphormer partitions hold the stage-1 scores (tables redrawn by the trainers)
 
 
 def partition_inputs(recipe, dist: DistributedSection) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def _table_inputs(recipe, dist: DistributedSection) -> dict[str, Any]:
     """What Spexphormer's stored neighbour tables depend on (stage 1 and the sampling)."""
     return {"stage1": recipe.stage1.model_dump(mode="json"),
             "neighbour_tables": recipe.neighbour_tables.model_dump(mode="json"),
-            "layers": recipe.model.layers, "table_draws": dist.table_draws}
+            "layers": recipe.model.layers}
 
 
 def _fingerprint(inputs: dict[str, Any]) -> str:
@@ -119,13 +119,16 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
                         f"needs feat, label and train/val/test masks")
     tables = None
     if recipe.train.batching == "neighbour_tables":
-        from .tables import draw_tables, partition_scores
+        from .tables import SCORES_KEY, draw_tables, partition_scores
 
         scores = partition_scores(recipe, dataset, graph, out)
-        tables = draw_tables(recipe, graph, scores, dist.table_draws)
+        tables = draw_tables(recipe, graph, scores)
         graph.ndata.update(tables)
-        logger.info("Spexphormer: %d training and %d evaluation table draws stored with the partitions",
-                    dist.table_draws, recipe.neighbour_tables.eval_repeats)
+        # The trainers redraw the training tables from the scores (one float per edge and layer).
+        graph.edata[SCORES_KEY] = scores.t().to(torch.float32).contiguous()  # (E, L)
+        del scores
+        logger.info("Spexphormer: scores, epoch 0's training tables and %d evaluation draws stored with "
+                    "the partitions", recipe.neighbour_tables.eval_repeats)
     t_load = time.perf_counter() - t0
     logger.info("dataset %s: %d nodes, %d edges (%.1f s); partitioning into %d part(s) with %s",
                 dataset.name, graph.num_nodes(), graph.num_edges(), t_load, num_parts, dist.partition_method)
@@ -166,7 +169,7 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
         "label_shape": list(label.shape[1:]),
         "label_dtype": str(label.dtype).removeprefix("torch."),
         "tables": None if tables is None else {
-            "layers": recipe.model.layers, "train_draws": dist.table_draws,
+            "layers": recipe.model.layers,
             "eval_draws": recipe.neighbour_tables.eval_repeats,
             "resample_every": recipe.neighbour_tables.resample_every},
         "seconds": {"load": round(t_load, 3), "partition": round(t_part, 3),

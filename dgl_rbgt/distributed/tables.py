@@ -3,33 +3,41 @@
 Stage 2 of Spexphormer trains on fixed-degree neighbourhoods sampled from stage 1's attention
 scores (:func:`~dgl_rbgt.sampling.sparsify`). For a distributed run, ``dgl-rbgt
 partition`` computes the scores once on the partitioning machine (stage 1 is the narrow network,
-cheap by design, or an earlier run's ``scores.pt`` named by ``stage1.scores``), draws the tables,
-and stores them as node data, so every trainer pulls the rows of the nodes it needs from the
-servers that own them, like features:
+cheap by design, or an earlier run's ``scores.pt`` named by ``stage1.scores``) and stores with the
+partitions:
 
-- ``train_draws`` training draws (``distributed.table_draws``), seeded like the single-machine
-  draws of epochs ``0, r, 2r, ...`` (``r = neighbour_tables.resample_every``); a run cycles through
-  them, since a trainer cannot resample from scores it does not hold;
+- the scores themselves, as edge data (:data:`SCORES_KEY`, ``(E, L)``), so the trainers can
+  redraw the training tables every ``neighbour_tables.resample_every`` epochs
+  (:class:`TableResampler`), as a single machine's :class:`~dgl_rbgt.batching.TableBatching`
+  does;
+- one training draw, the single-machine draw of epoch 0 (same seed), which the trainers overwrite
+  in place when they redraw;
 - ``eval_repeats`` evaluation draws, with the single-machine seeds (``eval_seed + i``), so a
   distributed evaluation sees exactly the neighbourhoods a single machine would.
 
 Each draw and layer is three node-data fields (:func:`table_key`): the source node of every entry
 (rewritten into DistGraph ids after partitioning, :func:`remap_tables`), its edge type and its
-validity flag.
+validity flag. Trainers pull the rows of the nodes they need from the servers that own them, like
+features.
 """
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
 
-__all__ = ["TABLE_KINDS", "StoredNeighbourTables", "table_key", "draw_tables", "remap_tables", "partition_scores"]
+__all__ = ["TABLE_KINDS", "SCORES_KEY", "StoredNeighbourTables", "TableResampler", "table_key", "draw_tables",
+           "remap_tables", "partition_scores", "redraw_seed"]
 
 logger = logging.getLogger(__name__)
 
 TABLE_KINDS = ("train", "eval")
 _PARTS = ("table", "etype", "valid")
+
+#: Edge-data name of the stage-1 scores stored with the partitions: ``(E, L)`` float32.
+SCORES_KEY = "rbgt_scores"
 
 
 def table_key(kind: str, draw: int, layer: int, part: str) -> str:
@@ -45,8 +53,9 @@ def table_key(kind: str, draw: int, layer: int, part: str) -> str:
     return f"rbgt_{kind}{draw}_l{layer}_{part}"
 
 
-def draw_tables(recipe, graph, scores: torch.Tensor, train_draws: int) -> dict[str, torch.Tensor]:
-    """Every stored table field of a recipe, keyed by :func:`table_key`, in the graph's node ids.
+def draw_tables(recipe, graph, scores: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every stored table field of a recipe, keyed by :func:`table_key`, in the graph's node ids:
+    the training draw of epoch 0 and the evaluation draws, with a single machine's seeds.
 
     Example
     -------
@@ -56,7 +65,7 @@ def draw_tables(recipe, graph, scores: torch.Tensor, train_draws: int) -> dict[s
     >>> g = add_self_loops(dgl.rand_graph(30, 90))
     >>> nt = SimpleNamespace(ks=[3, 2], resample_every=1, eval_repeats=2, eval_seed=0, method="reservoir")
     >>> recipe = SimpleNamespace(seed=0, neighbour_tables=nt)
-    >>> fields = draw_tables(recipe, g, torch.rand(2, g.num_edges()), train_draws=1)
+    >>> fields = draw_tables(recipe, g, torch.rand(2, g.num_edges()))
     >>> sorted(fields)[:2], fields["rbgt_eval1_l0_table"].shape
     (['rbgt_eval0_l0_etype', 'rbgt_eval0_l0_table'], torch.Size([30, 3]))
     """
@@ -64,9 +73,8 @@ def draw_tables(recipe, graph, scores: torch.Tensor, train_draws: int) -> dict[s
     from ..sampling import sparsify
 
     nt = recipe.neighbour_tables
-    ks = nt.ks if isinstance(nt.ks, (list, tuple)) else [nt.ks] * scores.shape[0]
-    seeds = {"train": [epoch_seed(recipe.seed, d * max(nt.resample_every, 1)) for d in range(train_draws)],
-             "eval": [nt.eval_seed + i for i in range(nt.eval_repeats)]}
+    ks = _ks(nt, scores.shape[0])
+    seeds = {"train": [epoch_seed(recipe.seed, 0)], "eval": [nt.eval_seed + i for i in range(nt.eval_repeats)]}
     fields: dict[str, torch.Tensor] = {}
     for kind in TABLE_KINDS:
         for draw, seed in enumerate(seeds[kind]):
@@ -77,6 +85,17 @@ def draw_tables(recipe, graph, scores: torch.Tensor, train_draws: int) -> dict[s
                 fields[table_key(kind, draw, layer, "etype")] = nb.etypes[layer].to(torch.int8)
                 fields[table_key(kind, draw, layer, "valid")] = nb.valid[layer].to(torch.int8)
     return fields
+
+
+def _ks(nt, num_layers: int) -> list[int]:
+    return list(nt.ks) if isinstance(nt.ks, (list, tuple)) else [nt.ks] * num_layers
+
+
+def redraw_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of trainer ``rank``'s redraw at ``epoch``: distinct per (seed, epoch, rank)."""
+    from ..train.loop import epoch_seed
+
+    return (epoch_seed(seed, epoch) * 1_000_003 + 7919 * (rank + 1)) % (2**63 - 1)
 
 
 def remap_tables(part_config: str | Path, orig_nids: torch.Tensor, keys: list[str]) -> None:
@@ -149,3 +168,101 @@ class _Column:
 
     def __getitem__(self, nodes: torch.Tensor) -> torch.Tensor:
         return self.tensor[nodes].to(self.dtype)
+
+
+class TableResampler:
+    """Redraws one trainer's rows of the training tables from the stage-1 scores.
+
+    Every node is redrawn by exactly one trainer (its share of the nodes). The resampler keeps its
+    nodes' in-edges, their scores and edge types in a :class:`~dgl_rbgt.sampling.Sparsifier`;
+    :meth:`draw` gives new rows and :meth:`redraw` writes them over the stored training draw 0.
+    A node's row is drawn from its in-edges with the single-machine law (successive sampling
+    without replacement weighted by the scores, or the top ``k``, and the same fill-up for
+    deficient nodes); the random numbers differ, so the rows are not the single-machine ones.
+
+    Parameters
+    ----------
+    nodes : Tensor
+        ``(n,)`` ids of the nodes this trainer redraws.
+    src, dst : Tensor
+        ``(e,)`` every in-edge of those nodes (``dst`` in ``nodes``), in the same ids.
+    scores : Tensor
+        ``(L, e)`` their stage-1 scores.
+    etypes : Tensor or None
+        ``(e,)`` their edge-type codes.
+    ks : list of int
+        Entries per node and layer (``neighbour_tables.ks``).
+    method : str
+        ``neighbour_tables.method``.
+    seed, rank : int
+        The recipe's seed and this trainer's rank (:func:`redraw_seed`).
+
+    Example
+    -------
+    >>> import torch
+    >>> r = TableResampler(torch.tensor([5, 7]), src=torch.tensor([5, 7, 9, 5]), dst=torch.tensor([5, 5, 7, 7]),
+    ...                    scores=torch.ones(1, 4), etypes=None, ks=[2], method="topk", seed=0, rank=0)
+    >>> r.draw(epoch=3)[0]["table"].sort(dim=1).values.tolist()  # node 5: in-edges from 5 and 7
+    [[5, 7], [5, 9]]
+    """
+
+    def __init__(self, nodes: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, scores: torch.Tensor,
+                 etypes: torch.Tensor | None, ks: list[int], method: str, seed: int, rank: int):
+        import dgl
+
+        from ..conventions import ETYPE
+        from ..sampling import Sparsifier
+
+        self.nodes, self.ks, self.method, self.seed, self.rank = nodes, list(ks), method, seed, rank
+        n, e = len(nodes), len(src)
+        # Compact ids: this trainer's nodes and their sources.
+        self.ids, inverse = torch.unique(torch.cat([nodes, src, dst]), return_inverse=True)
+        self.rows = inverse[:n]  # row of every node of `nodes` in the local tables
+        local = dgl.graph((inverse[n:n + e], inverse[n + e:]), num_nodes=len(self.ids))
+        if etypes is not None:
+            local.edata[ETYPE] = etypes
+        self.sampler = Sparsifier(local, scores)
+
+    @classmethod
+    def from_dist_graph(cls, graph, nodes: torch.Tensor, ks: list[int], method: str, seed: int,
+                        rank: int) -> "TableResampler":
+        """A resampler for ``nodes`` of a DistGraph whose edge data hold :data:`SCORES_KEY`."""
+        import dgl
+
+        from ..conventions import ETYPE
+
+        # A fanout of -1 takes every in-edge (dgl.distributed.in_subgraph is broken in DGL 2.1).
+        frontier = dgl.distributed.sample_neighbors(graph, nodes, -1)
+        src, dst = frontier.edges()
+        eids = frontier.edata[dgl.EID]
+        etypes = graph.edata[ETYPE][eids] if ETYPE in graph.edata else None
+        scores = graph.edata[SCORES_KEY][eids].to(torch.float32).t()  # (L, e)
+        logger.info("rank %d redraws the training tables of %d nodes (%d in-edges)", rank, len(nodes), len(src))
+        return cls(nodes, src, dst, scores, etypes, ks, method, seed, rank)
+
+    def draw(self, epoch: int) -> list[dict[str, torch.Tensor]]:
+        """This trainer's rows for ``epoch``: per layer ``table`` (int64 ids), ``etype`` and
+        ``valid`` (int8), each ``(n, k_l)`` in the order of ``nodes``."""
+        gen = torch.Generator().manual_seed(redraw_seed(self.seed, epoch, self.rank))
+        nb = self.sampler.draw(self.ks, method=self.method, generator=gen, compact=True)
+        return [{"table": self.ids[nb.tables[layer][self.rows].to(torch.int64)],
+                 "etype": nb.etypes[layer][self.rows].to(torch.int8),
+                 "valid": nb.valid[layer][self.rows].to(torch.int8)} for layer in range(nb.num_layers)]
+
+    def redraw(self, graph, epoch: int) -> None:
+        """Store :meth:`draw` over the DistGraph's training draw 0; returns once the servers hold it."""
+        written = []
+        for layer, values in enumerate(self.draw(epoch)):
+            for part, value in values.items():
+                column = graph.ndata[table_key("train", 0, layer, part)]
+                column[self.nodes] = value.to(column.dtype)
+                written.append((column, value))
+        # DistDGL pushes without an answer: read the rows back until the servers hold them, so that
+        # after the caller's barrier every trainer pulls this epoch's tables.
+        for column, value in written:
+            for _ in range(1000):
+                if torch.equal(column[self.nodes].to(value.dtype), value):
+                    break
+                time.sleep(0.01)
+            else:
+                raise RuntimeError("redrawn neighbour tables did not reach the servers within 10 s")

@@ -284,6 +284,16 @@ def _max_over_ranks(value: int) -> int:
     return int(t)
 
 
+def _own_nodes(g) -> torch.Tensor:
+    """This trainer's share of all nodes, labelled or not (every node in exactly one share)."""
+    import dgl
+
+    everything = torch.ones(g.num_nodes(), dtype=torch.bool)
+    trainer_ids = g.ndata["trainer_id"] if "trainer_id" in g.ndata else None
+    return dgl.distributed.node_split(everything, g.get_partition_book(), force_even=True,
+                                      node_trainer_ids=trainer_ids)
+
+
 def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], train_nodes: torch.Tensor,
               eval_nodes: torch.Tensor, eval_bs: int) -> Batching:
     """The recipe's batching mode over the DistGraph (collective: every rank calls it)."""
@@ -296,10 +306,7 @@ def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], tr
                                     train_nodes=train_nodes, eval_nodes=eval_nodes)
     if t.batching == "node_batch":
         # all of this trainer's nodes, labelled or not: the context of attention and the GCN branch
-        everything = torch.ones(g.num_nodes(), dtype=torch.bool)
-        trainer_ids = g.ndata["trainer_id"] if "trainer_id" in g.ndata else None
-        local = dgl.distributed.node_split(everything, g.get_partition_book(), force_even=True,
-                                           node_trainer_ids=trainer_ids)  # this trainer evaluates these
+        local = _own_nodes(g)  # this trainer evaluates these
         model_cls = MODELS[recipe.model.name]
         hops = model_cls.context_hops(recipe.model) if hasattr(model_cls, "context_hops") else 1
         batching = DistNodeBatches(g, device, rank=tdist.get_rank(), world=tdist.get_world_size(),
@@ -315,10 +322,17 @@ def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], tr
 
             raise UserError("the partitions hold no neighbour tables; run `dgl-rbgt partition RECIPE` again")
         num_batches = -(-_max_over_ranks(len(splits["train"])) // t.batch_size)
-        return DistTableBatching(g, device, num_layers=tables["layers"], train_draws=tables["train_draws"],
-                                   eval_draws=tables["eval_draws"], resample_every=tables["resample_every"],
-                                   train_nodes=splits["train"], num_batches=num_batches, eval_nodes=eval_nodes,
-                                   eval_batch_size=eval_bs)
+        nt = recipe.neighbour_tables
+        resampler = None
+        if tables["resample_every"] > 0:
+            from .tables import TableResampler
+
+            ks = list(nt.ks) if isinstance(nt.ks, (list, tuple)) else [nt.ks] * tables["layers"]
+            resampler = TableResampler.from_dist_graph(g, _own_nodes(g), ks, nt.method, recipe.seed, tdist.get_rank())
+        return DistTableBatching(g, device, num_layers=tables["layers"], eval_draws=tables["eval_draws"],
+                                 resample_every=tables["resample_every"], train_nodes=splits["train"],
+                                 num_batches=num_batches, eval_nodes=eval_nodes, eval_batch_size=eval_bs,
+                                 resampler=resampler)
     raise ValueError(f"train.batching {t.batching!r} has no distributed form; those with one: "
                      f"{sorted(DIST_BATCHINGS)}")  # the recipe check rejects it first
 

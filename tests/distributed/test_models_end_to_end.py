@@ -2,9 +2,10 @@
 host, two trainers on loopback, as in test_end_to_end.py), each model's shipped local recipe on a
 3000-node quickstart graph.
 
-Checks: the run completes and the loss falls; test accuracy within 2 points of the single-machine
-run of the same recipe; for Spexphormer, the distributed evaluation equals a single-machine
-evaluation of the same weights on the same tables (the tables stored in the partitions are the
+Checks: the run completes and the loss falls; test accuracy close to the single-machine run of the
+same recipe (2 points; 6 for Spexphormer, whose trainers redraw their tables with other random
+numbers); for Spexphormer, the distributed evaluation equals a single-machine evaluation of the
+same weights on the same tables (the evaluation tables stored in the partitions are the
 single-machine draws, ids rewritten).
 """
 from __future__ import annotations
@@ -41,8 +42,14 @@ EXTRA = {"rbtransformer_local": ["train.batch_size=1500", "train.eval_batch_size
          "spexphormer_local": ["train.batch_size=1500", "train.epochs=40", "train.lr=0.01", "stage1.train.epochs=30"]}
 
 # The small, briefly trained Spexphormer learns this graph less well than RBTransformer (stage 1 of
-# 15 epochs, k = 5): its check is the equality of evaluations below.
+# 15 epochs, k = 5): its sharp check is the equality of evaluations below.
 FLOOR = {"rbtransformer_local": 0.9, "spexphormer_local": 0.5}
+# Test accuracy, distributed vs single machine, same seed. Spexphormer's trainers redraw the
+# training tables every epoch with their own random numbers (same law, other draws), so the two
+# runs differ by the noise of the draws: on this 3000-node graph single-machine seeds 0-4 gave
+# 67.6, 63.7, 70.7, 66.7 and 76.3 (sd 4.7 points); RBTransformer's batches follow the same law
+# with the same seeds.
+TOLERANCE = {"rbtransformer_local": 0.02, "spexphormer_local": 0.06}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +106,7 @@ def test_model_trains_distributed_like_one_machine(name, hosts, tmp_path, watche
         assert_same_evaluation(recipe, report, tmp_path, run_dir, summary)
     one, many = single["test_metric"], summary["test_metric"]
     print(f"{name}: test accuracy single machine {one:.4f}, distributed {many:.4f}")
-    assert abs(one - many) <= 0.02, (one, many)
+    assert abs(one - many) <= TOLERANCE[name], (one, many)
     assert many > FLOOR[name]  # well above chance (0.2): it learned
     assert not helpers.alive(w.seen.values())
 

@@ -8,7 +8,7 @@ import torch
 from dgl_rbgt.distributed.batching import DistTableBatching, equal_chunks
 from dgl_rbgt.config import check_recipe_for_distributed, parse_distributed
 from dgl_rbgt.distributed.partition import check_partitions, partition
-from dgl_rbgt.distributed.tables import table_key
+from dgl_rbgt.distributed.tables import SCORES_KEY, TableResampler, table_key
 from dgl_rbgt.errors import RecipeError
 from dgl_rbgt.config import parse_recipe
 from dgl_rbgt.train.loop import epoch_seed, seed_everything
@@ -30,25 +30,24 @@ def spex_recipe(resample_every=1, **extra):
 
 def test_stored_tables_are_the_single_machine_draws(tmp_path):
     recipe = spex_recipe(resample_every=2)
-    dist = parse_distributed({"hosts": [{"address": "10.0.0.1"}, {"address": "10.0.0.2"}], "table_draws": 3,
+    dist = parse_distributed({"hosts": [{"address": "10.0.0.1"}, {"address": "10.0.0.2"}],
                               "partition_method": "random", "partition_dir": str(tmp_path / "parts")})
     report = partition(recipe, dist)
-    assert report["tables"] == {"layers": 2, "train_draws": 3, "eval_draws": 2, "resample_every": 2}
+    assert report["tables"] == {"layers": 2, "eval_draws": 2, "resample_every": 2}
     assert check_partitions(recipe, dist)["tables"] == report["tables"]
     scores = torch.load(tmp_path / "parts" / "scores.pt", weights_only=True)["scores"]
     assert scores.shape[0] == 2 and (tmp_path / "parts" / "stage1" / "best.pt").is_file()
 
     seed_everything(recipe.seed)
     _, graph = prepare_dataset(recipe)  # the graph the scores belong to, original ids
-    expected = {("train", d): sparsify(graph, scores, [4, 3], generator=torch.Generator().manual_seed(
-        epoch_seed(recipe.seed, 2 * d))) for d in range(3)}
+    expected = {("train", 0): sparsify(graph, scores, [4, 3], generator=torch.Generator().manual_seed(
+        epoch_seed(recipe.seed, 0)))}
     expected.update({("eval", i): sparsify(graph, scores, [4, 3], generator=torch.Generator().manual_seed(i))
                      for i in range(2)})
-    assert not torch.equal(expected["train", 0].tables[0], expected["train", 1].tables[0])  # distinct draws
 
-    seen = 0
+    seen = seen_edges = 0
     for p in range(2):
-        g, feats, *_ = dgl.distributed.load_partition(str(tmp_path / "parts" / report["part_config"]), p)
+        g, feats, efeats, *_ = dgl.distributed.load_partition(str(tmp_path / "parts" / report["part_config"]), p)
         orig = feats["_N/orig_nid"]  # original ids of this partition's own nodes, in DistGraph-id order
         # DistGraph id -> original id, over all partitions (the tables point into every one)
         new_to_orig = torch.full((N,), -1, dtype=torch.int64)
@@ -61,17 +60,35 @@ def test_stored_tables_are_the_single_machine_draws(tmp_path):
                 assert torch.equal(new_to_orig[table], nb.tables[layer][orig]), (kind, d, layer)
                 assert torch.equal(feats["_N/" + table_key(kind, d, layer, "etype")].long(), nb.etypes[layer][orig])
                 assert torch.equal(feats["_N/" + table_key(kind, d, layer, "valid")].bool(), nb.valid[layer][orig])
+        assert not any(table_key("train", 1, 0, "table") in k for k in feats)  # one stored training draw
+        # the scores travel as edge data: the partition's own edges, each with its layers' scores
+        (key,) = [k for k in efeats if k.endswith("/" + SCORES_KEY)]
+        inner = torch.nonzero(g.edata["inner_edge"].bool()).squeeze(1)
+        inner = inner[torch.argsort(g.edata[dgl.EID][inner])]  # stored rows: own edges by DistGraph id
+        u, v = (new_to_orig[g.ndata[dgl.NID][e]] for e in g.find_edges(inner))
+        stored = torch.cat([torch.stack([u, v], 1).double(), efeats[key].double()], 1)  # (u, v, scores)
+        eids = torch.nonzero(torch.isin(graph.edges()[1], orig)).squeeze(1)  # in-edges of the own nodes
+        wu, wv = graph.find_edges(eids)
+        want = torch.cat([torch.stack([wu, wv], 1).double(), scores[:, eids].t().double()], 1)
+        assert torch.equal(_rows_sorted(stored), _rows_sorted(want))
         seen += len(orig)
-    assert seen == N
+        seen_edges += len(efeats[key])
+    assert seen == N and seen_edges == graph.num_edges()
 
 
-def test_resampling_without_stored_draws_is_refused():
+def _rows_sorted(t):
+    """Rows of ``t`` in lexicographic order (multi-edges: same (u, v), told apart by their scores)."""
+    for col in reversed(range(t.shape[1])):
+        t = t[torch.argsort(t[:, col], stable=True)]
+    return t
+
+
+def test_every_resample_epoch_is_accepted_and_table_draws_is_gone():
     dist = parse_distributed({"hosts": [{"address": "127.0.0.1"}]})
-    with pytest.raises(RecipeError, match=r"neighbour_tables.resample_every: 1 .*distributed.table_draws"):
-        check_recipe_for_distributed(spex_recipe(resample_every=1), dist)
-    check_recipe_for_distributed(spex_recipe(resample_every=0), dist)  # one fixed draw: fine
-    check_recipe_for_distributed(spex_recipe(resample_every=1), parse_distributed(
-        {"hosts": [{"address": "127.0.0.1"}], "table_draws": 2}))
+    check_recipe_for_distributed(spex_recipe(resample_every=1), dist)  # redrawn by the trainers
+    check_recipe_for_distributed(spex_recipe(resample_every=0), dist)  # one fixed draw
+    with pytest.raises(RecipeError, match="table_draws"):
+        parse_distributed({"hosts": [{"address": "127.0.0.1"}], "table_draws": 2})
 
 
 def test_full_graph_training_is_refused():
@@ -87,12 +104,95 @@ def test_equal_chunks_give_every_trainer_the_same_batch_count():
         equal_chunks(torch.arange(2), 3)
 
 
-def test_training_draws_cycle_every_resample_epochs():
+class FakeResampler:
+    def __init__(self):
+        self.calls = []
+
+    def redraw(self, graph, epoch):
+        self.calls.append(epoch)
+
+
+@pytest.mark.parametrize("every,start,expected", [
+    (2, 0, [2, 4, 6]),  # epochs 0..7: epoch 0 uses the stored draw, then one redraw per 2 epochs
+    (1, 0, [1, 2, 3, 4, 5, 6, 7]),
+    (3, 5, [3, 6]),  # resumed at epoch 5: the draw of epoch 3 first
+    (0, 0, []),  # one fixed draw
+])
+def test_trainers_redraw_every_resample_epochs(monkeypatch, every, start, expected):
+    import torch.distributed as tdist
+
+    barriers = []
+    monkeypatch.setattr(tdist, "barrier", lambda: barriers.append(1))
     nt = DistTableBatching.__new__(DistTableBatching)
-    nt._train, nt.resample_every = [object()] * 3, 2
-    assert [nt.draw_of_epoch(e) for e in range(8)] == [0, 0, 1, 1, 2, 2, 0, 0]
-    nt.resample_every = 0
-    assert {nt.draw_of_epoch(e) for e in range(5)} == {0}
+    nt.resample_every, nt.drawn_for, nt.resampler, nt.graph = every, 0, FakeResampler(), None
+    for epoch in range(start, 8):
+        nt._redraw_if_due(epoch)
+    assert nt.resampler.calls == expected and len(barriers) == len(expected)
+
+
+def resampler_split(graph, scores, ks, method, parts=2, seed=0):
+    """The nodes split over `parts` trainers, each with its own resampler (as the trainers build them)."""
+    from dgl_rbgt.conventions import ETYPE
+
+    src, dst = graph.edges()
+    resamplers = []
+    for rank, nodes in enumerate(torch.arange(graph.num_nodes()).tensor_split(parts)):
+        mask = torch.isin(dst, nodes)
+        etypes = graph.edata[ETYPE][mask] if ETYPE in graph.edata else None
+        resamplers.append(TableResampler(nodes, src[mask], dst[mask], scores[:, mask], etypes, ks, method, seed, rank))
+    return resamplers
+
+
+def joined_draw(resamplers, epoch):
+    draws = [r.draw(epoch) for r in resamplers]
+    return [{part: torch.cat([d[layer][part] for d in draws]) for part in ("table", "etype", "valid")}
+            for layer in range(len(draws[0]))]
+
+
+def spex_graph(n=60, seed=0):
+    from dgl_rbgt.transforms.edge_types import add_self_loops
+
+    torch.manual_seed(seed)
+    g = add_self_loops(dgl.to_simple(dgl.rand_graph(n, 5 * n)))
+    return g, torch.rand(2, g.num_edges()) ** 3  # uneven scores: the law is visible
+
+
+def test_redrawn_topk_rows_are_the_single_machine_rows():
+    g, scores = spex_graph()
+    nb = sparsify(g, scores, [3, 2], method="topk", generator=torch.Generator().manual_seed(0))
+    rows = joined_draw(resampler_split(g, scores, [3, 2], "topk", parts=3), epoch=4)
+    full = g.in_degrees() >= 3  # deficient nodes fill up at random; the others are deterministic
+    for layer in range(2):
+        assert torch.equal(rows[layer]["table"][full].sort(1).values, nb.tables[layer][full].sort(1).values)
+        assert torch.equal(rows[layer]["valid"].bool(), nb.valid[layer])
+        # edge types follow the kept edges (self-loops have their own code)
+        assert torch.equal(rows[layer]["etype"][full].long().sort(1).values, nb.etypes[layer][full].sort(1).values)
+
+
+def test_redrawn_rows_follow_the_single_machine_law():
+    """Per (node, source) inclusion frequencies over many epochs: the trainers' redraws against the
+    single-machine Sparsifier over as many seeds; both estimate the same probabilities."""
+    g, scores = spex_graph(n=40)
+    ks, draws = [3, 2], 600
+    resamplers = resampler_split(g, scores, ks, "reservoir")
+    n = g.num_nodes()
+    ours = [torch.zeros(n, n) for _ in ks]
+    theirs = [torch.zeros(n, n) for _ in ks]
+    for e in range(draws):
+        rows = joined_draw(resamplers, e)
+        nb = sparsify(g, scores, ks, generator=torch.Generator().manual_seed(10_000 + e))
+        for layer, k in enumerate(ks):
+            node = torch.arange(n).repeat_interleave(k)
+            ours[layer].index_put_((node, rows[layer]["table"].reshape(-1)), torch.ones(n * k), accumulate=True)
+            theirs[layer].index_put_((node, nb.tables[layer].reshape(-1)), torch.ones(n * k), accumulate=True)
+    for layer in range(len(ks)):
+        p, q = ours[layer] / draws, theirs[layer] / draws
+        # two independent estimates of one probability: difference sd <= sqrt(2 * 0.25 / draws) = 0.029
+        assert (p - q).abs().max() < 5 * (0.5 / draws) ** 0.5, layer
+        assert torch.allclose(p.sum(1), torch.full((n,), float(ks[layer])))  # k entries per row
+    # and a redraw is not a copy: seeds differ per epoch and per trainer
+    a, b = joined_draw(resamplers, 0), joined_draw(resamplers, 1)
+    assert not torch.equal(a[0]["table"], b[0]["table"])
 
 
 def test_table_key_names_what_it_expects():
