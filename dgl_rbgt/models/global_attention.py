@@ -55,10 +55,10 @@ def _memory(hidden: int, head_dim: int, num_heads: int, options: dict) -> nn.Mod
         raise ValueError(f"num_heads must divide hidden for attention 'memory', got num_heads={num_heads} "
                          f"and hidden={hidden}")
     # One memory layer per transformer layer: segments of group_size nodes pass memory_tokens
-    # tokens on, and a read-out pass lets early segments see the final memory.
+    # tokens on, and (memory_passes 2) a read-out pass lets early segments see the final memory.
     return MemoryTransformer(hidden, hidden, num_heads, 1, options["group_size"], options["memory_tokens"],
                              dropout=options["attn_dropout"], eval_mode=options["eval_mode"],
-                             eval_repeats=options["eval_repeats"])
+                             eval_repeats=options["eval_repeats"], passes=options["memory_passes"])
 
 
 # Every builder maps (hidden, per-head width, heads, options) to a layer called as
@@ -82,6 +82,7 @@ def global_attention(
     eval_mode: str = "fixed",
     eval_repeats: int = 8,
     memory_tokens: int = 16,
+    memory_passes: int = 2,
 ) -> nn.Module | None:
     """Build the global attention layer of one transformer layer of width ``hidden``.
 
@@ -112,6 +113,9 @@ def global_attention(
         Groupings averaged by ``eval_mode="mean"``.
     memory_tokens : int
         Memory tokens per layer (``kind="memory"`` only).
+    memory_passes : int
+        ``2`` (default): a read-out pass lets every segment read the final memory; ``1``: one
+        recurrent pass, early segments blind to later ones (``kind="memory"`` only).
 
     Returns
     -------
@@ -144,6 +148,7 @@ def global_attention(
     check_choice(eval_mode, "eval_mode", EVAL_MODES)
     check_positive_int(eval_repeats, "eval_repeats")
     check_positive_int(memory_tokens, "memory_tokens", minimum=0)
+    check_choice(memory_passes, "memory_passes", (1, 2))
     if kind == "none":
         return None
     if merge == "concat" and hidden % num_heads:
@@ -151,7 +156,7 @@ def global_attention(
                          f"and hidden={hidden}")
     head_dim = hidden if merge == "mean" else hidden // num_heads
     options = dict(group_size=group_size, attn_dropout=attn_dropout, eval_mode=eval_mode, eval_repeats=eval_repeats,
-                   memory_tokens=memory_tokens)
+                   memory_tokens=memory_tokens, memory_passes=memory_passes)
     return _BUILDERS[kind](hidden, head_dim, num_heads, options)
 
 

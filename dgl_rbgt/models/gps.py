@@ -66,6 +66,9 @@ class GPSTransformer(nn.Module):
     memory_tokens : int
         Memory tokens of ``attention="memory"`` (:class:`~dgl_rbgt.nn.MemoryTransformer`, segments
         of ``group_size`` nodes).
+    memory_passes : int
+        ``attention="memory"``: ``2`` (default) adds a read-out pass in which every segment reads
+        the final memory; ``1`` keeps early segments blind to later ones.
     norm : str
         ``"batch"`` (GraphGPS's default), ``"layer"`` or ``"none"``, after every residual sum.
     dropout : float
@@ -120,6 +123,7 @@ class GPSTransformer(nn.Module):
         eval_mode: Literal["fixed", "mean", "full"] = "fixed",
         eval_repeats: int = 8,
         memory_tokens: int = 16,
+        memory_passes: int = 2,
         norm: NormKind = "batch",
         dropout: float = 0.2,
         input_dropout: float = 0.0,
@@ -153,7 +157,7 @@ class GPSTransformer(nn.Module):
             self.local_norms.append(norm_layer(norm, hidden))
             attn = global_attention(attention, hidden, num_heads=num_heads, merge="concat", group_size=group_size,
                                     attn_dropout=attn_dropout, eval_mode=eval_mode, eval_repeats=eval_repeats,
-                                    memory_tokens=memory_tokens)
+                                    memory_tokens=memory_tokens, memory_passes=memory_passes)
             if attn is not None:
                 self.attns.append(attn)
                 self.attn_outs.append(nn.Linear(hidden, hidden))

@@ -136,6 +136,17 @@ def test_factory_builds_every_kind_and_merges_heads():
             assert concat.fc_q.weight.shape == (8, 8) and mean.fc_q.weight.shape == (16, 8)  # heads x head width
 
 
+def test_memory_passes_reach_the_memory_layer_and_the_recipe():
+    for passes in (1, 2):
+        assert global_attention("memory", 8, num_heads=2, group_size=4, memory_passes=passes).passes == passes
+        recipe = parse_recipe({"name": "t", "dataset": {"name": "csbm"},
+                               "model": {"name": "gps", "attention": "memory", "memory_passes": passes}})
+        assert recipe.model.memory_passes == passes
+    assert GPSTransformer(6, 3, hidden=8, num_heads=2, attention="memory", memory_passes=1).attns[0].passes == 1
+    with pytest.raises(ValueError, match=r"memory_passes must be one of \[1, 2\], got 3"):
+        global_attention("memory", 8, memory_passes=3)
+
+
 def test_rbtransformer_holds_the_factory_layers_unwrapped():
     """RBTransformer's attention parameters keep their state_dict keys (checkpoints still load)."""
     keys = set(RBTransformer(8, 3, hidden=16, num_heads=2, group_size=16).state_dict())
