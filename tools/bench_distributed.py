@@ -1,16 +1,25 @@
 #!/usr/bin/env python
-"""Benchmark DistDGL layouts on one box: 1 host x 2 trainers vs 2 hosts x 1 trainer.
+"""Benchmark DistDGL layouts on one box, for GCN, RBTransformer and Spexphormer stage 2.
 
-The two "hosts" are network + mount namespaces (tests/support/netns.py; needs root), the
-single host is loopback. The graph is the CSBM generator at ``--nodes`` nodes (the target is
-2,000,000, by hand: about 16 minutes on two cores; partitioning peaks near 5 GB). For each layout
-the script partitions once (timed) and launches ``--repeats`` times, alternating the layouts, then
-reports the median epoch time (rank 0's epochs), the median evaluation time, and the peak resident
-memory of every process (servers and trainers, read by the launcher's guard), next to the baseline
-of a process that only imports the stack.
+Layouts: 1 host x 2 trainers (loopback) and ``H`` hosts x 1 trainer for every ``--hosts H``
+(network + mount namespaces, tests/support/netns.py; needs root). The graph is the CSBM
+generator at ``--nodes`` nodes. For each model and layout the script partitions once (timed; the
+partitioner's peak memory comes from its report) and launches ``--repeats`` times, alternating the
+layouts, then reports the median epoch time (rank 0's epochs), the median evaluation time, test
+accuracy and the peak resident memory of every process (servers and trainers, read by the
+launcher's guard), next to the baseline of a process that only imports the stack. ``--single``
+also trains the same recipe on one machine without DistDGL, for the accuracy and memory it is
+compared with.
+
+Models (``--models``):
+
+* ``gcn``: neighbour sampling with ``--fanouts``;
+* ``rbtransformer``: SGFormer's random node batches of ``--batch-size`` nodes per trainer;
+* ``spexphormer``: stage 2 over the stored neighbour tables (``partition`` trains stage 1 and
+  stores the scores; the trainers redraw the tables every epoch).
 
     tools/in-venv python tools/bench_distributed.py --nodes 200000 --epochs 3 --repeats 3   # ~5 min
-    tools/in-venv python tools/bench_distributed.py --nodes 2000000 --epochs 2
+    tools/in-venv python tools/bench_distributed.py --nodes 200000 --models rbtransformer spexphormer --hosts 2 4
 
 Prints a table last and writes ``bench-results/distributed/bench_distributed.csv``.
 """
@@ -20,6 +29,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,19 +42,33 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def recipe(args, name: str) -> dict:
-    return {
+def recipe(args, name: str, model: str) -> dict:
+    data = {
         "name": name,
         "seed": 0,
         "dataset": {"name": "csbm", "params": {"num_nodes": args.nodes, "num_classes": 5, "avg_degree": args.avg_degree,
                                                "homophily": 0.8, "feature_dim": args.feature_dim, "signal": 1.0,
                                                "train_frac": args.train_frac, "val_frac": args.val_frac}},
-        "model": {"name": "gcn", "hidden": args.hidden, "layers": len(args.fanouts), "dropout": 0.5},
-        "train": {"batching": "neighbor", "fanouts": args.fanouts, "batch_size": args.batch_size,
-                  "eval_batch_size": args.eval_batch_size, "epochs": args.epochs, "lr": 0.01, "threads": 1,
+        "train": {"batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size, "epochs": args.epochs,
+                  "lr": 0.01, "threads": 1,
                   "eval_every": args.epochs},  # evaluate once (the last epoch): the table is about training
         "output": {"root": "runs", "plot": False},
     }
+    if model == "gcn":
+        data["model"] = {"name": "gcn", "hidden": args.hidden, "layers": len(args.fanouts), "dropout": 0.5}
+        data["train"].update(batching="neighbor", fanouts=args.fanouts)
+    elif model == "rbtransformer":
+        data["model"] = {"name": "rbtransformer", "hidden": args.hidden, "num_heads": 1, "group_size": 256,
+                         "dropout": 0.2}
+        data["train"].update(batching="node_batch")
+    else:
+        data["transforms"] = [{"name": "expander", "degree": 3}, {"name": "self_loops"}]
+        data["stage1"] = {"model": {"hidden": 4, "num_heads": 1, "layers": 2},
+                          "train": {"epochs": args.stage1_epochs, "lr": 0.01, "threads": 1}}
+        data["model"] = {"name": "spexphormer", "hidden": args.hidden, "num_heads": 2, "layers": 2, "dropout": 0.2}
+        data["neighbour_tables"] = {"ks": [5, 5], "resample_every": 1, "eval_repeats": 1}
+        data["train"].update(batching="neighbour_tables")
+    return data
 
 
 def baseline_rss_mb(workdir: Path) -> float:
@@ -64,6 +88,86 @@ def run_cli(argv: list[str], cwd: Path, log: Path, timeout: float) -> int:
     return done.returncode
 
 
+def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, base: float) -> list[dict]:
+    """Partition and launch every layout for one model; one row per layout."""
+    files = {}
+    for layout, num_hosts, trainers in layouts:
+        name = f"bench_{model}_{num_hosts}x{trainers}"
+        data = recipe(args, name, model)
+        if num_hosts == 1:
+            data["distributed"] = {"hosts": [{"address": "127.0.0.1"}], "trainers_per_host": trainers,
+                                   "port": free(), "master_port": free()}
+        else:
+            data["distributed"] = {"hosts": hosts.host_entries()[:num_hosts], "trainers_per_host": 1}
+        path = work / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        print(f"{model}: partitioning for {layout} ({args.nodes} nodes) ...", flush=True)
+        t0 = time.perf_counter()
+        if run_cli(["partition", str(path)], work, log, args.timeout) != 0:
+            raise SystemExit(f"partition failed; see {log}")
+        report = json.loads((work / "partitions" / name / "rbgt_partition.json").read_text())
+        files[layout] = (path, report, time.perf_counter() - t0)
+    single = None
+    if args.single:
+        path = files[layouts[0][0]][0]
+        print(f"{model}: training on one machine without DistDGL ...", flush=True)
+        run_dir = work / f"single-{model}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if run_cli(["train", str(path), "--run-dir", str(run_dir), "--no-progress", "--set", "train.threads=2"],
+                   work, log, args.timeout) != 0:
+            raise SystemExit(f"single-machine training failed; see {log}")
+        single = json.loads((run_dir / "summary.json").read_text())
+    results: dict[str, list[dict]] = {layout: [] for layout, *_ in layouts}
+    order = [layout for layout, *_ in layouts]
+    for rep in range(args.repeats):
+        for layout in (order if rep % 2 == 0 else order[::-1]):
+            path, report, _ = files[layout]
+            run_dir = work / f"run-{path.stem}-{rep}"
+            print(f"{model}: launching {layout} (repeat {rep + 1}/{args.repeats}) ...", flush=True)
+            t0 = time.perf_counter()
+            rc = run_cli(["launch", str(path), "--run-dir", str(run_dir)], work, log, args.timeout)
+            wall = time.perf_counter() - t0
+            if rc != 0:
+                raise SystemExit(f"launch failed ({rc}); see {log}")
+            summary = json.loads((run_dir / "summary.json").read_text())
+            procs = json.loads((run_dir / "processes.json").read_text())
+            metrics = list(csv.DictReader(open(run_dir / "metrics.csv")))
+            results[layout].append({
+                "epoch_s": summary["median_epoch_seconds"],
+                "epoch_s_all": [float(r["epoch_seconds"]) for r in metrics],
+                "eval_s": summary["median_eval_seconds"],
+                "wall_s": wall,
+                "test_acc": summary["test_metric"],
+                "server_mb": [p["peak_rss_mb"] for p in procs if p["role"] == "server"],
+                "trainer_mb": [p["peak_rss_mb"] for p in procs if p["role"] == "trainer"],
+            })
+    rows = []
+    for layout in order:
+        path, report, part_wall = files[layout]
+        rs = results[layout]
+        rows.append({
+            "model": model, "layout": layout, "nodes": args.nodes, "edges": report["num_edges"],
+            "partition_s": report["seconds"]["partition"], "partition_total_s": round(part_wall, 1),
+            "partition_peak_mb": report["peak_rss_mb"],
+            "edge_cut_pct": round(100 * report["edge_cut_fraction"], 1),
+            "epoch_s_median": round(statistics.median(r["epoch_s"] for r in rs), 3),
+            "epoch_s_min": round(min(min(r["epoch_s_all"]) for r in rs), 3),
+            "epoch_s_max": round(max(max(r["epoch_s_all"]) for r in rs), 3),
+            "eval_s_median": round(statistics.median(r["eval_s"] for r in rs), 3),
+            "launch_wall_s": round(statistics.median(r["wall_s"] for r in rs), 1),
+            "test_acc": round(statistics.median(r["test_acc"] for r in rs), 4),
+            "server_peak_mb": max(max(r["server_mb"]) for r in rs),
+            "trainer_peak_mb": max(max(r["trainer_mb"]) for r in rs),
+            "baseline_mb": round(base, 1),
+            "single_test_acc": None if single is None else round(single["test_metric"], 4),
+            "single_peak_mb": None if single is None else round(single["peak_memory_mb"], 1),
+            "single_epoch_s": None if single is None else single.get("median_epoch_seconds"),
+            "repeats": args.repeats, "epochs": args.epochs, "batch_size": args.batch_size,
+            "fanouts": " ".join(map(str, args.fanouts)) if model == "gcn" else "", "cpus": os.cpu_count(),
+        })
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=200_000)
@@ -77,6 +181,11 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--eval-batch-size", type=int, default=8192)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--models", nargs="+", default=["gcn"], choices=["gcn", "rbtransformer", "spexphormer"])
+    ap.add_argument("--hosts", type=int, nargs="*", default=[2],
+                    help="emulated host counts to run with 1 trainer each (besides 1 host x 2 trainers)")
+    ap.add_argument("--stage1-epochs", type=int, default=20, help="Spexphormer's stage 1 (run by partition)")
+    ap.add_argument("--single", action="store_true", help="also train each recipe on one machine, without DistDGL")
     ap.add_argument("--repeats", type=int, default=1, help="launches per layout (alternated)")
     ap.add_argument("--out", default=str(ROOT / "bench-results" / "distributed"))
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per partition or launch")
@@ -90,9 +199,9 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     log = work / "bench.log"
     ok, why = namespaces_available()
-    layouts = ["1 host x 2 trainers"] + (["2 hosts x 1 trainer"] if ok else [])
+    layouts = [("1 host x 2 trainers", 1, 2)] + ([(f"{h} hosts x 1 trainer", h, 1) for h in args.hosts] if ok else [])
     if not ok:
-        print(f"2 hosts x 1 trainer skipped: {why}")
+        print(f"emulated hosts skipped: {why}")
     import socket
 
     def free() -> int:
@@ -102,72 +211,10 @@ def main() -> int:
 
     rows = []
     base = baseline_rss_mb(work)
-    hosts = EmulatedHosts(2, shm_size="16g").__enter__() if ok else None
+    hosts = EmulatedHosts(max(args.hosts), shm_size="16g").__enter__() if ok and args.hosts else None
     try:
-        files = {}
-        for layout in layouts:
-            name = "bench_1x2" if layout.startswith("1 host") else "bench_2x1"
-            data = recipe(args, name)
-            if hosts is None or name == "bench_1x2":
-                port = free()
-                data["distributed"] = {"hosts": [{"address": "127.0.0.1"}], "trainers_per_host": 2, "port": port,
-                                       "master_port": free()}
-            else:
-                data["distributed"] = {"hosts": hosts.host_entries(), "trainers_per_host": 1}
-            path = work / f"{name}.yaml"
-            path.write_text(yaml.safe_dump(data, sort_keys=False))
-            files[layout] = path
-            print(f"partitioning for {layout} ({args.nodes} nodes) ...", flush=True)
-            t0 = time.perf_counter()
-            rc = run_cli(["partition", str(path)], work, log, args.timeout)
-            if rc != 0:
-                print(f"partition failed ({rc}); see {log}")
-                return 1
-            report = json.loads((work / "partitions" / name / "rbgt_partition.json").read_text())
-            files[layout] = (path, report, time.perf_counter() - t0)
-        results: dict[str, list[dict]] = {k: [] for k in layouts}
-        for rep in range(args.repeats):
-            for layout in (layouts if rep % 2 == 0 else layouts[::-1]):
-                path, report, _ = files[layout]
-                run_dir = work / f"run-{path.stem}-{rep}"
-                print(f"launching {layout} (repeat {rep + 1}/{args.repeats}) ...", flush=True)
-                t0 = time.perf_counter()
-                rc = run_cli(["launch", str(path), "--run-dir", str(run_dir)], work, log, args.timeout)
-                wall = time.perf_counter() - t0
-                if rc != 0:
-                    print(f"launch failed ({rc}); see {log}")
-                    return 1
-                summary = json.loads((run_dir / "summary.json").read_text())
-                procs = json.loads((run_dir / "processes.json").read_text())
-                metrics = list(csv.DictReader(open(run_dir / "metrics.csv")))
-                results[layout].append({
-                    "epoch_s": summary["median_epoch_seconds"],
-                    "epoch_s_all": [float(r["epoch_seconds"]) for r in metrics],
-                    "eval_s": summary["median_eval_seconds"],
-                    "wall_s": wall,
-                    "test_acc": summary["test_metric"],
-                    "server_mb": [p["peak_rss_mb"] for p in procs if p["role"] == "server"],
-                    "trainer_mb": [p["peak_rss_mb"] for p in procs if p["role"] == "trainer"],
-                })
-        for layout in layouts:
-            path, report, part_wall = files[layout]
-            rs = results[layout]
-            rows.append({
-                "layout": layout, "nodes": args.nodes, "edges": report["num_edges"],
-                "partition_s": report["seconds"]["partition"], "partition_total_s": round(part_wall, 1),
-                "edge_cut_pct": round(100 * report["edge_cut_fraction"], 1),
-                "epoch_s_median": round(statistics.median(r["epoch_s"] for r in rs), 3),
-                "epoch_s_min": round(min(min(r["epoch_s_all"]) for r in rs), 3),
-                "epoch_s_max": round(max(max(r["epoch_s_all"]) for r in rs), 3),
-                "eval_s_median": round(statistics.median(r["eval_s"] for r in rs), 3),
-                "launch_wall_s": round(statistics.median(r["wall_s"] for r in rs), 1),
-                "test_acc": round(statistics.median(r["test_acc"] for r in rs), 4),
-                "server_peak_mb": max(max(r["server_mb"]) for r in rs),
-                "trainer_peak_mb": max(max(r["trainer_mb"]) for r in rs),
-                "baseline_mb": round(base, 1),
-                "repeats": args.repeats, "epochs": args.epochs, "batch_size": args.batch_size,
-                "fanouts": " ".join(map(str, args.fanouts)), "cpus": os.cpu_count(),
-            })
+        for model in args.models:
+            rows += bench_model(args, model, layouts, hosts, work, log, free, base)
     finally:
         if hosts is not None:
             hosts.close()
@@ -177,11 +224,12 @@ def main() -> int:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    cols = ["layout", "partition_s", "edge_cut_pct", "epoch_s_median", "epoch_s_min", "epoch_s_max", "eval_s_median",
-            "server_peak_mb", "trainer_peak_mb", "baseline_mb", "test_acc"]
+    cols = ["model", "layout", "partition_s", "partition_peak_mb", "edge_cut_pct", "epoch_s_median", "epoch_s_min",
+            "epoch_s_max", "eval_s_median", "server_peak_mb", "trainer_peak_mb", "baseline_mb", "test_acc",
+            "single_test_acc", "single_peak_mb"]
     width = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
     print(f"\nDistDGL on one box ({os.cpu_count()} cores, 1 thread per process): {args.nodes} nodes, "
-          f"{rows[0]['edges']} edges, fanouts {args.fanouts}, batch {args.batch_size} per trainer, "
+          f"{rows[0]['edges']} edges, batch {args.batch_size} per trainer (GCN fanouts {args.fanouts}), "
           f"{args.epochs} epochs x {args.repeats} launch(es); memory = peak RSS per process (MB)")
     print("  ".join(c.ljust(w) for c, w in zip(cols, width)))
     for r in rows:
