@@ -17,7 +17,7 @@ def cmd_partition(args) -> int:
     from .partition import format_report, partition
 
     recipe, dist = load_distributed_recipe(args.recipe, args.set)
-    report = partition(recipe, dist)
+    report = partition(recipe, dist, progress=not args.no_progress)
     print(format_report(report))
     print(f"{recipe.name}: {len(report['parts'])} partition(s) in {partition_dir_of(recipe, dist)}; "
           f"next: dgl-rbgt launch {args.recipe}")
@@ -53,6 +53,7 @@ def add_subcommands(subparsers) -> None:
     part.add_argument("recipe", help="YAML recipe with a distributed: section")
     part.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                       help="override a recipe value (repeatable)")
+    part.add_argument("--no-progress", action="store_true", help="no progress bars")
     part.set_defaults(func=cmd_partition)
 
     launch = subparsers.add_parser(

@@ -96,12 +96,15 @@ def _partition_stats(graph, part: torch.Tensor, num_parts: int) -> dict[str, Any
 
 
 
-def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Partition the recipe's graph into ``len(dist.hosts)`` parts; returns the report."""
+def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | None = None,
+              progress: bool = False) -> dict[str, Any]:
+    """Partition the recipe's graph into ``len(dist.hosts)`` parts; returns the report. With
+    ``progress`` a bar names the running stage; every stage's time is logged either way."""
     import dgl
 
     from ..train.loop import seed_everything
     from ..utils.memory import peak_rss_bytes
+    from ..utils.progress import Stages
     from ..train.pipeline import prepare_dataset
 
     out = Path(out_dir) if out_dir is not None else partition_dir_of(recipe, dist)
@@ -109,45 +112,56 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
     (out / REPORT_NAME).unlink(missing_ok=True)  # a half-made partition must never look finished
     inputs = partition_inputs(recipe, dist)
     num_parts = inputs["num_parts"]
-    t0 = time.perf_counter()
-    logger.info("loading dataset %s and applying %d transform(s)", recipe.dataset.name, len(recipe.transforms))
-    seed_everything(recipe.seed)
-    dataset, graph = prepare_dataset(recipe)
-    missing = [k for k in ("feat", "label", "train_mask", "val_mask", "test_mask") if k not in graph.ndata]
-    if missing:
-        raise UserError(f"dataset {dataset.name}: the graph lacks ndata {missing}; distributed training "
-                        f"needs feat, label and train/val/test masks")
-    tables = None
-    if recipe.train.batching == "neighbour_tables":
-        from .tables import SCORES_KEY, draw_tables, partition_scores
+    spex = recipe.train.batching == "neighbour_tables"
+    stages = Stages(f"partition {recipe.name}", ["dataset", *(["stage 1", "tables"] if spex else []), "partition",
+                                                 *(["table ids"] if spex else [])], progress)
+    try:
+        t0 = time.perf_counter()
+        with stages.stage("dataset"):
+            seed_everything(recipe.seed)
+            dataset, graph = prepare_dataset(recipe, progress=progress)
+        missing = [k for k in ("feat", "label", "train_mask", "val_mask", "test_mask") if k not in graph.ndata]
+        if missing:
+            raise UserError(f"dataset {dataset.name}: the graph lacks ndata {missing}; distributed training "
+                            f"needs feat, label and train/val/test masks")
+        tables = None
+        if spex:
+            from .tables import SCORES_KEY, draw_tables, partition_scores
 
-        scores = partition_scores(recipe, dataset, graph, out)
-        tables = draw_tables(recipe, graph, scores)
-        graph.ndata.update(tables)
-        # The trainers redraw the training tables from the scores (one float per edge and layer).
-        graph.edata[SCORES_KEY] = scores.t().to(torch.float32).contiguous()  # (E, L)
-        del scores
-        logger.info("Spexphormer: scores, epoch 0's training tables and %d evaluation draws stored with "
-                    "the partitions", recipe.neighbour_tables.eval_repeats)
-    t_load = time.perf_counter() - t0
-    logger.info("dataset %s: %d nodes, %d edges (%.1f s); partitioning into %d part(s) with %s",
-                dataset.name, graph.num_nodes(), graph.num_edges(), t_load, num_parts, dist.partition_method)
-    t1 = time.perf_counter()
-    seed_everything(recipe.seed)  # random partitioning and METIS draw from the seeded generators
-    balance = graph.ndata["train_mask"].to(torch.int64) if dist.balance_train else None
-    # Original node ids travel with the partitions: trainers evaluate in single-machine order, and
-    # predictions can be mapped back to the dataset's ids.
-    graph.ndata["orig_nid"] = torch.arange(graph.num_nodes(), dtype=torch.int64)
-    orig_nids, _ = dgl.distributed.partition_graph(
-        graph, recipe.name, num_parts, str(out), num_hops=dist.num_hops, part_method=dist.partition_method,
-        balance_ntypes=balance, balance_edges=dist.balance_edges, return_mapping=True,
-        num_trainers_per_machine=dist.trainers_per_host, graph_formats=list(dist.graph_format))
-    t_part = time.perf_counter() - t1
-    config_path = out / f"{recipe.name}.json"
-    if tables is not None:  # node ids in the tables: DistGraph ids from here on
-        from .tables import remap_tables
+            with stages.stage("stage 1"):
+                scores = partition_scores(recipe, dataset, graph, out, progress=progress)
+            with stages.stage("tables"):
+                tables = draw_tables(recipe, graph, scores)
+                graph.ndata.update(tables)
+                # The trainers redraw the training tables from the scores (a float per edge and layer).
+                graph.edata[SCORES_KEY] = scores.t().to(torch.float32).contiguous()  # (E, L)
+                del scores
+            logger.info("Spexphormer: scores, epoch 0's training tables and %d evaluation draws stored with "
+                        "the partitions", recipe.neighbour_tables.eval_repeats)
+        t_load = time.perf_counter() - t0
+        logger.info("dataset %s: %d nodes, %d edges (%.1f s); partitioning into %d part(s) with %s",
+                    dataset.name, graph.num_nodes(), graph.num_edges(), t_load, num_parts, dist.partition_method)
+        t1 = time.perf_counter()
+        with stages.stage("partition"):
+            seed_everything(recipe.seed)  # random partitioning and METIS draw from the seeded generators
+            balance = graph.ndata["train_mask"].to(torch.int64) if dist.balance_train else None
+            # Original node ids travel with the partitions: trainers evaluate in single-machine order,
+            # and predictions can be mapped back to the dataset's ids.
+            graph.ndata["orig_nid"] = torch.arange(graph.num_nodes(), dtype=torch.int64)
+            orig_nids, _ = dgl.distributed.partition_graph(
+                graph, recipe.name, num_parts, str(out), num_hops=dist.num_hops,
+                part_method=dist.partition_method, balance_ntypes=balance, balance_edges=dist.balance_edges,
+                return_mapping=True, num_trainers_per_machine=dist.trainers_per_host,
+                graph_formats=list(dist.graph_format))
+        t_part = time.perf_counter() - t1
+        config_path = out / f"{recipe.name}.json"
+        if tables is not None:  # node ids in the tables: DistGraph ids from here on
+            from .tables import remap_tables
 
-        remap_tables(config_path, orig_nids, [k for k in tables if k.endswith("_table")])
+            with stages.stage("table ids"):
+                remap_tables(config_path, orig_nids, [k for k in tables if k.endswith("_table")])
+    finally:
+        stages.close()
     meta = json.loads(config_path.read_text())
     node_map = meta["node_map"]["_N"]
     part = _partition_of_nodes(graph.num_nodes(), orig_nids, node_map)

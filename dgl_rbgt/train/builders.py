@@ -27,24 +27,32 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def prepare_dataset(recipe):
-    """Load the recipe's dataset and apply its transforms in order."""
+def prepare_dataset(recipe, progress: bool = False):
+    """Load the recipe's dataset and apply its transforms in order (a bar over the stages with
+    ``progress``; each stage's time in the log either way)."""
     from ..data import load_dataset
+    from ..utils.progress import Stages
 
     ds = recipe.dataset
     seed = recipe.seed if ds.seed is None else ds.seed
+    stages = Stages(f"prepare {ds.name}", [f"load {ds.name}", *(t.name for t in recipe.transforms)], progress)
     try:
-        dataset = load_dataset(ds.name, root=ds.root, split=ds.split, seed=seed, **ds.params)
-    except (ValueError, TypeError) as exc:
-        raise RecipeError(f"dataset: {exc}") from None
-    graph = dataset.graph
-    for i, spec in enumerate(recipe.transforms):
-        params = spec.model_dump(exclude={"name"})
-        try:
-            transform = TRANSFORMS[spec.name](**params)
-        except (ValueError, TypeError) as exc:
-            raise RecipeError(f"transforms.{i} ({spec.name}): {exc}") from None
-        graph = transform(graph)
+        with stages.stage(f"load {ds.name}"):
+            try:
+                dataset = load_dataset(ds.name, root=ds.root, split=ds.split, seed=seed, **ds.params)
+            except (ValueError, TypeError) as exc:
+                raise RecipeError(f"dataset: {exc}") from None
+        graph = dataset.graph
+        for i, spec in enumerate(recipe.transforms):
+            params = spec.model_dump(exclude={"name"})
+            try:
+                transform = TRANSFORMS[spec.name](**params)
+            except (ValueError, TypeError) as exc:
+                raise RecipeError(f"transforms.{i} ({spec.name}): {exc}") from None
+            with stages.stage(spec.name):
+                graph = transform(graph)
+    finally:
+        stages.close()
     return dataset, graph
 
 

@@ -35,6 +35,7 @@ from ..errors import CheckpointError, TrainingDiverged
 from ..batching import Batch, Batching
 from .checkpoint import load_checkpoint, save_checkpoint
 from ..utils.memory import peak_memory_bytes, reset_peak
+from ..utils.progress import format_seconds, remaining_seconds
 from .metrics import Metric, loss_for
 from .plots import plot_curves
 from .rundir import RunDir
@@ -191,7 +192,10 @@ class Trainer:
         """Logits for (at least) ``nodes``: returns (node ids, logits) in matching order."""
         self.model.eval()
         ids, outs = [], []
-        for batch in self.batching.eval_batches(nodes):
+        batches = self.batching.eval_batches(nodes)
+        if self.progress:  # large graphs evaluate in many batches (None: bars only on a terminal)
+            batches = tqdm(batches, leave=False, unit="batch", desc="evaluate", disable=None)
+        for batch in batches:
             ids.append(batch.output_nodes)
             outs.append(batch.run(self.model))
         logits = torch.cat(outs)
@@ -241,6 +245,7 @@ class Trainer:
         reset_peak(self.device)
         train_nodes = self.splits["train"]
         stopped_early = bool(history) and cfg.patience is not None and bad_evals >= cfg.patience
+        spent: list[float] = []  # seconds of every epoch of this process, for the time estimate
         bar = tqdm(range(start, cfg.epochs), desc=self.title or "train", unit="epoch",
                    disable=None if self.progress else True, initial=start, total=cfg.epochs, dynamic_ncols=True)
         for epoch in bar:
@@ -289,9 +294,12 @@ class Trainer:
                     bad_evals += 1
                 stopped_early = cfg.patience is not None and bad_evals >= cfg.patience
             history.append(row)
-            logger.info("epoch %4d  loss %.4f  train %.4f  val %.4f  test %.4f  lr %.2e  %.2fs",
+            spent.append(time.perf_counter() - t0)  # training and evaluation
+            left = "" if last or stopped_early else \
+                f", about {format_seconds(remaining_seconds(spent, cfg.epochs - epoch - 1))} left at most"
+            logger.info("epoch %4d  loss %.4f  train %.4f  val %.4f  test %.4f  lr %.2e  %.2fs%s",
                         epoch, row["train_loss"], row["train_metric"], row["val_metric"],
-                        row["test_metric"], lr, row["epoch_seconds"])
+                        row["test_metric"], lr, row["epoch_seconds"], left)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_metric']:.3f}",
                             best=f"{best['val_metric']:.3f}")
             if self.is_writer:

@@ -18,7 +18,7 @@ from .metrics import get_metric
 from .rundir import RunDir, latest_run_dir, new_run_dir
 from .two_stage import run_two_stage
 
-__all__ = ["run_recipe", "open_run_dir", "splits_of", "summary_line"]
+__all__ = ["run_recipe", "check_new_run_dir", "open_run_dir", "splits_of", "summary_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,17 @@ STARTED_ONLY = frozenset({"recipe.yaml", "train.log", "error.txt"})
 #: Recipe keys a resumed run may change: they extend a run without making it inconsistent (the
 #: cosine schedule stretches to the new number of epochs from the resumed epoch on).
 RESUMABLE_CHANGES = frozenset({"train.epochs", "train.patience"})
+
+
+def check_new_run_dir(run_dir: str | Path) -> RunDir:
+    """``run_dir`` as a new run's directory: absent, empty, or holding only a run stopped before
+    its first checkpoint; CheckpointError naming it otherwise."""
+    rd = RunDir(run_dir)
+    if rd.path.exists() and not rd.path.is_dir():
+        raise CheckpointError(f"--run-dir {rd.path} is not a folder; give a new or empty folder")
+    if rd.path.exists() and not _only_started(rd):
+        raise CheckpointError(f"--run-dir {rd.path} is not empty; pick a new folder or add --resume")
+    return rd
 
 
 def open_run_dir(recipe, run_dir: str | Path | None, resume: bool) -> tuple[RunDir, bool]:
@@ -54,11 +65,7 @@ def open_run_dir(recipe, run_dir: str | Path | None, resume: bool) -> tuple[RunD
         rd.write_recipe(text)  # a resumed run may have more epochs or patience: say so
         return rd, True
     if run_dir is not None:
-        rd = RunDir(run_dir)
-        if rd.path.exists() and not rd.path.is_dir():
-            raise CheckpointError(f"--run-dir {rd.path} is not a folder; give a new or empty folder")
-        if rd.path.exists() and not _only_started(rd):
-            raise CheckpointError(f"--run-dir {rd.path} is not empty; pick a new folder or add --resume")
+        rd = check_new_run_dir(run_dir)
         rd.create()
     else:
         rd = new_run_dir(recipe.output.root, recipe.name)
@@ -99,9 +106,12 @@ def run_recipe(recipe, run_dir: str | Path | None = None, resume: bool = False,
     device = resolve_device(recipe.train.device)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    # Everything that can fail on user input happens before the run directory exists.
+    # Everything that can fail on user input happens before the run directory exists, and the
+    # cheap checks before the data is loaded (which takes minutes on large graphs).
+    if run_dir is not None and not resume:
+        check_new_run_dir(run_dir)
     seed_everything(recipe.seed)
-    dataset, graph = prepare_dataset(recipe)
+    dataset, graph = prepare_dataset(recipe, progress=progress)
     seed_everything(recipe.seed)  # the model's initial weights do not depend on the data pipeline
     model = build_model(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
     two_stage = is_two_stage(recipe)
