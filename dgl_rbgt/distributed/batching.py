@@ -197,8 +197,8 @@ class DistTableBatching(Batching):
     tables (exactly the single-machine run's, same seeds) as node data holding DistGraph ids, and
     the stage-1 scores as edge data. Every ``resample_every`` epochs (never when 0) the trainers
     redraw the training tables from those scores, each its own share of the nodes
-    (:class:`~dgl_rbgt.distributed.tables.TableResampler`), and meet at a barrier before the
-    epoch's first batch; a resumed run redraws the tables of the epoch it resumes at. Evaluation
+    (:class:`~dgl_rbgt.distributed.tables.TableResampler`), between two barriers (no trainer reads
+    the old tables while they are written, all rows are stored before the epoch's first batch); a resumed run redraws the tables of the epoch it resumes at. Evaluation
     averages the logits over all evaluation draws, as on one machine. The trainer's
     ``train_nodes`` are cut into ``num_batches`` near-equal parts (the same count on every
     trainer), so targets stay distinct.
@@ -231,8 +231,9 @@ class DistTableBatching(Batching):
         if want != self.drawn_for:  # the same decision on every trainer: all reach the barrier
             import torch.distributed as tdist
 
+            tdist.barrier()  # nobody still reads the old tables
             self.resampler.redraw(self.graph, want)
-            tdist.barrier()
+            tdist.barrier()  # everybody's rows are stored
             self.drawn_for = want
 
     def _batch(self, draws: list[StoredNeighbourTables], targets: torch.Tensor) -> DistBatch:
