@@ -196,6 +196,9 @@ class TableResampler:
         ``neighbour_tables.method``.
     seed, rank : int
         The recipe's seed and this trainer's rank (:func:`redraw_seed`).
+    edge_ids : Tensor, optional
+        ``(e,)`` the edges' ids: the edges are put in their order first, so a draw does not depend
+        on the order in which the edges were fetched.
 
     Example
     -------
@@ -207,13 +210,19 @@ class TableResampler:
     """
 
     def __init__(self, nodes: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, scores: torch.Tensor,
-                 etypes: torch.Tensor | None, ks: list[int], method: str, seed: int, rank: int):
+                 etypes: torch.Tensor | None, ks: list[int], method: str, seed: int, rank: int,
+                 edge_ids: torch.Tensor | None = None):
         import dgl
 
         from ..conventions import ETYPE
         from ..sampling import Sparsifier
 
         self.nodes, self.ks, self.method, self.seed, self.rank = nodes, list(ks), method, seed, rank
+        if edge_ids is not None:
+            # Edges fetched from several servers arrive in any order; the draw must not depend on it.
+            order = torch.argsort(edge_ids)
+            src, dst, scores = src[order], dst[order], scores[:, order]
+            etypes = None if etypes is None else etypes[order]
         n, e = len(nodes), len(src)
         # Compact ids: this trainer's nodes and their sources.
         self.ids, inverse = torch.unique(torch.cat([nodes, src, dst]), return_inverse=True)
@@ -238,7 +247,7 @@ class TableResampler:
         etypes = graph.edata[ETYPE][eids] if ETYPE in graph.edata else None
         scores = graph.edata[SCORES_KEY][eids].to(torch.float32).t()  # (L, e)
         logger.info("rank %d redraws the training tables of %d nodes (%d in-edges)", rank, len(nodes), len(src))
-        return cls(nodes, src, dst, scores, etypes, ks, method, seed, rank)
+        return cls(nodes, src, dst, scores, etypes, ks, method, seed, rank, edge_ids=eids)
 
     def draw(self, epoch: int) -> list[dict[str, torch.Tensor]]:
         """This trainer's rows for ``epoch``: per layer ``table`` (int64 ids), ``etype`` and

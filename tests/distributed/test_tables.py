@@ -169,6 +169,20 @@ def test_redrawn_topk_rows_are_the_single_machine_rows():
         assert torch.equal(rows[layer]["etype"][full].long().sort(1).values, nb.etypes[layer][full].sort(1).values)
 
 
+def test_redraws_do_not_depend_on_the_order_edges_arrive_in():
+    from dgl_rbgt.conventions import ETYPE
+
+    g, scores = spex_graph()
+    src, dst = g.edges()
+    nodes = torch.arange(g.num_nodes())
+    eids = torch.arange(g.num_edges())
+    perm = torch.randperm(g.num_edges(), generator=torch.Generator().manual_seed(3))
+    draws = [TableResampler(nodes, src[p], dst[p], scores[:, p], g.edata[ETYPE][p], [3, 2], "reservoir", 0, 0,
+                            edge_ids=eids[p]).draw(epoch=2) for p in (torch.arange(g.num_edges()), perm)]
+    for a, b in zip(*draws):
+        assert all(torch.equal(a[part], b[part]) for part in ("table", "etype", "valid"))
+
+
 def test_redrawn_rows_follow_the_single_machine_law():
     """Per (node, source) inclusion frequencies over many epochs: the trainers' redraws against the
     single-machine Sparsifier over as many seeds; both estimate the same probabilities."""
