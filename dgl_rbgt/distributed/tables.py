@@ -73,22 +73,17 @@ def draw_tables(recipe, graph, scores: torch.Tensor) -> dict[str, torch.Tensor]:
     from ..sampling import sparsify
 
     nt = recipe.neighbour_tables
-    ks = _ks(nt, scores.shape[0])
     seeds = {"train": [epoch_seed(recipe.seed, 0)], "eval": [nt.eval_seed + i for i in range(nt.eval_repeats)]}
     fields: dict[str, torch.Tensor] = {}
     for kind in TABLE_KINDS:
         for draw, seed in enumerate(seeds[kind]):
-            nb = sparsify(graph, scores, ks, method=nt.method, generator=torch.Generator().manual_seed(seed))
+            nb = sparsify(graph, scores, nt.ks, method=nt.method, generator=torch.Generator().manual_seed(seed))
             for layer in range(nb.num_layers):
                 fields[table_key(kind, draw, layer, "table")] = nb.tables[layer]
                 # int8: three codes and a flag; a quarter of the bytes every trainer pulls
                 fields[table_key(kind, draw, layer, "etype")] = nb.etypes[layer].to(torch.int8)
                 fields[table_key(kind, draw, layer, "valid")] = nb.valid[layer].to(torch.int8)
     return fields
-
-
-def _ks(nt, num_layers: int) -> list[int]:
-    return list(nt.ks) if isinstance(nt.ks, (list, tuple)) else [nt.ks] * num_layers
 
 
 def redraw_seed(seed: int, epoch: int, rank: int) -> int:
@@ -170,6 +165,16 @@ class _Column:
         return self.tensor[nodes].to(self.dtype)
 
 
+def _check_id_vectors(**tensors: torch.Tensor | None) -> None:
+    """Each given tensor is a 1-D integer tensor of node or edge ids (None: not given)."""
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.dtype not in (torch.int32, torch.int64):
+            got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise TypeError(f"{name} must be a 1-D int64 or int32 tensor of ids, got {got}")
+
+
 class TableResampler:
     """Redraws one trainer's rows of the training tables from the stage-1 scores.
 
@@ -190,8 +195,8 @@ class TableResampler:
         ``(L, e)`` their stage-1 scores.
     etypes : Tensor or None
         ``(e,)`` their edge-type codes.
-    ks : list of int
-        Entries per node and layer (``neighbour_tables.ks``).
+    ks : int or list of int
+        Entries per node, for every layer or per layer (``neighbour_tables.ks``).
     method : str
         ``neighbour_tables.method``.
     seed, rank : int
@@ -210,20 +215,32 @@ class TableResampler:
     """
 
     def __init__(self, nodes: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, scores: torch.Tensor,
-                 etypes: torch.Tensor | None, ks: list[int], method: str, seed: int, rank: int,
+                 etypes: torch.Tensor | None, ks: int | list[int], method: str, seed: int, rank: int,
                  edge_ids: torch.Tensor | None = None):
         import dgl
 
         from ..conventions import ETYPE
         from ..sampling import Sparsifier
 
-        self.nodes, self.ks, self.method, self.seed, self.rank = nodes, list(ks), method, seed, rank
+        _check_id_vectors(nodes=nodes, src=src, dst=dst, edge_ids=edge_ids)
+        e = len(src)
+        if len(dst) != e or (edge_ids is not None and len(edge_ids) != e) or \
+                (etypes is not None and tuple(etypes.shape) != (e,)):
+            raise ValueError(f"src, dst, edge_ids and etypes must all have one entry per edge ({e} in src), got "
+                             f"dst {len(dst)}, edge_ids {None if edge_ids is None else len(edge_ids)}, "
+                             f"etypes {None if etypes is None else tuple(etypes.shape)}")
+        if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or scores.shape[1] != e:
+            got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise ValueError(f"scores must be (L, {e}): one row per layer, one column per edge; got {got}")
+        if not bool(torch.isin(dst, nodes).all()):
+            raise ValueError("dst must hold only ids from nodes (the edges are the in-edges of nodes)")
+        self.nodes, self.ks, self.method, self.seed, self.rank = nodes, ks, method, seed, rank
         if edge_ids is not None:
             # Edges fetched from several servers arrive in any order; the draw must not depend on it.
             order = torch.argsort(edge_ids)
             src, dst, scores = src[order], dst[order], scores[:, order]
             etypes = None if etypes is None else etypes[order]
-        n, e = len(nodes), len(src)
+        n = len(nodes)
         # Compact ids: this trainer's nodes and their sources.
         self.ids, inverse = torch.unique(torch.cat([nodes, src, dst]), return_inverse=True)
         self.rows = inverse[:n]  # row of every node of `nodes` in the local tables
@@ -233,7 +250,7 @@ class TableResampler:
         self.sampler = Sparsifier(local, scores)
 
     @classmethod
-    def from_dist_graph(cls, graph, nodes: torch.Tensor, ks: list[int], method: str, seed: int,
+    def from_dist_graph(cls, graph, nodes: torch.Tensor, ks: int | list[int], method: str, seed: int,
                         rank: int) -> "TableResampler":
         """A resampler for ``nodes`` of a DistGraph whose edge data hold :data:`SCORES_KEY`."""
         import dgl

@@ -183,6 +183,23 @@ def test_redraws_do_not_depend_on_the_order_edges_arrive_in():
         assert all(torch.equal(a[part], b[part]) for part in ("table", "etype", "valid"))
 
 
+@pytest.mark.parametrize("change, error, message", [
+    ({"nodes": [0, 1]}, TypeError, r"nodes must be a 1-D int64 or int32 tensor of ids, got list"),
+    ({"src": torch.zeros(4)}, TypeError, r"src must be a 1-D int64 or int32 tensor of ids, got torch.float32"),
+    ({"dst": torch.tensor([0, 1])}, ValueError, r"one entry per edge \(4 in src\), got dst 2"),
+    ({"edge_ids": torch.arange(3)}, ValueError, r"one entry per edge \(4 in src\), got dst 4, edge_ids 3"),
+    ({"scores": torch.ones(4)}, ValueError, r"scores must be \(L, 4\).*got \(4,\)"),
+    ({"dst": torch.tensor([0, 0, 1, 9])}, ValueError, r"dst must hold only ids from nodes"),
+    ({"scores": -torch.ones(1, 4)}, ValueError, r"scores"),  # the Sparsifier's own check
+])
+def test_resampler_inputs_are_checked(change, error, message):
+    args = {"nodes": torch.tensor([0, 1]), "src": torch.tensor([0, 1, 2, 0]), "dst": torch.tensor([0, 0, 1, 1]),
+            "scores": torch.ones(1, 4), "etypes": None, "ks": 2, "method": "reservoir", "seed": 0, "rank": 0,
+            "edge_ids": torch.arange(4)}
+    with pytest.raises(error, match=message):
+        TableResampler(**{**args, **change})
+
+
 def test_redrawn_rows_follow_the_single_machine_law():
     """Per (node, source) inclusion frequencies over many epochs: the trainers' redraws against the
     single-machine Sparsifier over as many seeds; both estimate the same probabilities."""
