@@ -9,7 +9,8 @@ from torch import nn
 
 from dgl_rbgt._checks import check_feat, check_homogeneous, check_positive_int, check_probability
 from dgl_rbgt.conventions import ETYPE
-from dgl_rbgt.nn.exphormer import ExphormerConv, GraphCache
+from dgl_rbgt.nn.exphormer import ExphormerConv
+from dgl_rbgt.nn.typed_csr import GraphCache
 
 __all__ = ["Exphormer"]
 

@@ -65,6 +65,8 @@ def stage1_scores(recipe, graph, estimator: torch.nn.Module, device: torch.devic
     estimator.load_state_dict(load_checkpoint(stage1_dir.best, map_location=device)["model"])
     g = graph.to(device)
     scores = estimator.attention_scores(g, g.ndata["feat"]).cpu()
+    if hasattr(estimator, "clear_cache"):
+        estimator.clear_cache()  # stage 2 does not need stage 1's sparse layout of the graph
     save_checkpoint({"format": 1, "scores": scores}, scores_path)
     logger.info("stage 1: val %s %.4f at epoch %d; scores (%d x %d) written to %s", metric.name,
                 summary["val_metric"], summary["best_epoch"], *scores.shape, scores_path)
@@ -80,6 +82,7 @@ def run_two_stage(recipe, dataset, graph, model: torch.nn.Module, estimator: tor
 
     t = recipe.train
     batching = build_batching(recipe, graph, device, scores=scores)
+    del scores  # the sampler keeps them in its own (destination) order: 4 bytes per edge and layer saved
     trainer = Trainer(model, batching, labels, splits, metric, t, rd, seed=recipe.seed, device=device,
                       checkpoint_every=recipe.output.checkpoint_every, plot=recipe.output.plot,
                       title=f"{recipe.name} stage 2", progress=progress)

@@ -60,6 +60,32 @@ def test_score_estimator_matches_plain_composition():
     torch.testing.assert_close(sums, torch.ones_like(sums), rtol=0, atol=1e-12)
 
 
+def test_activation_checkpointing_changes_nothing():
+    """checkpoint=True: the same loss and the same gradients (dropout included: the recomputed
+    layer draws the same masks), one shared sparse layout for all layers, cleared on request."""
+    g = typed_graph()
+    feat = torch.randn(60, 5, dtype=torch.float64)
+    labels = torch.randint(0, 3, (60,))
+    plain = ScoreEstimator(5, 3, hidden=6, num_heads=2, layers=3, dropout=0.3).double()
+    randomise(plain)
+    ckpt = ScoreEstimator(5, 3, hidden=6, num_heads=2, layers=3, dropout=0.3, checkpoint=True).double()
+    ckpt.load_state_dict(plain.state_dict())
+    results = []
+    for model in (plain, ckpt):
+        torch.manual_seed(7)
+        loss = F.cross_entropy(model(g, feat), labels)
+        results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=0)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    cache = ckpt.convs[0].structure_cache
+    assert all(conv.structure_cache is cache for conv in ckpt.convs) and cache._value is not None
+    ckpt.clear_cache()
+    assert cache._value is None
+    with pytest.raises(TypeError, match="checkpoint must be True or False"):
+        ScoreEstimator(5, 3, checkpoint=1)
+
+
 def test_temperature_schedule_and_checkpoint():
     model = ScoreEstimator(4, 2, layers=2, temperature_min=0.1, temperature_decay=0.5, temperature_wait=3)
     expected = {0: 1.0, 2: 1.0, 3: 1.0, 4: 0.5, 5: 0.25, 6: 0.125, 7: 0.1, 50: 0.1}
