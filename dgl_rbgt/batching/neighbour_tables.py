@@ -16,7 +16,7 @@ import dgl
 import torch
 
 from .._checks import check_choice, check_positive_int
-from ..sampling import METHODS, NeighbourTables, Sparsifier, grow_batch, table_blocks
+from ..sampling import METHODS, NeighbourTables, Sparsifier, grow_batch
 from .base import Batch, Batching
 
 __all__ = ["TableBatching", "SparseRows"]
@@ -256,8 +256,8 @@ class TableBatching(Batching):
             x = x.to(self.device)
             total = None
             for nb in tables:
-                blocks = [b.to(self.device) for b in table_blocks(nb)]
-                logits = model(blocks, x)
+                # the tables themselves: the model evaluates them layer by layer, in chunks
+                logits = model(nb.to(self.device), x)
                 total = logits if total is None else total + logits
             return (total / len(tables))[targets.to(self.device)]
 
