@@ -96,7 +96,8 @@ def worker(recipe_path: str, num_nodes: int, steps: int) -> list[dict]:
                 del loss
         with Stage("stage1 eval"), torch.no_grad():
             estimator.eval()
-            del estimator(graph, feat)[0]
+            logits = estimator(graph, feat)
+            del logits
         with Stage("stage1 scores"):
             inputs["scores"] = estimator.attention_scores(graph, feat)
             estimator.clear_cache()
@@ -138,7 +139,7 @@ def slope(xs: list[float], ys: list[float]) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipes", nargs="+", help="recipe files (a dataset with a num_nodes parameter)")
+    parser.add_argument("recipes", nargs="*", help="recipe files (a dataset with a num_nodes parameter)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--steps", type=int, default=5, help="training batches in the step stage")
     parser.add_argument("--out", default="bench-results/scale", help="folder for scale.csv and scale.png")
@@ -148,6 +149,8 @@ def main(argv=None) -> int:
         recipe, n, out = args.worker
         Path(out).write_text(json.dumps(worker(recipe, int(n), args.steps)))
         return 0
+    if not args.recipes:
+        parser.error("give at least one recipe")
     for recipe in args.recipes:
         if not Path(recipe).is_file():
             print(f"bench_scale: recipe {recipe} not found", file=sys.stderr)

@@ -25,7 +25,7 @@ import torch
 from dgl.base import DGLError
 
 from .._checks import check_homogeneous
-from ..conventions import ETYPE, EdgeType, edge_type_codes
+from ..conventions import ETYPE, ETYPE_DTYPE, EdgeType, edge_type_codes
 
 __all__ = ["EdgeType", "ETYPE", "edge_type_codes", "add_self_loops"]
 
@@ -42,15 +42,16 @@ def append_typed_edges(
     The input graph is not modified. Node data is carried over (the same tensors, as DGL's own
     transforms do). Edge data is carried over on the existing edges and filled with zeros of the
     same dtype and trailing shape on the new ones; ``edata['etype']`` gets the existing codes
-    (``GRAPH`` when the field was absent) followed by ``codes``.
+    (``GRAPH`` when the field was absent) followed by ``codes``, stored as
+    :data:`~dgl_rbgt.conventions.ETYPE_DTYPE`.
 
     For a batched graph every new edge must join two nodes of the same member graph; the edges are
     reordered so that each member's edges stay contiguous (its old edges first, then its new ones)
     and ``batch_num_nodes`` / ``batch_num_edges`` are updated, so ``dgl.unbatch`` still works.
     """
-    old_codes = edge_type_codes(graph)
+    old_codes = edge_type_codes(graph).to(ETYPE_DTYPE)  # validated; stored in one byte per edge
     num_new = int(src.numel())
-    new_codes = torch.as_tensor(codes, dtype=torch.int64, device=graph.device).expand(num_new)
+    new_codes = torch.as_tensor(codes, dtype=ETYPE_DTYPE, device=graph.device).expand(num_new)
     old_src, old_dst = graph.edges(order="eid")
     src = src.to(device=graph.device, dtype=graph.idtype)
     dst = dst.to(device=graph.device, dtype=graph.idtype)

@@ -6,6 +6,7 @@ import torch
 from dgl.transforms import BaseTransform
 
 from dgl_rbgt._checks import check_homogeneous, check_positive_int
+from dgl_rbgt.conventions import ETYPE_DTYPE
 from dgl_rbgt.transforms.edge_types import ETYPE, EdgeType, edge_type_codes
 
 __all__ = ["AddVirtualNodes", "IS_VIRTUAL"]
@@ -83,7 +84,7 @@ class AddVirtualNodes(BaseTransform):
         check_homogeneous(g, "g", allow_block=False)
         k = self.num_virtual
         device = g.device
-        old_codes = edge_type_codes(g, "g")  # validates an existing etype field
+        old_codes = edge_type_codes(g, "g").to(ETYPE_DTYPE)  # validates an existing etype field
         counts = g.batch_num_nodes().to(device=device, dtype=torch.int64)  # (B,) real nodes
         edge_counts = g.batch_num_edges().to(device=device, dtype=torch.int64)  # (B,)
         num_graphs = counts.numel()
@@ -106,8 +107,8 @@ class AddVirtualNodes(BaseTransform):
         codes = torch.cat(
             [
                 old_codes,
-                torch.full_like(real_rep, int(EdgeType.VIRTUAL_IN)),
-                torch.full_like(real_rep, int(EdgeType.VIRTUAL_OUT)),
+                torch.full_like(real_rep, int(EdgeType.VIRTUAL_IN), dtype=ETYPE_DTYPE),
+                torch.full_like(real_rep, int(EdgeType.VIRTUAL_OUT), dtype=ETYPE_DTYPE),
             ]
         )
         # Group edges by member: old edges, then real->virtual, then virtual->real (stable sort

@@ -94,7 +94,7 @@ def test_fused_gradients_match_dgl(num_heads, clamp, temperature):
     if clamp < 2:  # the clamp case must really clamp some logits and leave others
         with torch.no_grad():
             src, dst = g.edges(order="eid")
-            et = g.edata["etype"]
+            et = g.edata["etype"].long()
             q, k = a.fc_q(feat).view(-1, num_heads, 3), a.fc_k(feat).view(-1, num_heads, 3)
             z = (a.edge_gain[et] * (q[dst] * k[src]).sum(-1) / math.sqrt(3) + a.edge_bias[et]) / temperature
         assert 0.1 < float((z.abs() > clamp).double().mean()) < 0.9

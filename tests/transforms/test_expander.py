@@ -104,7 +104,7 @@ def test_input_untouched_and_data_carried_over():
     e0 = g.num_edges()
     # graph edges first, unchanged and typed 0; expander edges typed 1 with zero data
     assert all(torch.equal(a[:e0], b) for a, b in zip(out.edges(), before_edges))
-    assert out.edata["etype"].dtype == torch.int64
+    assert out.edata["etype"].dtype == torch.int8  # one byte per edge
     assert (out.edata["etype"][:e0] == EdgeType.GRAPH).all()
     assert (out.edata["etype"][e0:] == EdgeType.EXPANDER).all()
     assert torch.equal(out.edata["w"][:e0], before["w"])
