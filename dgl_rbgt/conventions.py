@@ -36,8 +36,9 @@ class EdgeType(IntEnum):
     VIRTUAL_OUT = 4
 
 
-def edge_type_codes(graph: "dgl.DGLGraph", name: str = "graph") -> torch.Tensor:
-    """Return the edge-type codes of ``graph`` as an int64 tensor of shape ``(E,)``.
+def edge_type_codes(graph: "dgl.DGLGraph", name: str = "graph", widen: bool = True) -> torch.Tensor:
+    """Return the edge-type codes of ``graph`` as an int64 tensor of shape ``(E,)`` (with
+    ``widen=False``: the stored tensor itself, checked, in its own integer dtype).
 
     A graph without ``edata['etype']`` is a plain graph: all its edges get ``EdgeType.GRAPH``.
     An existing field must be a 1-D integer tensor whose values are all codes of
@@ -53,7 +54,6 @@ def edge_type_codes(graph: "dgl.DGLGraph", name: str = "graph") -> torch.Tensor:
             f"{codes.dtype} and shape {tuple(codes.shape)}; rename the field if it means something "
             f"else (g.edata['my_type'] = g.edata.pop('{ETYPE}'))"
         )
-    codes = codes.to(torch.int64)
     if num_edges:
         lo, hi = int(codes.min()), int(codes.max())
         if lo < min(EdgeType) or hi > max(EdgeType):
@@ -63,4 +63,4 @@ def edge_type_codes(graph: "dgl.DGLGraph", name: str = "graph") -> torch.Tensor:
                 f"to have another meaning: rename it before augmenting the graph "
                 f"(g.edata['my_type'] = g.edata.pop('{ETYPE}'))"
             )
-    return codes
+    return codes.to(torch.int64) if widen else codes

@@ -361,9 +361,9 @@ class ScoreEstimatorConv(nn.Module):
                 and like.dtype in (torch.float32, torch.float64)
                 and not (get_attention and torch.is_grad_enabled() and like.requires_grad))
 
-    def _edge_types(self, graph: dgl.DGLGraph) -> torch.Tensor:
-        """The graph's edge-type codes (int64), checked against ``num_edge_types``."""
-        etype = edge_type_codes(graph)
+    def _edge_types(self, graph: dgl.DGLGraph, widen: bool = True) -> torch.Tensor:
+        """The graph's edge-type codes (int64, or as stored), checked against ``num_edge_types``."""
+        etype = edge_type_codes(graph, widen=widen)
         if graph.num_edges() and int(etype.max()) >= self._num_edge_types:
             raise DGLError(
                 f"graph.edata['etype'] holds code {int(etype.max())} but the layer has "
@@ -376,7 +376,7 @@ class ScoreEstimatorConv(nn.Module):
         CSC format is added to the graph) and cached until another graph or ``etype`` comes."""
         def build() -> TypedCSR:
             src, dst = graph.edges(order="eid")
-            return TypedCSR.from_edges(src, dst, self._edge_types(graph), self._num_edge_types,
+            return TypedCSR.from_edges(src, dst, self._edge_types(graph, widen=False), self._num_edge_types,
                                        graph.num_src_nodes(), graph.num_dst_nodes())
 
         field = graph.edata["etype"] if "etype" in graph.edata else None

@@ -121,12 +121,17 @@ def test_fused_gradcheck():
     assert torch.autograd.gradcheck(f, (feat, gain, bias))
 
 
-def test_fused_path_keeps_the_graph_coo_only():
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int64])
+def test_fused_path_leaves_the_graph_as_it_was(dtype):
+    """No CSR/CSC format added to the graph, its edge types untouched (any integer dtype)."""
     g = typed_graph(40, 160)
+    g.edata["etype"] = g.edata["etype"].to(dtype)
+    codes = g.edata["etype"].clone()
     assert g.formats()["created"] == ["coo"]
     conv = ScoreEstimatorConv(6, 4, backend="torch")
     conv(g, torch.randn(40, 6)).sum().backward()
     assert g.formats()["created"] == ["coo"]
+    assert g.edata["etype"].dtype == dtype and torch.equal(g.edata["etype"], codes)
 
 
 def test_fused_structure_follows_the_edge_types():
