@@ -386,7 +386,8 @@ class Spexphormer(nn.Module):
         """Evaluation on the whole graph, layer by layer and :data:`INFERENCE_ROWS` destination
         nodes at a time: the same logits as one full-graph call (normalisation uses running
         statistics in evaluation, so rows are independent), holding two ``(N, hidden)`` states
-        and one chunk's activations instead of every layer's (N, k, hidden) intermediates."""
+        and one chunk's activations (its destinations and their table sources) instead of every
+        layer's (N, k, hidden) intermediates."""
         if len(nb.tables) != self.num_layers:
             raise ValueError(f"got {len(nb.tables)} tables for a model with {self.num_layers} layers; "
                              f"sparsify with one k per layer (len(ks) == layers)")
@@ -397,8 +398,10 @@ class Spexphormer(nn.Module):
             nxt = x.new_empty(n, x.shape[1])
             for a in range(0, n, INFERENCE_ROWS):
                 b = min(a + INFERENCE_ROWS, n)
-                block = TableBlock(table[a:b].to(torch.int64), etype[a:b].to(torch.int64), valid[a:b], num_src=n)
-                nxt[a:b] = self._layer(i, conv(block, (x, x[a:b])).flatten(1), x[a:b])
+                # only the chunk's sources are projected (not all N rows once per chunk)
+                src, local = torch.unique(table[a:b].to(torch.int64), return_inverse=True)
+                block = TableBlock(local, etype[a:b].to(torch.int64), valid[a:b], num_src=len(src))
+                nxt[a:b] = self._layer(i, conv(block, (x[src], x[a:b])).flatten(1), x[a:b])
             x = nxt
         return self.head(x)
 
