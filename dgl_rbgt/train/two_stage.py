@@ -18,6 +18,7 @@ import torch
 
 from ..batching import FullGraph
 from ..errors import RecipeError
+from ..utils.progress import Stages
 from .builders import build_batching
 from .checkpoint import load_checkpoint, save_checkpoint
 from .loop import Trainer, TrainResult
@@ -64,7 +65,12 @@ def stage1_scores(recipe, graph, estimator: torch.nn.Module, device: torch.devic
     summary = trainer.fit(resume=resume and stage1_dir.checkpoint.is_file()).summary
     estimator.load_state_dict(load_checkpoint(stage1_dir.best, map_location=device)["model"])
     g = graph.to(device)
-    scores = estimator.attention_scores(g, g.ndata["feat"]).cpu()
+    stages = Stages("stage 1", ["scores"], progress)  # a minute on a 10M-node graph: say so
+    try:
+        with stages.stage("scores"):
+            scores = estimator.attention_scores(g, g.ndata["feat"]).cpu()
+    finally:
+        stages.close()
     if hasattr(estimator, "clear_cache"):
         estimator.clear_cache()  # stage 2 does not need stage 1's sparse layout of the graph
     save_checkpoint({"format": 1, "scores": scores}, scores_path)
@@ -81,7 +87,12 @@ def run_two_stage(recipe, dataset, graph, model: torch.nn.Module, estimator: tor
     scores, stage1_summary = stage1_scores(recipe, graph, estimator, device, rd, metric, splits, resume, progress)
 
     t = recipe.train
-    batching = build_batching(recipe, graph, device, scores=scores)
+    stages = Stages("stage 2", ["sampler and tables"], progress)
+    try:
+        with stages.stage("sampler and tables"):
+            batching = build_batching(recipe, graph, device, scores=scores)
+    finally:
+        stages.close()
     del scores  # the sampler keeps them in its own (destination) order: 4 bytes per edge and layer saved
     trainer = Trainer(model, batching, labels, splits, metric, t, rd, seed=recipe.seed, device=device,
                       checkpoint_every=recipe.output.checkpoint_every, plot=recipe.output.plot,
