@@ -23,7 +23,7 @@ from dgl_rbgt._checks import (
     check_probability,
 )
 from dgl_rbgt.conventions import ETYPE
-from dgl_rbgt.nn.typed_csr import EdgeStructure, GraphCache, TypedCSR, csr_tensor, sampled_dot, spmm_sum
+from dgl_rbgt.nn.typed_csr import EdgeStructure, GraphCache, TypedCSR, sampled_dot, spmm_sum
 
 __all__ = ["ExphormerConv", "GraphCache"]  # GraphCache: where it was first documented
 
@@ -77,9 +77,6 @@ class _FusedAttention(torch.autograd.Function):
         out = x_dst.new_empty(n_dst, num_heads, width)
         ones = x_src.new_ones(n_src, 1)
 
-        def csr(t, values):
-            return csr_tensor(fs.in_ptr[t], fs.in_idx[fs.off[t] : fs.off[t + 1]], values, (n_dst, n_src))
-
         for h in range(num_heads):
             w = weights[h].zero_()
             q_h, k_h = head(x_dst, w_q, b_q, h, width), head(x_src, w_k, b_k, h, width)
@@ -101,13 +98,13 @@ class _FusedAttention(torch.autograd.Function):
             if keep_drop is None:
                 v_aug = torch.cat([v_h, ones], 1)  # (N_src, d+1): numerator and denominator
                 del v_h
-                agg = spmm_sum((csr(t, w[a:b]), v_aug) for t, a, b in types)
+                agg = spmm_sum((fs.in_csr(t, w[a:b]), v_aug) for t, a, b in types)
                 del v_aug
                 num, den = agg[:, :width], agg[:, width]
             else:
                 dropped = torch.where(keep_drop[h], w * scale, 0.0)
-                num = spmm_sum((csr(t, dropped[a:b]), v_h) for t, a, b in types)
-                den = spmm_sum((csr(t, w[a:b]), ones) for t, a, b in types).squeeze(1)
+                num = spmm_sum((fs.in_csr(t, dropped[a:b]), v_h) for t, a, b in types)
+                den = spmm_sum((fs.in_csr(t, w[a:b]), ones) for t, a, b in types).squeeze(1)
                 del dropped, v_h
             norm[h] = den
             norm[h].masked_fill_(den == 0, 1.0)
@@ -146,11 +143,6 @@ class _FusedAttention(torch.autograd.Function):
             if x_key in grad:
                 grad[x_key].addmm_(g_h, weight[rows])
 
-        def csr_in(t, values):
-            return csr_tensor(fs.in_ptr[t], fs.in_idx[fs.off[t] : fs.off[t + 1]], values, (n_dst, n_src))
-
-        def csr_out(t, values):
-            return csr_tensor(fs.out_ptr[t], fs.out_idx[fs.off[t] : fs.off[t + 1]], values, (n_src, n_dst))
 
         for h in range(num_heads):
             w = weights[h]
@@ -176,7 +168,7 @@ class _FusedAttention(torch.autograd.Function):
                 grad_w *= keep_clamp[h]
             if needs[1] or needs[7] or needs[8]:  # dL/dv_j = sum_i used_ij g_i
                 values = torch.index_select(used, 0, fs.perm)
-                grad_h = spmm_sum((csr_out(t, values[a:b]), g) for t, a, b in types)
+                grad_h = spmm_sum((fs.out_csr(t, values[a:b]), g) for t, a, b in types)
                 del values
                 back_project(grad_h, x_src, 7, 8, 1, w_v, h)
                 del grad_h
@@ -187,7 +179,7 @@ class _FusedAttention(torch.autograd.Function):
                 k_h = head(x_src, w_k, b_k, h, width)
                 grad_h = torch.zeros_like(q_h)
                 for t, a, b in types:
-                    m = csr_in(t, grad_w[a:b]) @ k_h  # (N_dst, d)
+                    m = fs.in_csr(t, grad_w[a:b]) @ k_h  # (N_dst, d)
                     if 9 in grad:
                         grad[9][t, h] = torch.einsum("nd,nd->d", m, q_h)
                     grad_h.addcmul_(m, table[t, h])
@@ -197,7 +189,7 @@ class _FusedAttention(torch.autograd.Function):
                 del grad_h
             if needs[1] or needs[5] or needs[6]:  # dL/dk_j = sum_i grad_w_ij q_i * e_t
                 values = torch.index_select(grad_w, 0, fs.perm)
-                grad_h = spmm_sum((csr_out(t, values[a:b]), q_h * table[t, h]) for t, a, b in types)
+                grad_h = spmm_sum((fs.out_csr(t, values[a:b]), q_h * table[t, h]) for t, a, b in types)
                 del values
                 back_project(grad_h, x_src, 5, 6, 1, w_k, h)
                 del grad_h

@@ -19,7 +19,7 @@ from torch import nn
 from dgl_rbgt._checks import (check_choice, check_feat, check_homogeneous, check_nonempty, check_output_finite,
                               check_param_dtype, check_positive_int)
 from dgl_rbgt.conventions import edge_type_codes
-from dgl_rbgt.nn.typed_csr import GraphCache, TypedCSR, csr_tensor, sampled_dot, spmm_sum
+from dgl_rbgt.nn.typed_csr import GraphCache, TypedCSR, sampled_dot, spmm_sum
 
 __all__ = ["ScoreEstimatorConv"]
 
@@ -66,8 +66,7 @@ class _FusedEstimatorAttention(torch.autograd.Function):
             w = _FusedEstimatorAttention._weights(fs, q[:, h], k[:, h], gains[h], biases[h], scale, inv_temp, clamp,
                                                   weights[h], keep[h])
             v_aug = torch.cat([v[:, h], ones], 1)  # (N_src, D+1): numerator and denominator at once
-            agg = spmm_sum((csr_tensor(fs.in_ptr[t], fs.in_idx[a:b], w[a:b], (n_dst, n_src)), v_aug)
-                           for t, a, b in fs.types())
+            agg = spmm_sum((fs.in_csr(t, w[a:b]), v_aug) for t, a, b in fs.types())
             den = agg[:, width]
             norm[h] = den.masked_fill(den == 0, 1.0)
             torch.div(agg[:, :width], norm[h].unsqueeze(1), out=out[:, h])
@@ -80,7 +79,7 @@ class _FusedEstimatorAttention(torch.autograd.Function):
     def backward(ctx, grad_out):
         fs, inv_temp, scale = ctx.fs, ctx.inv_temp, ctx.scale
         q, k, v, gain, bias, weights, keep, norm, out = ctx.saved_tensors
-        n_src, n_dst, num_heads = k.shape[0], q.shape[0], q.shape[1]
+        num_heads = q.shape[1]
         needs = ctx.needs_input_grad  # (fs, q, k, v, gain, bias, inv_temp, clamp)
         grad_q = torch.zeros_like(q) if needs[1] else None
         grad_k = torch.zeros_like(k) if needs[2] else None
@@ -89,11 +88,6 @@ class _FusedEstimatorAttention(torch.autograd.Function):
         grad_bias = torch.zeros_like(bias) if needs[5] else None
         types = fs.types()
 
-        def csr_in(t, values):
-            return csr_tensor(fs.in_ptr[t], fs.in_idx[fs.off[t]:fs.off[t + 1]], values, (n_dst, n_src))
-
-        def csr_out(t, values):
-            return csr_tensor(fs.out_ptr[t], fs.out_idx[fs.off[t]:fs.off[t + 1]], values, (n_src, n_dst))
 
         for h in range(num_heads):
             w = weights[h]
@@ -101,7 +95,7 @@ class _FusedEstimatorAttention(torch.autograd.Function):
             c = torch.einsum("nd,nd->n", g, out[:, h])  # (N_dst,): -dL/d(denominator)
             if grad_v is not None:  # dL/dv_j = sum_i w_ij g_i
                 values = torch.index_select(w, 0, fs.perm)
-                grad_v[:, h] = spmm_sum((csr_out(t, values[a:b]), g) for t, a, b in types)
+                grad_v[:, h] = spmm_sum((fs.out_csr(t, values[a:b]), g) for t, a, b in types)
                 del values
             grad_w = w.new_zeros(fs.num_edges)  # zeros: sampled_addmm with beta=0 still reads it (0 * NaN)
             v_h = v[:, h]
@@ -115,14 +109,14 @@ class _FusedEstimatorAttention(torch.autograd.Function):
                 if grad_bias is not None:
                     grad_bias[t, h] = grad_w[a:b].sum() * inv_temp
                 if grad_q is not None or grad_gain is not None:
-                    m = csr_in(t, grad_w[a:b]) @ k_h  # (N_dst, D): sum_j dL/dz_ij k_j
+                    m = fs.in_csr(t, grad_w[a:b]) @ k_h  # (N_dst, D): sum_j dL/dz_ij k_j
                     if grad_gain is not None:
                         grad_gain[t, h] = torch.einsum("nd,nd->", m, q_h) * scale
                     if grad_q is not None:
                         grad_q[:, h].add_(m, alpha=float(gain[t, h]) * scale)
             if grad_k is not None:  # dL/dk_j = sum_i dL/dz_ij gain_t scale q_i
                 values = torch.index_select(grad_w, 0, fs.perm)
-                grad_k[:, h] = spmm_sum((csr_out(t, values[a:b]), q_h * (float(gain[t, h]) * scale))
+                grad_k[:, h] = spmm_sum((fs.out_csr(t, values[a:b]), q_h * (float(gain[t, h]) * scale))
                                         for t, a, b in types)
                 del values
             del grad_w

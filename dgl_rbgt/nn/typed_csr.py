@@ -198,6 +198,16 @@ class TypedCSR:
         self.perm = torch.index_select(pos_of_eid, 0, order)
         return self
 
+    def in_csr(self, t: int, values: torch.Tensor) -> torch.Tensor:
+        """Type ``t``'s edges as a sparse ``(N_dst, N_src)`` CSR matrix holding ``values``."""
+        return csr_tensor(self.in_ptr[t], self.in_idx[self.off[t]:self.off[t + 1]], values,
+                          (self.num_dst, self.num_src))
+
+    def out_csr(self, t: int, values: torch.Tensor) -> torch.Tensor:
+        """Type ``t``'s edges as a sparse ``(N_src, N_dst)`` CSR matrix (``values`` in out order)."""
+        return csr_tensor(self.out_ptr[t], self.out_idx[self.off[t]:self.off[t + 1]], values,
+                          (self.num_src, self.num_dst))
+
     def types(self):
         """``(t, start, stop)`` for every edge type that has edges."""
         return [(t, a, b) for t, (a, b) in enumerate(zip(self.off[:-1], self.off[1:])) if b > a]
