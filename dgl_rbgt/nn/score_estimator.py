@@ -18,7 +18,7 @@ from torch import nn
 
 from dgl_rbgt._checks import (check_choice, check_feat, check_homogeneous, check_nonempty, check_output_finite,
                               check_param_dtype, check_positive_int)
-from dgl_rbgt.conventions import edge_type_codes
+from dgl_rbgt.conventions import ETYPE, edge_type_codes
 from dgl_rbgt.nn.typed_csr import GraphCache, TypedCSR, sampled_dot, spmm_sum
 
 __all__ = ["ScoreEstimatorConv"]
@@ -87,7 +87,6 @@ class _FusedEstimatorAttention(torch.autograd.Function):
         grad_gain = torch.zeros_like(gain) if needs[4] else None
         grad_bias = torch.zeros_like(bias) if needs[5] else None
         types = fs.types()
-
 
         for h in range(num_heads):
             w = weights[h]
@@ -353,7 +352,7 @@ class ScoreEstimatorConv(nn.Module):
             return self._backend == "torch"
         return (not graph.is_block and like.device.type == "cpu" and torch.backends.mkl.is_available()
                 and like.dtype in (torch.float32, torch.float64)
-                and not (get_attention and torch.is_grad_enabled() and like.requires_grad))
+                and not (get_attention and torch.is_grad_enabled()))  # fused scores carry no gradient
 
     def _edge_types(self, graph: dgl.DGLGraph, widen: bool = True) -> torch.Tensor:
         """The graph's edge-type codes (int64, or as stored), checked against ``num_edge_types``."""
@@ -373,7 +372,7 @@ class ScoreEstimatorConv(nn.Module):
             return TypedCSR.from_edges(src, dst, self._edge_types(graph, widen=False), self._num_edge_types,
                                        graph.num_src_nodes(), graph.num_dst_nodes())
 
-        field = graph.edata["etype"] if "etype" in graph.edata else None
+        field = graph.edata[ETYPE] if ETYPE in graph.edata else None
         return self.structure_cache.get(graph, field, build)
 
     @torch.no_grad()
