@@ -23,7 +23,7 @@ from dgl_rbgt._checks import (
     check_probability,
 )
 from dgl_rbgt.conventions import ETYPE
-from dgl_rbgt.nn.typed_csr import EdgeStructure, GraphCache, TypedCSR, sampled_dot, spmm_sum
+from dgl_rbgt.nn.typed_csr import GraphCache, TypedCSR, sampled_dot, spmm_sum
 
 __all__ = ["ExphormerConv", "GraphCache"]  # GraphCache: where it was first documented
 
@@ -585,7 +585,7 @@ class ExphormerConv(nn.Module):
 
         def build() -> tuple[str, Any]:
             if mode == "fused":
-                return mode, TypedCSR(EdgeStructure(graph), self._check_codes(graph), self._num_edge_types)
+                return mode, TypedCSR.from_graph(graph, self._check_codes(graph), self._num_edge_types)
             return mode, self._typed_graph(graph)
 
         codes_field = graph.edata[ETYPE] if ETYPE in graph.edata else None

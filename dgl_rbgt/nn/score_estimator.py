@@ -368,9 +368,7 @@ class ScoreEstimatorConv(nn.Module):
         """The graph's :class:`~dgl_rbgt.nn.typed_csr.TypedCSR`, built from its edge lists (no CSR or
         CSC format is added to the graph) and cached until another graph or ``etype`` comes."""
         def build() -> TypedCSR:
-            src, dst = graph.edges(order="eid")
-            return TypedCSR.from_edges(src, dst, self._edge_types(graph, widen=False), self._num_edge_types,
-                                       graph.num_src_nodes(), graph.num_dst_nodes())
+            return TypedCSR.from_graph(graph, self._edge_types(graph, widen=False), self._num_edge_types)
 
         field = graph.edata[ETYPE] if ETYPE in graph.edata else None
         return self.structure_cache.get(graph, field, build)

@@ -12,7 +12,7 @@ import dgl
 import torch
 from torch import nn
 
-__all__ = ["GraphCache", "EdgeStructure", "TypedCSR", "csr_tensor", "sampled_dot", "spmm_sum"]
+__all__ = ["GraphCache", "TypedCSR", "csr_tensor", "sampled_dot", "spmm_sum"]
 
 
 class GraphCache:
@@ -68,24 +68,6 @@ class GraphCache:
         self.clear()
 
 
-class EdgeStructure:
-    """A graph's edges in the two CSR layouts that torch's sparse products need.
-
-    ``in_*``: rows are destination nodes (their incoming edges), columns source nodes;
-    ``out_*``: rows are source nodes, columns destination nodes. ``*_eid`` maps CSR order to
-    DGL edge ids, so edge tensors stay in the graph's edge order everywhere else. The arrays are
-    DGL's own CSC/CSR formats of the graph (no copy).
-    """
-
-    def __init__(self, graph: dgl.DGLGraph):
-        self.num_src = graph.num_src_nodes()
-        self.num_dst = graph.num_dst_nodes()
-        self.num_edges = graph.num_edges()
-        self.in_ptr, self.in_idx, in_eid = graph.adj_tensors("csc")
-        self.out_ptr, self.out_idx, out_eid = graph.adj_tensors("csr")
-        self.in_eid, self.out_eid = in_eid.long(), out_eid.long()  # no copy for int64 graphs
-
-
 def csr_tensor(ptr: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     with warnings.catch_warnings():  # torch flags sparse CSR as "beta" on first use
         warnings.simplefilter("ignore", UserWarning)
@@ -103,66 +85,18 @@ class TypedCSR:
     ``out_idx`` are the same per type for the out-CSR (rows ``j``, columns ``i``), and ``perm``
     maps out-CSR positions to in-CSR positions (for the products over sources in backward).
 
-    Extra memory: 2 index arrays of E int32 entries (int64 beyond 2**31) and one of E int64
-    (``perm``); only ``perm`` when ``T == 1`` (DGL's CSC and CSR arrays are used as they are);
-    plus ``T (N_src + N_dst)`` pointers.
+    Built from the edge lists alone (``src[e] -> dst[e]`` of type ``codes[e]``, in edge-id
+    order), without asking the graph for its CSR and CSC formats: on a graph kept as COO this
+    saves DGL's two extra copies of the structure (3 E int64 entries each). Entries of one
+    (type, destination) row stay in edge-id order. Also holds ``eid`` (type-major in-CSR
+    position -> edge id) and ``in_degrees`` (over all types).
+
+    Memory: 4 index arrays of E int32 entries (int64 beyond 2**31: ``in_idx``, ``out_idx``,
+    ``perm``, ``eid``) plus ``T (N_src + N_dst)`` pointers and degrees.
     """
 
-    def __init__(self, st: EdgeStructure, codes: torch.Tensor, num_types: int):
-        self.num_src, self.num_dst, self.num_edges = st.num_src, st.num_dst, st.num_edges
-        device = st.in_ptr.device
-        if num_types == 1:
-            self.off = [0, self.num_edges]
-            self.in_ptr, self.in_idx = [st.in_ptr], st.in_idx
-            self.out_ptr, self.out_idx = [st.out_ptr], st.out_idx
-            self.in_deg = [st.in_ptr.diff().long()]
-            pos_of_eid = torch.empty_like(st.in_eid).index_put_(
-                (st.in_eid,), torch.arange(self.num_edges, device=device)
-            )
-            self.perm = torch.index_select(pos_of_eid, 0, st.out_eid)
-            return
-        codes = codes.to(device=device, dtype=torch.int64)
-
-        def by_type(ptr, idx, eid, num_rows):
-            """Stable-sort one CSR's entries by type: (order, per-type pointers, counts)."""
-            code = torch.index_select(codes, 0, eid)
-            order = torch.sort(code, stable=True).indices  # rows stay sorted within a type
-            row = torch.repeat_interleave(torch.arange(num_rows, device=device), ptr.diff().long())
-            counts = torch.bincount(code * num_rows + row, minlength=num_types * num_rows).view(num_types, num_rows)
-            del code, row
-            ptrs = torch.cat([counts.new_zeros(num_types, 1), torch.cumsum(counts, 1)], 1)  # (T, rows+1)
-            return order, ptrs, counts
-
-        # int32 CSR indices where they fit: half the memory, same speed in torch's kernels
-        small = max(self.num_edges, self.num_src, self.num_dst) < 2**31 - 1
-        index_dtype = torch.int32 if small else torch.int64
-        order, ptrs, counts = by_type(st.in_ptr, st.in_idx, st.in_eid, self.num_dst)
-        type_sizes = counts.sum(1)
-        self.off = [0] + torch.cumsum(type_sizes, 0).tolist()
-        self.in_ptr = list(ptrs.to(index_dtype).unbind(0))
-        self.in_deg = list(counts.unbind(0))
-        self.in_idx = torch.index_select(st.in_idx, 0, order).to(index_dtype)
-        pos_of_eid = torch.empty_like(order).index_put_(
-            (torch.index_select(st.in_eid.long(), 0, order),), torch.arange(self.num_edges, device=device)
-        )
-        del order
-        order, ptrs, _ = by_type(st.out_ptr, st.out_idx, st.out_eid, self.num_src)
-        self.out_ptr = list(ptrs.to(index_dtype).unbind(0))
-        self.out_idx = torch.index_select(st.out_idx, 0, order).to(index_dtype)
-        self.perm = torch.index_select(pos_of_eid, 0, torch.index_select(st.out_eid.long(), 0, order))
-
-    @classmethod
-    def from_edges(cls, src: torch.Tensor, dst: torch.Tensor, codes: torch.Tensor, num_types: int,
-                   num_src: int, num_dst: int) -> "TypedCSR":
-        """The same layout from the edge lists alone (``src[e] -> dst[e]`` of type ``codes[e]``, in
-        edge-id order), without asking the graph for its CSR and CSC formats: on a graph kept as
-        COO this saves DGL's two extra copies of the structure (3 E int64 entries each).
-
-        Entries of one (type, destination) row stay in edge-id order. Also sets ``eid`` (type-major
-        in-CSR position -> edge id, int32 where it fits) and ``in_degrees`` (over all types),
-        which the score read-out and the zero in-degree check use.
-        """
-        self = cls.__new__(cls)
+    def __init__(self, src: torch.Tensor, dst: torch.Tensor, codes: torch.Tensor, num_types: int,
+                 num_src: int, num_dst: int):
         num_edges = src.numel()
         self.num_src, self.num_dst, self.num_edges = num_src, num_dst, num_edges
         small = max(num_edges, num_src, num_dst) < 2**31 - 1
@@ -196,7 +130,12 @@ class TypedCSR:
         self.out_ptr = list(ptrs.to(index_dtype).unbind(0))
         self.out_idx = torch.index_select(dst.to(index_dtype), 0, order)
         self.perm = torch.index_select(pos_of_eid, 0, order)
-        return self
+
+    @classmethod
+    def from_graph(cls, graph: dgl.DGLGraph, codes: torch.Tensor, num_types: int) -> "TypedCSR":
+        """The layout of ``graph``'s edges (its COO edge lists; no format is added to it)."""
+        src, dst = graph.edges(order="eid")
+        return cls(src, dst, codes, num_types, graph.num_src_nodes(), graph.num_dst_nodes())
 
     def in_csr(self, t: int, values: torch.Tensor) -> torch.Tensor:
         """Type ``t``'s edges as a sparse ``(N_dst, N_src)`` CSR matrix holding ``values``."""

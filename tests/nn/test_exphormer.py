@@ -403,10 +403,10 @@ def test_fused_outputs_and_all_gradients_match_dense_reference(backend, clamp, n
 
 
 def test_fused_structure_keeps_three_index_arrays_and_types_in_blocks():
-    from dgl_rbgt.nn.typed_csr import EdgeStructure, TypedCSR
+    from dgl_rbgt.nn.typed_csr import TypedCSR
 
     g = random_typed_graph(25, p=0.3)
-    fs = TypedCSR(EdgeStructure(g), g.edata["etype"], T)
+    fs = TypedCSR.from_graph(g, g.edata["etype"], T)
     assert fs.off[-1] == g.num_edges() and len(fs.in_ptr) == len(fs.out_ptr) == T
     src, dst = g.edges()
     codes = g.edata["etype"]
