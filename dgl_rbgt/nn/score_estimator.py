@@ -47,13 +47,21 @@ class _FusedEstimatorAttention(torch.autograd.Function):
         for t, a, b in fs.types():
             sampled_dot(fs.in_ptr[t], fs.in_idx[a:b], out[a:b], q_h * (gains[t] * scale), k_h)
             out[a:b] += biases[t] * inv_temp
-        if keep is not None:
-            torch.logical_and(out >= -clamp, out <= clamp, out=keep)
+        torch.logical_and(out >= -clamp, out <= clamp, out=keep)
         out.clamp_(-clamp, clamp).exp_()
         return out
 
     @staticmethod
     def forward(ctx, fs, q, k, v, gain, bias, inv_temp, clamp):
+        out, weights, keep, norm = _FusedEstimatorAttention.run(fs, q, k, v, gain, bias, inv_temp, clamp)
+        ctx.fs, ctx.inv_temp, ctx.scale = fs, inv_temp, inv_temp / math.sqrt(q.shape[2])
+        ctx.save_for_backward(q, k, v, gain, bias, weights, keep, norm, out)
+        return out
+
+    @staticmethod
+    def run(fs, q, k, v, gain, bias, inv_temp, clamp):
+        """The forward computation without autograd: ``(out, weights, keep, norm)``, the output,
+        ``exp(z)`` per head in type-major order, the clamp masks and the softmax denominators."""
         n_src, n_dst, num_heads, width = k.shape[0], q.shape[0], q.shape[1], q.shape[2]
         scale = inv_temp / math.sqrt(width)
         gains, biases = gain.detach().t().tolist(), bias.detach().t().tolist()  # [h][t]
@@ -70,9 +78,7 @@ class _FusedEstimatorAttention(torch.autograd.Function):
             den = agg[:, width]
             norm[h] = den.masked_fill(den == 0, 1.0)
             torch.div(agg[:, :width], norm[h].unsqueeze(1), out=out[:, h])
-        ctx.fs, ctx.inv_temp, ctx.scale = fs, inv_temp, scale
-        ctx.save_for_backward(q, k, v, gain, bias, weights, keep, norm, out)
-        return out
+        return out, weights, keep, norm
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -326,13 +332,18 @@ class ScoreEstimatorConv(nn.Module):
             # Unit-length values: the estimator expresses itself only through its scores.
             v = F.normalize(self.fc_v(feat_src).view(-1, h, d), p=2.0, dim=-1) * self.value_scale
             if fused:
-                inv_temp = 1.0 / float(self.temperature)
-                out = _FusedEstimatorAttention.apply(structure, q, k, v, self.edge_gain, self.edge_bias, inv_temp,
-                                                     self.clamp)
-                check_output_finite(out, feat_src)
+                args = (structure, q, k, v, self.edge_gain, self.edge_bias, 1.0 / float(self.temperature), self.clamp)
                 if not get_attention:
+                    out = _FusedEstimatorAttention.apply(*args)
+                    check_output_finite(out, feat_src)
                     return out
-                return out, self._fused_scores(structure, q, k, inv_temp)
+                with torch.no_grad():  # the scores come from the same pass as the output
+                    out, weights, _, norm = _FusedEstimatorAttention.run(*args)
+                att = self._fused_scores(structure, weights, norm)
+                if torch.is_grad_enabled():  # backend="torch" with gradients: the output needs autograd
+                    out = _FusedEstimatorAttention.apply(*args)
+                check_output_finite(out, feat_src)
+                return out, att
             graph.srcdata.update({"k": k, "v": v})
             graph.dstdata["q"] = q
             graph.apply_edges(dgl.function.u_dot_v("k", "q", "qk"))  # (E, H, 1)
@@ -373,21 +384,17 @@ class ScoreEstimatorConv(nn.Module):
         field = graph.edata[ETYPE] if ETYPE in graph.edata else None
         return self.structure_cache.get(graph, field, build)
 
+    @staticmethod
     @torch.no_grad()
-    def _fused_scores(self, fs: TypedCSR, q: torch.Tensor, k: torch.Tensor, inv_temp: float) -> torch.Tensor:
-        """The normalised scores ``(E, H, 1)`` in edge-id order, from the fused layout."""
-        num_heads = q.shape[1]
-        scale = inv_temp / math.sqrt(self._out_feats)
-        gains, biases = self.edge_gain.t().tolist(), self.edge_bias.t().tolist()
-        att = q.new_empty(fs.num_edges, num_heads, 1)
-        w = q.new_empty(fs.num_edges)
+    def _fused_scores(fs: TypedCSR, weights: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+        """The normalised scores ``(E, H, 1)`` in edge-id order, from the fused pass's ``exp(z)``
+        (type-major order, overwritten) and softmax denominators."""
+        num_heads = weights.shape[0]
+        att = weights.new_empty(fs.num_edges, num_heads, 1)
+        eid = fs.eid.long()
         for h in range(num_heads):
-            _FusedEstimatorAttention._weights(fs, q[:, h], k[:, h], gains[h], biases[h], scale, inv_temp, self.clamp,
-                                              w, None)
-            den = torch.zeros(fs.num_dst, dtype=w.dtype, device=w.device)
+            w = weights[h]
             for t, a, b in fs.types():
-                den += torch.segment_reduce(w[a:b], "sum", lengths=fs.in_deg[t])
-            for t, a, b in fs.types():
-                w[a:b] /= torch.repeat_interleave(den, fs.in_deg[t], output_size=b - a)
-            att[:, h, 0].index_copy_(0, fs.eid.long(), w)
+                w[a:b] /= torch.repeat_interleave(norm[h], fs.in_deg[t], output_size=b - a)
+            att[:, h, 0].index_copy_(0, eid, w)
         return att
