@@ -36,3 +36,40 @@ def test_paired_with_an_unknown_label_is_a_usage_error(tmp_path, capsys):
                        "--paired-with", "off", "--out", str(tmp_path)])
     assert exit_.value.code == 2
     assert "--paired-with 'off' is not one of the variants' labels (on)" in capsys.readouterr().err
+
+
+def _recipe(tmp_path, dataset: str) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: r\ndataset:\n{dataset}model:\n  name: gcn\n")
+    return path
+
+
+@pytest.mark.parametrize("dataset, description, run_3", [
+    ("  name: minesweeper\n", "10 fixed splits", ["seed=3", "dataset.split=3"]),
+    ("  name: photo\n", "10 seeded random splits", ["seed=3", "dataset.seed=3"]),
+    ("  name: cora\n  seed: 123\n  params: {split_type: random}\n", "10 training seeds", ["seed=3"]),
+    ("  name: tolokers\n  params: {split_type: random}\n", "10 training seeds", ["seed=3"]),
+])
+def test_protocol_runs_follow_the_dataset(tmp_path, dataset, description, run_3):
+    """Fixed splits vary the split, seeded splits the split seed, the rest only the training seed."""
+    got, runs = accuracy.protocol_runs(_recipe(tmp_path, dataset))
+    assert got == description and [i for i, _ in runs] == list(range(10))
+    assert runs[3][1] == run_3
+
+
+def test_side_by_side_puts_models_in_columns(tmp_path, capsys):
+    summary = [
+        {"recipe": "gcn_a", "variant": "default", "metric": "accuracy", "protocol": "p", "test_mean": 80.0,
+         "test_std": 1.0, "published": "81.5"},
+        {"recipe": "gps_a", "variant": "default", "metric": "accuracy", "protocol": "p", "test_mean": 82.0,
+         "test_std": 0.5, "published": "85.1"},
+        {"recipe": "gcn_b", "variant": "default", "metric": "roc_auc", "protocol": "q", "test_mean": 97.0,
+         "test_std": 0.2, "published": ""},
+    ]
+    identity = {"gcn_a": ("cora", "gcn"), "gps_a": ("cora", "gps"), "gcn_b": ("minesweeper", "gcn")}
+    accuracy.side_by_side(summary, identity, tmp_path / "t.csv")
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines[0] == "dataset,metric,protocol,gcn,gps,best published"
+    assert lines[1] == "cora,accuracy,p,80.00 ± 1.00,82.00 ± 0.50,85.1"
+    assert lines[2] == "minesweeper,roc_auc,q,97.00 ± 0.20,,"
+    assert "| cora | accuracy | p | 80.00 ± 1.00 | 82.00 ± 0.50 | 85.1 |" in capsys.readouterr().out

@@ -11,6 +11,14 @@ ran (a key kept in the run directory); otherwise it runs again.
 Prints a table last and writes bench-results/accuracy/<name>.csv (one row per run) and
 <name>-summary.csv (mean, std, published value where the recipe header states one).
 
+``--protocol`` runs every recipe under its dataset's own evaluation protocol instead of
+``--seeds``: run i (0..``--runs``-1, default 10) uses training seed i and, for datasets with fixed
+splits (heterophilous), ``dataset.split=i``; for datasets whose split is drawn from a seed (Photo,
+CS, Computers, Physics), ``dataset.seed=i``; for every other dataset (cora and citeseer with
+SGFormer's random split, whose split seed the recipe fixes; OGB's official splits) only the
+training seed changes. With several recipes the last table puts every model family side by side,
+one row per dataset (also written as <name>-table.csv).
+
 ``--paired-with LABEL`` also compares every other variant with variant LABEL seed by seed (same
 recipe, same seed, so the split and initial draws match): the mean difference in validation
 metric and validation loss +- its standard error, printed and written to <name>-paired.csv. This
@@ -36,6 +44,33 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: Runs of a dataset's own protocol (10 fixed splits, 10 seeded splits or 10 training seeds).
+PROTOCOL_RUNS = 10
+
+
+def protocol_runs(recipe: Path, runs: int = PROTOCOL_RUNS) -> tuple[str, list[tuple[int, list[str]]]]:
+    """The dataset's own protocol for a recipe: its description and, per run, the run's index and
+    its ``--set`` options (training seed, and the split where the dataset has several)."""
+    from dgl_rbgt.config import load_recipe
+    from dgl_rbgt.data.registry import get_spec
+
+    dataset = load_recipe(recipe).dataset
+    spec = get_spec(dataset.name)
+    fixed_splits = spec.family == "heterophilous" and dataset.params.get("split_type", "fixed") == "fixed"
+    if fixed_splits:
+        return (f"{runs} fixed splits", [(i, [f"seed={i}", f"dataset.split={i}"]) for i in range(runs)])
+    if spec.family == "shchur":
+        return (f"{runs} seeded random splits", [(i, [f"seed={i}", f"dataset.seed={i}"]) for i in range(runs)])
+    return (f"{runs} training seeds", [(i, [f"seed={i}"]) for i in range(runs)])
+
+
+def recipe_identity(recipe: Path) -> tuple[str, str]:
+    """(dataset name, model name) of a recipe, for the side-by-side table."""
+    from dgl_rbgt.config import load_recipe
+
+    r = load_recipe(recipe)
+    return r.dataset.name, r.model.name
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -86,10 +121,37 @@ def paired_differences(rows: list[dict], baseline: str) -> list[dict]:
     return out
 
 
+def side_by_side(summary: list[dict], identity: dict[str, tuple[str, str]], path: Path) -> None:
+    """Print and write one row per dataset, one column per model (and variant): test mean +- std."""
+    table: dict[str, dict[str, str]] = {}
+    columns: list[str] = []
+    for s in summary:
+        dataset, model = identity[s["recipe"]]
+        column = model if s["variant"] == "default" else f"{model} ({s['variant']})"
+        if column not in columns:
+            columns.append(column)
+        table.setdefault(dataset, {"dataset": dataset, "metric": s["metric"], "protocol": s["protocol"]})
+        table[dataset][column] = f"{s['test_mean']:.2f} ± {s['test_std']:.2f}"
+        if s["published"]:  # the best number any of the dataset's recipes quotes
+            table[dataset]["best published"] = max(table[dataset].get("best published", ""), s["published"],
+                                                   key=lambda v: float(v) if v else -1.0)
+    fields = ["dataset", "metric", "protocol", *columns, "best published"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows(table.values())
+    print("\n| " + " | ".join(fields) + " |\n|" + "---|" * len(fields))
+    for row in table.values():
+        print("| " + " | ".join(row.get(k, "") for k in fields) + " |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("recipes", nargs="+", type=Path)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--protocol", action="store_true",
+                    help="run each dataset's own protocol (fixed splits, seeded splits or seeds) instead of --seeds")
+    ap.add_argument("--runs", type=int, default=PROTOCOL_RUNS, help="runs of --protocol (default 10)")
     ap.add_argument("--variant", action="append", default=[],
                     help="label:key=value[,key=value] (repeatable); default: the recipe as is")
     ap.add_argument("--set", action="append", default=[], help="override applied to every run")
@@ -106,13 +168,19 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     runs_root = args.out / "runs"
     rows = []
+    protocols = {}
     for recipe in args.recipes:
+        if args.protocol:
+            protocols[recipe.stem], runs = protocol_runs(recipe, args.runs)
+            runs = [(f"r{i}", i, run_sets) for i, run_sets in runs]
+        else:
+            runs = [(f"s{seed}", seed, [f"seed={seed}"]) for seed in args.seeds]
         for label, sets in variants:
-            for seed in args.seeds:
-                run_dir = runs_root / f"{recipe.stem}-{label}-s{seed}"
+            for tag, seed, run_sets in runs:
+                run_dir = runs_root / f"{recipe.stem}-{label}-{tag}"
                 cmd = [sys.executable, "-m", "dgl_rbgt", "train", str(recipe), "--run-dir", str(run_dir),
-                       "--no-progress", "--set", f"seed={seed}"]
-                for s in sets + args.set:
+                       "--no-progress"]
+                for s in run_sets + sets + args.set:
                     cmd += ["--set", s]
                 key = run_key(recipe, cmd)
                 if not finished(run_dir, key):
@@ -121,10 +189,10 @@ def main(argv=None) -> int:
                     t0 = time.time()
                     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
                     if proc.returncode != 0:
-                        print(f"FAILED {recipe.stem} {label} seed {seed}: {proc.stderr.strip().splitlines()[-1:]}")
+                        print(f"FAILED {recipe.stem} {label} {tag}: {proc.stderr.strip().splitlines()[-1:]}")
                         continue
                     (run_dir / KEY_FILE).write_text(key)
-                    print(f"{recipe.stem:28s} {label:10s} seed {seed}: {proc.stdout.strip()[:120]} "
+                    print(f"{recipe.stem:28s} {label:10s} {tag}: {proc.stdout.strip()[:120]} "
                           f"({time.time() - t0:.0f}s)", flush=True)
                 s = json.loads((run_dir / "summary.json").read_text())
                 rows.append({"recipe": recipe.stem, "variant": label, "seed": seed, "metric": s["metric"],
@@ -146,6 +214,7 @@ def main(argv=None) -> int:
             tests = [100 * r["test"] for r in sel]
             summary.append({
                 "recipe": recipe.stem, "variant": label, "metric": sel[0]["metric"], "runs": len(sel),
+                "protocol": protocols.get(recipe.stem, "seeds " + " ".join(map(str, args.seeds))),
                 "test_mean": statistics.mean(tests), "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
                 "val_mean": statistics.mean(100 * r["val"] for r in sel),
                 "val_loss_mean": statistics.mean(r["val_loss"] for r in sel),
@@ -163,6 +232,8 @@ def main(argv=None) -> int:
               f"{s['test_mean']:12.2f} +- {s['test_std']:5.2f} {s['published']:>9s} "
               f"{s['val_mean']:6.2f} {s['val_loss_mean']:8.4f} "
               f"{s['epoch_seconds']:8.3f} {s['peak_memory_mb']:8.0f}")
+    if len(args.recipes) > 1 and summary:
+        side_by_side(summary, {r.stem: recipe_identity(r) for r in args.recipes}, args.out / f"{args.name}-table.csv")
     if args.paired_with is not None:
         paired = paired_differences(rows, args.paired_with)
         with open(args.out / f"{args.name}-paired.csv", "w", newline="") as f:

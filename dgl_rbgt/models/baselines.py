@@ -25,7 +25,7 @@ from torch import nn
 from .._checks import check_choice, check_positive_int, check_probability
 
 __all__ = ["GCN", "SAGE", "GAT", "LocalKind", "LOCAL_CONVS", "NormKind", "NORMS", "HeadKind", "HEADS",
-           "local_conv", "norm_layer", "residual_map"]
+           "ResidualKind", "RESIDUALS", "local_conv", "norm_layer", "residual_map"]
 
 #: A message-passing layer from ``dgl.nn``: ``GraphConv``, ``SAGEConv`` (mean) or ``GATConv``.
 LocalKind = Literal["gcn", "sage", "gat"]
@@ -37,6 +37,12 @@ NORMS: tuple[str, ...] = typing.get_args(NormKind)
 #: every convolution is hidden and a ``Linear`` maps to the classes (``"linear"``, tunedGNN).
 HeadKind = Literal["conv", "linear"]
 HEADS: tuple[str, ...] = typing.get_args(HeadKind)
+#: The residual branch of a hidden layer: none; the layer's input (``"identity"``, through a
+#: bias-free linear map where the widths differ); or a learned ``Linear`` of it with a bias
+#: (``"linear"``, tunedGNN's ``conv(x) + lin(x)``: a node's own features get their own weight,
+#: which heterophilous graphs such as minesweeper need).
+ResidualKind = Literal["none", "identity", "linear"]
+RESIDUALS: tuple[str, ...] = typing.get_args(ResidualKind)
 
 
 def local_conv(kind: str, in_feats: int, out_feats: int, *, num_heads: int = 1, attn_dropout: float = 0.0) -> nn.Module:
@@ -91,16 +97,22 @@ def norm_layer(kind: str, width: int) -> nn.Module:
     return nn.LayerNorm(width) if kind == "layer" else nn.Identity()
 
 
-def residual_map(in_feats: int, out_feats: int) -> nn.Module:
-    """The residual branch of a layer: identity when the widths agree, else a bias-free linear map
-    (as ``GATConv``'s ``residual=True``).
+def residual_map(in_feats: int, out_feats: int, kind: str = "identity") -> nn.Module:
+    """The residual branch of a layer. ``"identity"``: identity when the widths agree, else a
+    bias-free linear map (as ``GATConv``'s ``residual=True``); ``"linear"``: a ``Linear`` with a
+    bias whatever the widths (tunedGNN).
 
     Examples
     --------
     >>> from dgl_rbgt.models.baselines import residual_map
     >>> residual_map(8, 8), residual_map(4, 8)
     (Identity(), Linear(in_features=4, out_features=8, bias=False))
+    >>> residual_map(8, 8, "linear")
+    Linear(in_features=8, out_features=8, bias=True)
     """
+    check_choice(kind, "residual", RESIDUALS[1:])
+    if kind == "linear":
+        return nn.Linear(in_feats, out_feats)
     return nn.Identity() if in_feats == out_feats else nn.Linear(in_feats, out_feats, bias=False)
 
 
@@ -128,7 +140,7 @@ class _MessagePassingNet(nn.Module):
     batching: ClassVar[tuple[str, ...]] = ("full", "neighbor", "node_batch")
 
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int, width: int, layers: int, dropout: float,
-                 self_loops: bool, residual: bool, norm: str, jk: bool, head: str, input_dropout: bool,
+                 self_loops: bool, residual: str, norm: str, jk: bool, head: str, input_dropout: bool,
                  activation: Callable[[torch.Tensor], torch.Tensor],
                  conv_factory: Callable[[int, int], nn.Module]):
         super().__init__()
@@ -138,6 +150,7 @@ class _MessagePassingNet(nn.Module):
         check_positive_int(layers, "layers")
         check_probability(dropout, "dropout")
         check_choice(norm, "norm", NORMS)
+        check_choice(residual, "residual", RESIDUALS)
         check_choice(head, "head", HEADS)
         if jk and head != "linear":
             raise ValueError("jk=True needs head='linear' (the sum of the hidden layers feeds a linear classifier), "
@@ -149,7 +162,8 @@ class _MessagePassingNet(nn.Module):
         self.convs = nn.ModuleList(conv_factory(sizes[i], hidden) for i in range(num_hidden))
         if head == "conv":
             self.convs.append(conv_factory(sizes[-1], num_classes))
-        self.residuals = nn.ModuleList(residual_map(sizes[i], width) for i in range(num_hidden) if residual)
+        self.residuals = nn.ModuleList(residual_map(sizes[i], width, residual) for i in range(num_hidden)
+                                       if residual != "none")
         self.norms = nn.ModuleList(norm_layer(norm, width) for _ in range(num_hidden))
         self.head = nn.Linear(width, num_classes) if head == "linear" else None
         self.num_hidden = num_hidden
@@ -198,9 +212,11 @@ class GCN(_MessagePassingNet):
     self_loops : bool
         Add a self-loop to every node before the first layer of a full-graph call (GCN's
         renormalisation trick); isolated nodes then keep their own features.
-    residual : bool
-        Add the layer's input to every hidden convolution's output (through a bias-free linear
-        map where the widths differ), before the norm.
+    residual : str
+        The residual branch added to every hidden convolution's output, before the norm:
+        ``"none"``, ``"identity"`` (the layer's input; a bias-free linear map where the widths
+        differ) or ``"linear"`` (a learned ``Linear`` of the layer's input, tunedGNN's
+        ``conv(x) + lin(x)``).
     norm : str
         ``"none"``, ``"batch"`` or ``"layer"`` normalisation after every hidden convolution.
     jk : bool
@@ -219,13 +235,13 @@ class GCN(_MessagePassingNet):
     >>> g = dgl.rand_graph(50, 200)
     >>> GCN(8, 3)(g, torch.randn(50, 8)).shape
     torch.Size([50, 3])
-    >>> GCN(8, 3, layers=3, residual=True, norm="layer", jk=True, head="linear")(g, torch.randn(50, 8)).shape
+    >>> GCN(8, 3, layers=3, residual="linear", norm="layer", jk=True, head="linear")(g, torch.randn(50, 8)).shape
     torch.Size([50, 3])
     """
 
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 64, layers: int = 2,
-                 dropout: float = 0.5, self_loops: bool = True, residual: bool = False, norm: NormKind = "none",
-                 jk: bool = False, head: HeadKind = "conv", input_dropout: bool = True):
+                 dropout: float = 0.5, self_loops: bool = True, residual: ResidualKind = "none",
+                 norm: NormKind = "none", jk: bool = False, head: HeadKind = "conv", input_dropout: bool = True):
         super().__init__(in_feats, num_classes, hidden=hidden, width=hidden, layers=layers, dropout=dropout,
                          self_loops=self_loops, residual=residual, norm=norm, jk=jk, head=head,
                          input_dropout=input_dropout, activation=torch.relu,
@@ -246,12 +262,12 @@ class SAGE(_MessagePassingNet):
     >>> import dgl, torch
     >>> from dgl_rbgt.models import SAGE
     >>> g = dgl.rand_graph(50, 200)
-    >>> SAGE(8, 3, residual=True, norm="batch", head="linear")(g, torch.randn(50, 8)).shape
+    >>> SAGE(8, 3, residual="identity", norm="batch", head="linear")(g, torch.randn(50, 8)).shape
     torch.Size([50, 3])
     """
 
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 64, layers: int = 2,
-                 dropout: float = 0.5, residual: bool = False, norm: NormKind = "none", jk: bool = False,
+                 dropout: float = 0.5, residual: ResidualKind = "none", norm: NormKind = "none", jk: bool = False,
                  head: HeadKind = "conv", input_dropout: bool = True):
         super().__init__(in_feats, num_classes, hidden=hidden, width=hidden, layers=layers, dropout=dropout,
                          self_loops=False, residual=residual, norm=norm, jk=jk, head=head,
@@ -287,7 +303,7 @@ class GAT(_MessagePassingNet):
 
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 8, num_heads: int = 8,
                  layers: int = 2, dropout: float = 0.6, attn_dropout: float = 0.6,
-                 self_loops: bool = True, residual: bool = False, norm: NormKind = "none", jk: bool = False,
+                 self_loops: bool = True, residual: ResidualKind = "none", norm: NormKind = "none", jk: bool = False,
                  head: HeadKind = "conv", input_dropout: bool = True):
         check_positive_int(num_heads, "num_heads")
         check_probability(attn_dropout, "attn_dropout")

@@ -14,7 +14,8 @@ import dgl
 import torch
 from torch import nn
 
-from dgl_rbgt._checks import check_feat, check_homogeneous, check_nonempty, check_positive_int, check_probability
+from dgl_rbgt._checks import (check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int,
+                              check_probability)
 
 from .baselines import LocalKind, NormKind, local_conv, norm_layer
 from .global_attention import AttentionKind, attend, global_attention
@@ -41,6 +42,19 @@ class GPSTransformer(nn.Module):
     ``nn.MultiheadAttention``; ``attention="none"`` drops :math:`h_A` (a tuned local GNN with
     feed-forward blocks), ``ffn=False`` drops the feed-forward block (:math:`h^{(l)} = u`).
 
+    ``block="tuned"`` sums the two branches inside the layer of a tuned classic GNN instead
+    (Luo et al.'s ``Drop(ReLU(Norm(conv(h) + lin(h))))``, with the attention as a third term):
+
+    .. math::
+        u = \mathrm{Drop}\big(\mathrm{ReLU}(\mathrm{Norm}(\mathrm{MPNN}(h) + W_O\,\mathrm{Attn}(h)))\big)
+
+    There is no identity path around the layer: with ``ego=True`` a node's own features reach the
+    next layer through their own learned weight, as in the tuned baselines; with
+    ``attention="none"``, ``ego=True`` and ``ffn=False`` the layer stack is a tuned GCN/SAGE/GAT.
+    On minesweeper the GraphGPS form, with its two identity paths, fits the training nodes within
+    a few hundred epochs and its validation ROC-AUC falls from there, while the tuned form keeps
+    improving for well over a thousand (docs/results_gps.md).
+
     Parameters
     ----------
     in_feats, num_classes : int
@@ -63,14 +77,23 @@ class GPSTransformer(nn.Module):
         RBA's evaluation grouping: ``"fixed"``, ``"mean"`` or ``"full"``.
     eval_repeats : int
         Groupings averaged by ``eval_mode="mean"``.
+    attention_every : int
+        Global attention in layers ``attention_every``, ``2 * attention_every``, ... only (every
+        layer by default, as GraphGPS): a deep local stack (12 layers on minesweeper) needs
+        message passing in every layer but not a global exchange, which costs several times a
+        layer's message passing.
     memory_tokens : int
         Memory tokens of ``attention="memory"`` (:class:`~dgl_rbgt.nn.MemoryTransformer`, segments
         of ``group_size`` nodes).
     memory_passes : int
         ``attention="memory"``: ``2`` (default) adds a read-out pass in which every segment reads
         the final memory; ``1`` keeps early segments blind to later ones.
+    block : str
+        ``"graphgps"`` (default): each branch with its own identity residual and norm, summed;
+        ``"tuned"``: the branches summed before one norm and activation (see above).
     norm : str
-        ``"batch"`` (GraphGPS's default), ``"layer"`` or ``"none"``, after every residual sum.
+        ``"batch"`` (GraphGPS's default), ``"layer"`` or ``"none"``, after every residual sum (of
+        the branches' sum with ``block="tuned"``).
     dropout : float
         Dropout on each branch before its residual sum, and inside the feed-forward block.
     input_dropout : float
@@ -80,6 +103,11 @@ class GPSTransformer(nn.Module):
         Dropout on the attention weights (``rba``, ``full``) and on GAT's.
     ffn : bool
         The feed-forward block after the two branches.
+    ego : bool
+        Add a learned linear map of the layer's input to the message-passing output,
+        :math:`\mathrm{MPNN}(h) = \mathrm{conv}(h) + W_e h + b_e` (tunedGNN's residual): a node's own
+        features get a weight of their own instead of being averaged with its neighbours', which
+        heterophilous graphs such as minesweeper need.
     self_loops : bool
         Replace the graph's self-loops by one per node before a ``"gcn"`` or ``"gat"`` local
         layer (GCN's renormalisation; a node batch's subgraph can have isolated nodes).
@@ -118,17 +146,20 @@ class GPSTransformer(nn.Module):
         layers: int = 2,
         local: LocalKind = "gcn",
         attention: AttentionKind = "rba",
+        attention_every: int = 1,
         num_heads: int = 4,
         group_size: int = 256,
         eval_mode: Literal["fixed", "mean", "full"] = "fixed",
         eval_repeats: int = 8,
         memory_tokens: int = 16,
         memory_passes: int = 2,
+        block: Literal["graphgps", "tuned"] = "graphgps",
         norm: NormKind = "batch",
         dropout: float = 0.2,
         input_dropout: float = 0.0,
         attn_dropout: float = 0.0,
         ffn: bool = True,
+        ego: bool = False,
         self_loops: bool = True,
     ):
         super().__init__()
@@ -137,6 +168,8 @@ class GPSTransformer(nn.Module):
         check_positive_int(hidden, "hidden")
         check_positive_int(layers, "layers")
         check_positive_int(num_heads, "num_heads")
+        self.attention_every = check_positive_int(attention_every, "attention_every")
+        self.block = check_choice(block, "block", ("graphgps", "tuned"))
         check_probability(dropout, "dropout")
         self.input_dropout = nn.Dropout(check_probability(input_dropout, "input_dropout"))
         if local == "gat" and hidden % num_heads:
@@ -145,23 +178,30 @@ class GPSTransformer(nn.Module):
         self.self_loops = self_loops and local != "sage"
         self.fc_in = nn.Linear(in_feats, hidden)
         self.locals = nn.ModuleList()
+        self.egos = nn.ModuleList()
         self.local_norms = nn.ModuleList()
-        self.attns = nn.ModuleList()
-        self.attn_outs = nn.ModuleList()
-        self.attn_norms = nn.ModuleList()
+        # Keyed by layer index: with attention_every > 1 only some layers have them.
+        self.attns = nn.ModuleDict()
+        self.attn_outs = nn.ModuleDict()
+        self.attn_norms = nn.ModuleDict()
         self.ffns = nn.ModuleList()
         self.ffn_norms = nn.ModuleList()
         head_dim = hidden // num_heads if local == "gat" else hidden
-        for _ in range(layers):
+        for i in range(layers):
             self.locals.append(local_conv(local, hidden, head_dim, num_heads=num_heads, attn_dropout=attn_dropout))
+            if ego:
+                self.egos.append(nn.Linear(hidden, hidden))
             self.local_norms.append(norm_layer(norm, hidden))
-            attn = global_attention(attention, hidden, num_heads=num_heads, merge="concat", group_size=group_size,
-                                    attn_dropout=attn_dropout, eval_mode=eval_mode, eval_repeats=eval_repeats,
-                                    memory_tokens=memory_tokens, memory_passes=memory_passes)
+            attends = (i + 1) % attention_every == 0
+            attn = global_attention(attention if attends else "none", hidden, num_heads=num_heads, merge="concat",
+                                    group_size=group_size, attn_dropout=attn_dropout, eval_mode=eval_mode,
+                                    eval_repeats=eval_repeats, memory_tokens=memory_tokens,
+                                    memory_passes=memory_passes)
             if attn is not None:
-                self.attns.append(attn)
-                self.attn_outs.append(nn.Linear(hidden, hidden))
-                self.attn_norms.append(norm_layer(norm, hidden))
+                self.attns[str(i)] = attn
+                self.attn_outs[str(i)] = nn.Linear(hidden, hidden)
+                if block == "graphgps":
+                    self.attn_norms[str(i)] = norm_layer(norm, hidden)
             if ffn:
                 self.ffns.append(nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Dropout(dropout),
                                                nn.Linear(2 * hidden, hidden)))
@@ -172,8 +212,8 @@ class GPSTransformer(nn.Module):
     def reset_parameters(self) -> None:
         """Reinitialise every layer."""
         # Only the direct parts: a layer's own reset_parameters chooses its sublayers' init.
-        parts = [self.fc_in, *self.locals, *self.local_norms, *self.attns, *self.attn_outs, *self.attn_norms,
-                 *(part for block in self.ffns for part in block), *self.ffn_norms, self.fc_out]
+        parts = [self.fc_in, *self.locals, *self.egos, *self.local_norms, *self.attns.values(),
+                 *self.attn_outs.values(), *self.attn_norms.values(), *(part for block in self.ffns for part in block), *self.ffn_norms, self.fc_out]
         for module in parts:
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
@@ -189,10 +229,16 @@ class GPSTransformer(nn.Module):
         h = self.fc_in(self.input_dropout(feat))  # (N, hidden)
         for i, (conv, local_norm) in enumerate(zip(self.locals, self.local_norms)):
             m = conv(local_graph, h).flatten(1)  # (N, hidden); GAT: (N, H, hidden / H) concatenated
-            u = local_norm(h + self.dropout(torch.relu(m)))
-            if len(self.attns):
-                a = self.attn_outs[i](attend(self.attns[i], graph, h, merge="concat"))  # (N, hidden)
-                u = u + self.attn_norms[i](h + self.dropout(a))
+            if len(self.egos):
+                m = m + self.egos[i](h)
+            a = (self.attn_outs[str(i)](attend(self.attns[str(i)], graph, h, merge="concat"))  # (N, hidden)
+                 if str(i) in self.attns else None)
+            if self.block == "tuned":
+                u = self.dropout(torch.relu(local_norm(m if a is None else m + a)))
+            else:
+                u = local_norm(h + self.dropout(torch.relu(m)))
+                if a is not None:
+                    u = u + self.attn_norms[str(i)](h + self.dropout(a))
             if len(self.ffns):
                 u = self.ffn_norms[i](u + self.dropout(self.ffns[i](u)))
             h = u

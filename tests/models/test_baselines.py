@@ -55,10 +55,10 @@ def test_default_gat_is_the_classic_gat():
 @pytest.mark.parametrize("cls", [GCN, SAGE, GAT])
 @pytest.mark.parametrize("options", [
     {},
-    {"residual": True},
+    {"residual": "identity"},
     {"norm": "batch"},
-    {"norm": "layer", "residual": True, "head": "linear"},
-    {"residual": True, "norm": "layer", "jk": True, "head": "linear", "input_dropout": False},
+    {"norm": "layer", "residual": "identity", "head": "linear"},
+    {"residual": "identity", "norm": "layer", "jk": True, "head": "linear", "input_dropout": False},
 ])
 def test_options_run_and_train(cls, options):
     g, x = graph_and_feat()
@@ -72,7 +72,7 @@ def test_options_run_and_train(cls, options):
 def test_tuned_gcn_equals_its_formula_float64():
     """Two residual hidden layers with LayerNorm, jumping knowledge and a linear head, no dropout."""
     g, x = graph_and_feat(dtype=torch.float64)
-    model = GCN(6, 3, hidden=8, layers=2, dropout=0.0, residual=True, norm="layer", jk=True,
+    model = GCN(6, 3, hidden=8, layers=2, dropout=0.0, residual="identity", norm="layer", jk=True,
                 head="linear").double()
     sd = model.state_dict()
     gl = dgl.add_self_loop(dgl.remove_self_loop(g))
@@ -89,11 +89,33 @@ def test_tuned_gcn_equals_its_formula_float64():
     torch.testing.assert_close(model(g, x), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_linear_residual_equals_tunedgnn_formula_float64():
+    """residual="linear": conv(h) + W h + b in every hidden layer (tunedGNN), batch norm, linear head."""
+    g, x = graph_and_feat(dtype=torch.float64)
+    model = SAGE(6, 3, hidden=8, layers=2, dropout=0.0, residual="linear", norm="batch", head="linear").double()
+    for p in model.parameters():  # non-trivial norm and bias values
+        torch.nn.init.normal_(p)
+    model.eval()
+    sd = model.state_dict()
+    def layer(i, h):
+        conv = SAGEConv(h.shape[1], 8, "mean").double()
+        conv.load_state_dict({k.split(".", 2)[2]: v for k, v in sd.items() if k.startswith(f"convs.{i}.")})
+        z = conv(g, h) + F.linear(h, sd[f"residuals.{i}.weight"], sd[f"residuals.{i}.bias"])
+        z = F.batch_norm(z, sd[f"norms.{i}.running_mean"], sd[f"norms.{i}.running_var"],
+                         sd[f"norms.{i}.weight"], sd[f"norms.{i}.bias"])
+        return torch.relu(z)
+
+    h2 = layer(1, layer(0, x))
+    expected = F.linear(h2, sd["head.weight"], sd["head.bias"])
+    assert all(isinstance(r, torch.nn.Linear) and r.bias is not None for r in model.residuals)
+    torch.testing.assert_close(model(g, x), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_blocks_give_the_full_graph_output_with_residual_and_jk():
     """Full-neighbour blocks reproduce the full-graph logits of the output nodes (the residual
     and jumping-knowledge rows follow the blocks' destination nodes)."""
     g, x = graph_and_feat(60, 200)
-    model = SAGE(6, 3, hidden=8, layers=2, residual=True, norm="layer", jk=True, head="linear").eval()
+    model = SAGE(6, 3, hidden=8, layers=2, residual="identity", norm="layer", jk=True, head="linear").eval()
     seeds = torch.tensor([3, 10, 11, 42])
     sampler = dgl.dataloading.MultiLayerFullNeighborSampler(2)
     input_nodes, output_nodes, blocks = sampler.sample_blocks(g, seeds)
@@ -107,12 +129,14 @@ def test_shared_builders():
     assert local_conv("gat", 6, 4, num_heads=3)(g, x).shape == (40, 3, 4)
     assert isinstance(norm_layer("batch", 4), torch.nn.BatchNorm1d) and isinstance(norm_layer("none", 4), torch.nn.Identity)
     assert isinstance(residual_map(4, 4), torch.nn.Identity) and residual_map(4, 5).bias is None
+    assert residual_map(4, 4, "linear").bias is not None
 
 
 @pytest.mark.parametrize("cls, kwargs, message", [
     (GCN, {"jk": True}, r"jk=True needs head='linear'"),
     (GCN, {"norm": "group"}, r"norm must be one of \['none', 'batch', 'layer'\], got 'group'"),
     (SAGE, {"head": "mlp"}, r"head must be one of \['conv', 'linear'\]"),
+    (GCN, {"residual": True}, r"residual must be one of \['none', 'identity', 'linear'\], got True"),
     (GAT, {"num_heads": 0}, r"num_heads must be >= 1, got 0"),
     (SAGE, {"layers": 0}, r"layers must be >= 1, got 0"),
 ])

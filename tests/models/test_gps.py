@@ -34,22 +34,40 @@ def test_attention_none_has_no_attention_parameters():
     assert any(n.startswith("attns") for n, _ in GPSTransformer(6, 3, hidden=8, num_heads=2).named_parameters())
 
 
-def test_one_layer_without_attention_equals_a_plain_composition_float64():
-    """attention='none', one layer: Linear -> x + relu(GraphConv) -> LN -> FFN residual -> LN -> Linear."""
+@pytest.mark.parametrize("ego", [False, True])
+def test_one_layer_without_attention_equals_a_plain_composition_float64(ego):
+    """attention='none', one layer: Linear -> x + relu(GraphConv [+ ego Linear]) -> LN -> FFN residual
+    -> LN -> Linear."""
     g, x = graph_and_feat(dtype=torch.float64)
     model = GPSTransformer(6, 3, hidden=8, layers=1, local="gcn", attention="none", norm="layer",
-                           dropout=0.3).double().eval()
+                           dropout=0.3, ego=ego).double().eval()
     sd = model.state_dict()
+    assert ("egos.0.weight" in sd) == ego
     conv = GraphConv(8, 8, allow_zero_in_degree=True).double()
     conv.load_state_dict({"weight": sd["locals.0.weight"], "bias": sd["locals.0.bias"]})
     gl = dgl.add_self_loop(dgl.remove_self_loop(g))
     h = F.linear(x, sd["fc_in.weight"], sd["fc_in.bias"])
-    u = F.layer_norm(h + torch.relu(conv(gl, h)), (8,), sd["local_norms.0.weight"], sd["local_norms.0.bias"])
+    m = conv(gl, h) + (F.linear(h, sd["egos.0.weight"], sd["egos.0.bias"]) if ego else 0)
+    u = F.layer_norm(h + torch.relu(m), (8,), sd["local_norms.0.weight"], sd["local_norms.0.bias"])
     f = F.linear(torch.relu(F.linear(u, sd["ffns.0.0.weight"], sd["ffns.0.0.bias"])),
                  sd["ffns.0.3.weight"], sd["ffns.0.3.bias"])
     u = F.layer_norm(u + f, (8,), sd["ffn_norms.0.weight"], sd["ffn_norms.0.bias"])
     expected = F.linear(u, sd["fc_out.weight"], sd["fc_out.bias"])
     torch.testing.assert_close(model(g, x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_attention_every_k_layers():
+    """attention_every=2 of 4 layers: attention in layers 2 and 4 only; with attention_every larger
+    than the depth no layer attends and the model is the local-only one."""
+    assert set(GPSTransformer(6, 3, hidden=8, layers=4, num_heads=2, attention_every=2).attns) == {"1", "3"}
+    g, x = graph_and_feat(dtype=torch.float64)
+    sparse = GPSTransformer(6, 3, hidden=8, layers=2, num_heads=2, attention_every=3, norm="layer").double().eval()
+    local = GPSTransformer(6, 3, hidden=8, layers=2, attention="none", norm="layer").double().eval()
+    assert not len(sparse.attns)
+    local.load_state_dict(sparse.state_dict())
+    torch.testing.assert_close(sparse(g, x), local(g, x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="attention_every must be >= 1, got 0"):
+        GPSTransformer(6, 3, attention_every=0)
 
 
 def test_rba_with_groups_larger_than_the_graph_is_full_attention():
@@ -142,7 +160,7 @@ def test_memory_passes_reach_the_memory_layer_and_the_recipe():
         recipe = parse_recipe({"name": "t", "dataset": {"name": "csbm"},
                                "model": {"name": "gps", "attention": "memory", "memory_passes": passes}})
         assert recipe.model.memory_passes == passes
-    assert GPSTransformer(6, 3, hidden=8, num_heads=2, attention="memory", memory_passes=1).attns[0].passes == 1
+    assert GPSTransformer(6, 3, hidden=8, num_heads=2, attention="memory", memory_passes=1).attns["0"].passes == 1
     with pytest.raises(ValueError, match=r"memory_passes must be one of \[1, 2\], got 3"):
         global_attention("memory", 8, memory_passes=3)
 
@@ -151,3 +169,34 @@ def test_rbtransformer_holds_the_factory_layers_unwrapped():
     """RBTransformer's attention parameters keep their state_dict keys (checkpoints still load)."""
     keys = set(RBTransformer(8, 3, hidden=16, num_heads=2, group_size=16).state_dict())
     assert {"attns.0.fc_q.weight", "attns.0.fc_v.bias", "lns.0.weight"} <= keys
+
+
+def test_tuned_block_equals_its_formula_float64():
+    """block='tuned', one layer with attention: Drop(ReLU(BN(conv(h) + ego(h) + W_O attn(h)))), no
+    identity path; with attention='none' it is the tuned GCN layer."""
+    g, x = graph_and_feat(dtype=torch.float64)
+    model = GPSTransformer(6, 3, hidden=8, layers=1, local="gcn", attention="full", num_heads=2, block="tuned",
+                           ego=True, ffn=False, norm="batch").double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    model.eval()
+    sd = model.state_dict()
+    assert not len(model.attn_norms)
+    conv = GraphConv(8, 8, allow_zero_in_degree=True).double()
+    conv.load_state_dict({"weight": sd["locals.0.weight"], "bias": sd["locals.0.bias"]})
+    gl = dgl.add_self_loop(dgl.remove_self_loop(g))
+    h = F.linear(x, sd["fc_in.weight"], sd["fc_in.bias"])
+    a = attend(model.attns["0"], g, h, merge="concat")
+    m = conv(gl, h) + F.linear(h, sd["egos.0.weight"], sd["egos.0.bias"]) + F.linear(
+        a, sd["attn_outs.0.weight"], sd["attn_outs.0.bias"])
+    u = torch.relu(F.batch_norm(m, sd["local_norms.0.running_mean"], sd["local_norms.0.running_var"],
+                                sd["local_norms.0.weight"], sd["local_norms.0.bias"]))
+    expected = F.linear(u, sd["fc_out.weight"], sd["fc_out.bias"])
+    torch.testing.assert_close(model(g, x), expected, rtol=1e-12, atol=1e-12)
+    # The attention really enters: without it the output differs.
+    assert not torch.allclose(model(g, x), F.linear(torch.relu(F.batch_norm(
+        m - F.linear(a, sd["attn_outs.0.weight"], sd["attn_outs.0.bias"]), sd["local_norms.0.running_mean"],
+        sd["local_norms.0.running_var"], sd["local_norms.0.weight"], sd["local_norms.0.bias"])),
+        sd["fc_out.weight"], sd["fc_out.bias"]))
+    with pytest.raises(ValueError, match=r"block must be one of \['graphgps', 'tuned'\], got 'x'"):
+        GPSTransformer(6, 3, block="x")

@@ -13,7 +13,7 @@ TINY = {"name": "csbm", "params": {"num_nodes": 300, "num_classes": 3, "avg_degr
 TRAIN = {"epochs": 3, "lr": 0.01}
 CASES = {
     "gcn": ({"name": "gcn", "hidden": 8}, [], {}),
-    "sage": ({"name": "sage", "hidden": 8, "residual": True, "norm": "layer", "head": "linear"}, [],
+    "sage": ({"name": "sage", "hidden": 8, "residual": "identity", "norm": "layer", "head": "linear"}, [],
              {"batching": "neighbor", "fanouts": [4, 4], "batch_size": 64}),
     "gat": ({"name": "gat", "hidden": 4, "num_heads": 2}, [], {"batching": "neighbor", "fanouts": [4, 4], "batch_size": 64}),
     "rbtransformer": ({"name": "rbtransformer", "hidden": 8, "group_size": 32}, [], {"batching": "node_batch", "batch_size": 128}),
