@@ -70,9 +70,15 @@ def longrange_graph(
     :math:`p` nodes of the graph holds about :math:`p / K` of them; the ring neighbourhood of a
     :math:`k`-layer message-passing model about :math:`2 k\,\mathrm{ring\_width} / K`.
 
-    ``task="needle"``: one random node per graph carries the graph's label :math:`v_g` (uniform
-    over the classes) as ``code`` (one-hot, ``num_classes`` wide); every other node has a zero
-    code; ``x`` is noise; every node's label is :math:`v_g`.
+    ``task="needle"``: one random node per graph, the needle, carries the graph's label
+    :math:`v_g` (uniform over the classes). ``code`` is ``1 + num_classes`` wide: a flag that is 1
+    on the needle only, then the one-hot :math:`v_g` on the needle and zeros elsewhere; ``x`` is
+    label-free noise of standard deviation ``noise`` (zero by default); every node's label is
+    :math:`v_g`. Finding the needle is easy for attention (its key is the only one with the flag),
+    so the task measures reach alone: exact attention inside the graph can reach 100%, random
+    batch attention with groups of ``p`` about :math:`q + (1 - q)/C` with :math:`q = p / n` the
+    chance that a node's group holds the needle, and a ``k``-layer message-passing model about
+    :math:`1/C` plus the few nodes within ``k`` ring hops of the needle.
 
     Masks: a random ``train_frac`` / ``val_frac`` / rest split of the graphs; every node has its
     graph's split. Everything comes from one ``torch.Generator`` seeded with ``seed``.
@@ -94,7 +100,8 @@ def longrange_graph(
     offset_scale : float, default 4.0
         Standard deviation :math:`s` of the community offsets (``"community"`` only).
     noise : float, default 0.0
-        Standard deviation :math:`\sigma` of the label-free feature noise (``"community"`` only).
+        Standard deviation :math:`\sigma` of the label-free feature noise (``"community"``: added
+        to :math:`x`; ``"needle"``: :math:`x` itself).
     ring_width : int, default 2
         Ring neighbours on each side (0: no edges).
     train_frac, val_frac : float, default 0.6, 0.2
@@ -118,8 +125,8 @@ def longrange_graph(
     >>> g.in_degrees().unique().tolist()  # a ring, 2 neighbours each side
     [4]
     >>> needle = longrange_graph(num_graphs=10, nodes_per_graph=40, task="needle", seed=0)
-    >>> int(needle.ndata["feat"][:, :4].sum())  # one needle per graph
-    10
+    >>> needle.ndata["feat"].shape, int(needle.ndata["feat"][:, 0].sum())  # flag (1) + value (4) + x (8); one per graph
+    (torch.Size([400, 13]), 10)
     """
     check_positive_int(num_graphs, "num_graphs")
     check_choice(task, "task", TASKS)
@@ -158,10 +165,11 @@ def longrange_graph(
     else:
         value = torch.randint(num_classes, (g_count,), generator=gen)  # (G,) v_g
         needle = torch.arange(g_count) * n + torch.randint(n, (g_count,), generator=gen)  # (G,) node ids
-        x = torch.randn(num_nodes, feature_dim, generator=gen)
+        x = noise * torch.randn(num_nodes, feature_dim, generator=gen)
         label = value[graph_of]
-        code = torch.zeros(num_nodes, num_classes)
-        code[needle, value] = 1.0
+        code = torch.zeros(num_nodes, 1 + num_classes)  # (N, 1 + C): flag, one-hot value
+        code[needle, 0] = 1.0
+        code[needle, 1 + value] = 1.0
 
     train, val, test = random_split_masks(g_count, train_frac, val_frac, gen)  # (G,) each
     graph = make_graph(src, dst, num_nodes, feat=torch.cat([code, x], 1), label=label, train_mask=train[graph_of],

@@ -76,10 +76,16 @@ def test_label_needs_the_community_mean_not_the_own_features():
 
 def test_needle_one_node_per_graph_holds_every_label():
     g = longrange_graph(**SMALL, task="needle", num_classes=3, seed=2)
-    code = g.ndata["feat"][:, :3].view(40, 64, 3)
-    assert torch.equal(code.sum((1, 2)), torch.ones(40))  # one needle per graph
+    feat = g.ndata["feat"]
+    assert feat.shape == (40 * 64, 1 + 3 + 8)
+    flag, code = feat[:, 0].view(40, 64), feat[:, 1:4].view(40, 64, 3)
+    assert torch.equal(flag.sum(1), torch.ones(40))  # one needle per graph
+    assert torch.equal(code.sum(2), flag)  # the value sits on the needle only
     value = code.sum(1).argmax(1)  # (40,)
     assert torch.equal(g.ndata["label"].view(40, 64), value[:, None].expand(40, 64))
+    assert torch.equal(feat[:, 4:], torch.zeros(40 * 64, 8))  # no noise by default
+    noisy = longrange_graph(**SMALL, task="needle", num_classes=3, noise=0.5, seed=2).ndata["feat"][:, 4:]
+    assert 0.45 < float(noisy.std()) < 0.55
 
 
 def test_random_batch_attention_stays_inside_each_component():
