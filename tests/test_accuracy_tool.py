@@ -73,3 +73,11 @@ def test_side_by_side_puts_models_in_columns(tmp_path, capsys):
     assert lines[1] == "cora,accuracy,p,80.00 ± 1.00,82.00 ± 0.50,85.1"
     assert lines[2] == "minesweeper,roc_auc,q,97.00 ± 0.20,,"
     assert "| cora | accuracy | p | 80.00 ± 1.00 | 82.00 ± 0.50 | 85.1 |" in capsys.readouterr().out
+
+
+def test_run_ids_outside_the_protocol_are_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        accuracy.main([str(_recipe(tmp_path, "  name: minesweeper\n")), "--protocol", "--run-ids", "3", "10",
+                       "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "--run-ids [10] are not runs of the protocol (0 to 9)" in capsys.readouterr().err

@@ -152,6 +152,9 @@ def main(argv=None) -> int:
     ap.add_argument("--protocol", action="store_true",
                     help="run each dataset's own protocol (fixed splits, seeded splits or seeds) instead of --seeds")
     ap.add_argument("--runs", type=int, default=PROTOCOL_RUNS, help="runs of --protocol (default 10)")
+    ap.add_argument("--run-ids", nargs="+", type=int, metavar="I",
+                    help="only these runs of --protocol, in this order (to share the runs between processes "
+                         "with the same --out; the table then covers these runs)")
     ap.add_argument("--variant", action="append", default=[],
                     help="label:key=value[,key=value] (repeatable); default: the recipe as is")
     ap.add_argument("--set", action="append", default=[], help="override applied to every run")
@@ -172,7 +175,12 @@ def main(argv=None) -> int:
     for recipe in args.recipes:
         if args.protocol:
             protocols[recipe.stem], runs = protocol_runs(recipe, args.runs)
-            runs = [(f"r{i}", i, run_sets) for i, run_sets in runs]
+            by_id = dict(runs)
+            ids = args.run_ids if args.run_ids is not None else list(by_id)
+            unknown = [i for i in ids if i not in by_id]
+            if unknown:
+                ap.error(f"--run-ids {unknown} are not runs of the protocol (0 to {args.runs - 1})")
+            runs = [(f"r{i}", i, by_id[i]) for i in ids]
         else:
             runs = [(f"s{seed}", seed, [f"seed={seed}"]) for seed in args.seeds]
         for label, sets in variants:
