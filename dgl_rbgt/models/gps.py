@@ -213,7 +213,8 @@ class GPSTransformer(nn.Module):
         """Reinitialise every layer."""
         # Only the direct parts: a layer's own reset_parameters chooses its sublayers' init.
         parts = [self.fc_in, *self.locals, *self.egos, *self.local_norms, *self.attns.values(),
-                 *self.attn_outs.values(), *self.attn_norms.values(), *(part for block in self.ffns for part in block), *self.ffn_norms, self.fc_out]
+                 *self.attn_outs.values(), *self.attn_norms.values(),
+                 *(part for block in self.ffns for part in block), *self.ffn_norms, self.fc_out]
         for module in parts:
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
