@@ -81,3 +81,17 @@ def test_run_ids_outside_the_protocol_are_a_usage_error(tmp_path, capsys):
                        "--out", str(tmp_path)])
     assert exit_.value.code == 2
     assert "--run-ids [10] are not runs of the protocol (0 to 9)" in capsys.readouterr().err
+
+
+def test_a_run_made_by_other_library_code_is_not_reused(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / "sub" / "b.py").write_text("y = 2\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\n")
+    cmd = ["python", "-m", "dgl_rbgt", "train", str(recipe), "--run-dir", "d", "--no-progress", "--set", "seed=0"]
+    before = accuracy.run_key(recipe, cmd, accuracy.source_digest(package))
+    assert before == accuracy.run_key(recipe, cmd[:6] + ["elsewhere"] + cmd[7:], accuracy.source_digest(package))
+    (package / "sub" / "b.py").write_text("y = 3\n")
+    assert accuracy.run_key(recipe, cmd, accuracy.source_digest(package)) != before

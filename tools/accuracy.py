@@ -2,8 +2,9 @@
 
 Each (recipe, variant, seed) runs in its own process through the CLI, so every run is exactly
 what a user gets from ``dgl-rbgt train``; results are read from the runs' summary.json files.
-A finished run is reused when the recipe file's text and the options are the same as when it
-ran (a key kept in the run directory); otherwise it runs again.
+A finished run is reused when the recipe file's text, the options and the library's source
+(``dgl_rbgt/**/*.py``) are the same as when it ran (a key kept in the run directory); otherwise it
+runs again.
 
     tools/in-venv python tools/accuracy.py recipes/rba/rbtransformer_cora.yaml recipes/rba/rbtransformer_citeseer.yaml \\
         --variant rba:model.attention=rba --variant sgformer:model.attention=sgformer --seeds 0 1 2 3 4
@@ -83,10 +84,19 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 KEY_FILE = "accuracy-key.txt"
 
 
-def run_key(recipe: Path, cmd: list[str]) -> str:
-    """Digest of the recipe file's text and the command's options (not the run directory)."""
+def source_digest(package: Path = ROOT / "dgl_rbgt") -> bytes:
+    """Digest of the library's Python sources: a run made by other code is not reused."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.digest()
+
+
+def run_key(recipe: Path, cmd: list[str], source: bytes = b"") -> str:
+    """Digest of the recipe file's text, the command's options (not the run directory) and the
+    library's source (``source``, from :func:`source_digest`)."""
     options = cmd[cmd.index("--no-progress"):]
-    return hashlib.sha256(recipe.read_bytes() + "\0".join(options).encode()).hexdigest()
+    return hashlib.sha256(recipe.read_bytes() + "\0".join(options).encode() + source).hexdigest()
 
 
 def finished(run_dir: Path, key: str) -> bool:
@@ -172,6 +182,7 @@ def main(argv=None) -> int:
     runs_root = args.out / "runs"
     rows = []
     protocols = {}
+    source = source_digest()
     for recipe in args.recipes:
         if args.protocol:
             protocols[recipe.stem], runs = protocol_runs(recipe, args.runs)
@@ -190,7 +201,7 @@ def main(argv=None) -> int:
                        "--no-progress"]
                 for s in run_sets + sets + args.set:
                     cmd += ["--set", s]
-                key = run_key(recipe, cmd)
+                key = run_key(recipe, cmd, source)
                 if not finished(run_dir, key):
                     if run_dir.exists():  # unfinished, or made from another recipe text or options
                         shutil.rmtree(run_dir)
