@@ -95,3 +95,10 @@ def test_a_run_made_by_other_library_code_is_not_reused(tmp_path):
     assert before == accuracy.run_key(recipe, cmd[:6] + ["elsewhere"] + cmd[7:], accuracy.source_digest(package))
     (package / "sub" / "b.py").write_text("y = 3\n")
     assert accuracy.run_key(recipe, cmd, accuracy.source_digest(package)) != before
+
+
+def test_protocol_of_a_missing_recipe_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        accuracy.main([str(tmp_path / "missing.yaml"), "--protocol", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "recipe file not found" in capsys.readouterr().err

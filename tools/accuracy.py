@@ -44,6 +44,8 @@ import sys
 import time
 from pathlib import Path
 
+from dgl_rbgt.errors import UserError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Runs of a dataset's own protocol (10 fixed splits, 10 seeded splits or 10 training seeds).
@@ -185,7 +187,10 @@ def main(argv=None) -> int:
     source = source_digest()
     for recipe in args.recipes:
         if args.protocol:
-            protocols[recipe.stem], runs = protocol_runs(recipe, args.runs)
+            try:
+                protocols[recipe.stem], runs = protocol_runs(recipe, args.runs)
+            except (UserError, ValueError) as exc:  # a missing or invalid recipe, an unknown dataset
+                ap.error(str(exc))
             by_id = dict(runs)
             ids = args.run_ids if args.run_ids is not None else list(by_id)
             unknown = [i for i in ids if i not in by_id]
