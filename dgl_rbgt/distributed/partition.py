@@ -113,9 +113,8 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
     inputs = partition_inputs(recipe, dist)
     num_parts = inputs["num_parts"]
     spex = recipe.train.batching == "neighbour_tables"
-    stages = Stages(f"partition {recipe.name}", ["dataset", *(["stage 1", "tables"] if spex else []), "partition",
-                                                 *(["table ids"] if spex else [])], progress)
-    try:
+    names = ["dataset", *(["stage 1", "tables"] if spex else []), "partition", *(["table ids"] if spex else [])]
+    with Stages(f"partition {recipe.name}", names, progress) as stages:
         t0 = time.perf_counter()
         with stages.stage("dataset"):
             seed_everything(recipe.seed)
@@ -160,8 +159,6 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
 
             with stages.stage("table ids"):
                 remap_tables(config_path, orig_nids, [k for k in tables if k.endswith("_table")])
-    finally:
-        stages.close()
     meta = json.loads(config_path.read_text())
     node_map = meta["node_map"]["_N"]
     part = _partition_of_nodes(graph.num_nodes(), orig_nids, node_map)

@@ -168,7 +168,7 @@ class GPSTransformer(nn.Module):
         check_positive_int(hidden, "hidden")
         check_positive_int(layers, "layers")
         check_positive_int(num_heads, "num_heads")
-        self.attention_every = check_positive_int(attention_every, "attention_every")
+        check_positive_int(attention_every, "attention_every")
         self.block = check_choice(block, "block", ("graphgps", "tuned"))
         check_probability(dropout, "dropout")
         self.input_dropout = nn.Dropout(check_probability(input_dropout, "input_dropout"))

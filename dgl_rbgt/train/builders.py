@@ -35,8 +35,7 @@ def prepare_dataset(recipe, progress: bool = False):
 
     ds = recipe.dataset
     seed = recipe.seed if ds.seed is None else ds.seed
-    stages = Stages(f"prepare {ds.name}", [f"load {ds.name}", *(t.name for t in recipe.transforms)], progress)
-    try:
+    with Stages(f"prepare {ds.name}", [f"load {ds.name}", *(t.name for t in recipe.transforms)], progress) as stages:
         with stages.stage(f"load {ds.name}"):
             try:
                 dataset = load_dataset(ds.name, root=ds.root, split=ds.split, seed=seed, **ds.params)
@@ -51,8 +50,6 @@ def prepare_dataset(recipe, progress: bool = False):
                 raise RecipeError(f"transforms.{i} ({spec.name}): {exc}") from None
             with stages.stage(spec.name):
                 graph = transform(graph)
-    finally:
-        stages.close()
     return dataset, graph
 
 

@@ -65,12 +65,8 @@ def stage1_scores(recipe, graph, estimator: torch.nn.Module, device: torch.devic
     summary = trainer.fit(resume=resume and stage1_dir.checkpoint.is_file()).summary
     estimator.load_state_dict(load_checkpoint(stage1_dir.best, map_location=device)["model"])
     g = graph.to(device)
-    stages = Stages("stage 1", ["scores"], progress)  # a minute on a 10M-node graph: say so
-    try:
-        with stages.stage("scores"):
-            scores = estimator.attention_scores(g, g.ndata["feat"]).cpu()
-    finally:
-        stages.close()
+    with Stages("stage 1", ["scores"], progress) as stages, stages.stage("scores"):  # a minute at 10M nodes
+        scores = estimator.attention_scores(g, g.ndata["feat"]).cpu()
     if hasattr(estimator, "clear_cache"):
         estimator.clear_cache()  # stage 2 does not need stage 1's sparse layout of the graph
     save_checkpoint({"format": 1, "scores": scores}, scores_path)
@@ -87,12 +83,8 @@ def run_two_stage(recipe, dataset, graph, model: torch.nn.Module, estimator: tor
     scores, stage1_summary = stage1_scores(recipe, graph, estimator, device, rd, metric, splits, resume, progress)
 
     t = recipe.train
-    stages = Stages("stage 2", ["sampler and tables"], progress)
-    try:
-        with stages.stage("sampler and tables"):
-            batching = build_batching(recipe, graph, device, scores=scores)
-    finally:
-        stages.close()
+    with Stages("stage 2", ["sampler and tables"], progress) as stages, stages.stage("sampler and tables"):
+        batching = build_batching(recipe, graph, device, scores=scores)
     del scores  # the sampler keeps them in its own (destination) order: 4 bytes per edge and layer saved
     trainer = Trainer(model, batching, labels, splits, metric, t, rd, seed=recipe.seed, device=device,
                       checkpoint_every=recipe.output.checkpoint_every, plot=recipe.output.plot,

@@ -34,12 +34,11 @@ class Stages:
     Example
     -------
     >>> from dgl_rbgt.utils.progress import Stages
-    >>> stages = Stages("prepare", ["load", "transform"], progress=False)
-    >>> with stages.stage("load"):
-    ...     pass
-    >>> with stages.stage("transform"):
-    ...     pass
-    >>> stages.close()
+    >>> with Stages("prepare", ["load", "transform"], progress=False) as stages:
+    ...     with stages.stage("load"):
+    ...         pass
+    ...     with stages.stage("transform"):
+    ...         pass
     >>> [name for name, _ in stages.times]
     ['load', 'transform']
     """
@@ -67,8 +66,14 @@ class Stages:
         level = logging.INFO if seconds >= self.LOG_AFTER else logging.DEBUG
         logger.log(level, "%s: %s done in %s", self.desc, name, format_seconds(seconds))
 
+    def __enter__(self) -> "Stages":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()  # also when a stage raised: the bar must not stay on the terminal
+
     def close(self) -> None:
-        """Close the bar and log the total."""
+        """Close the bar and log the total (``with Stages(...)`` calls it on leaving)."""
         self._bar.close()
         if len(self.times) > 1 and sum(t for _, t in self.times) >= self.LOG_AFTER:
             logger.info("%s: %d stages in %s", self.desc, len(self.times),
