@@ -91,14 +91,18 @@ def run_cli(argv: list[str], cwd: Path, log: Path, timeout: float) -> int:
 def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, base: float) -> list[dict]:
     """Partition and launch every layout for one model; one row per layout."""
     files = {}
+    scores = None  # Spexphormer: stage 1 runs once, in the first partitioning; the rest reuse its scores
     for layout, num_hosts, trainers in layouts:
         name = f"bench_{model}_{num_hosts}x{trainers}"
         data = recipe(args, name, model)
+        if scores is not None:
+            data["stage1"]["scores"] = str(scores)
         if num_hosts == 1:
             data["distributed"] = {"hosts": [{"address": "127.0.0.1"}], "trainers_per_host": trainers,
                                    "port": free(), "master_port": free()}
         else:
             data["distributed"] = {"hosts": hosts.host_entries()[:num_hosts], "trainers_per_host": 1}
+        data["distributed"]["partition_method"] = args.partition_method
         path = work / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         print(f"{model}: partitioning for {layout} ({args.nodes} nodes) ...", flush=True)
@@ -107,13 +111,16 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
             raise SystemExit(f"partition failed; see {log}")
         report = json.loads((work / "partitions" / name / "rbgt_partition.json").read_text())
         files[layout] = (path, report, time.perf_counter() - t0)
+        if model == "spexphormer" and scores is None:
+            scores = (work / "partitions" / name / "scores.pt").resolve()
     single = None
     if args.single:
         path = files[layouts[0][0]][0]
         print(f"{model}: training on one machine without DistDGL ...", flush=True)
         run_dir = work / f"single-{model}"
         shutil.rmtree(run_dir, ignore_errors=True)
-        if run_cli(["train", str(path), "--run-dir", str(run_dir), "--no-progress", "--set", "train.threads=2"],
+        extra = ["--set", f"stage1.scores={scores}"] if scores is not None else []
+        if run_cli(["train", str(path), "--run-dir", str(run_dir), "--no-progress", "--set", "train.threads=2", *extra],
                    work, log, args.timeout) != 0:
             raise SystemExit(f"single-machine training failed; see {log}")
         single = json.loads((run_dir / "summary.json").read_text())
@@ -184,6 +191,10 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=["gcn"], choices=["gcn", "rbtransformer", "spexphormer"])
     ap.add_argument("--hosts", type=int, nargs="*", default=[2],
                     help="emulated host counts to run with 1 trainer each (besides 1 host x 2 trainers)")
+    ap.add_argument("--partition-method", default="metis", choices=["metis", "random"],
+                    help="random needs far less memory than METIS (about 3.5 GB per million nodes at 4 parts)")
+    ap.add_argument("--loopback", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run 1 host x 2 trainers on loopback (--no-loopback: emulated hosts only)")
     ap.add_argument("--stage1-epochs", type=int, default=20, help="Spexphormer's stage 1 (run by partition)")
     ap.add_argument("--single", action="store_true", help="also train each recipe on one machine, without DistDGL")
     ap.add_argument("--repeats", type=int, default=1, help="launches per layout (alternated)")
@@ -199,7 +210,10 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     log = work / "bench.log"
     ok, why = namespaces_available()
-    layouts = [("1 host x 2 trainers", 1, 2)] + ([(f"{h} hosts x 1 trainer", h, 1) for h in args.hosts] if ok else [])
+    layouts = ([("1 host x 2 trainers", 1, 2)] if args.loopback else []) + \
+        ([(f"{h} hosts x 1 trainer", h, 1) for h in args.hosts] if ok else [])
+    if not layouts:
+        raise SystemExit("nothing to run: --no-loopback and no emulated hosts")
     if not ok:
         print(f"emulated hosts skipped: {why}")
     import socket

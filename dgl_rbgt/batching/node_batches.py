@@ -8,7 +8,12 @@ import torch
 
 from .base import Batch, Batching
 
-__all__ = ["NodeBatches", "induced_subgraph"]
+__all__ = ["NodeBatches", "induced_subgraph", "EVAL_FULL_GRAPH_NODES"]
+
+#: Graphs up to this many nodes are evaluated whole; larger ones in contiguous parts of
+#: ``eval_batch_size`` nodes (SGFormer's large-graph evaluation). DistDGL's node batches follow
+#: the same rule, so both evaluate the same parts.
+EVAL_FULL_GRAPH_NODES = 200_000
 
 
 def induced_subgraph(graph: dgl.DGLGraph, nodes: torch.Tensor) -> tuple[dgl.DGLGraph, torch.Tensor]:
@@ -57,7 +62,7 @@ class NodeBatches(Batching):
         *,
         batch_size: int,
         eval_batch_size: int | None = None,
-        eval_full_graph_nodes: int = 200_000,
+        eval_full_graph_nodes: int = EVAL_FULL_GRAPH_NODES,
     ):
         super().__init__(graph, device)
         self.batch_size = batch_size

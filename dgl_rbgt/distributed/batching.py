@@ -121,23 +121,31 @@ class DistNodeBatches(Batching):
     subgraph, built from the servers' in-edges of its nodes; random attention groups form inside
     it. Only training nodes count in the loss (``loss_mask``).
 
-    Evaluation cuts the trainer's own nodes (``local_nodes``), in order, into parts of
-    ``eval_batch_size`` nodes, each run in the induced subgraph of the part and its
-    ``eval_context_hops``-hop in-neighbourhood (nodes of any trainer): with as many hops as the GCN
-    branch has layers, the part's nodes see every edge a full-graph evaluation would give them
-    (their neighbours' degrees are counted inside the subgraph).
+    Evaluation follows the single machine (:class:`~dgl_rbgt.batching.NodeBatches`). A graph that
+    one machine evaluates whole (up to ``EVAL_FULL_GRAPH_NODES`` nodes) is evaluated in parts of the
+    trainer's own nodes (``local_nodes``) of ``eval_batch_size`` nodes, each run in the induced
+    subgraph of the part and its ``eval_context_hops``-hop in-neighbourhood (nodes of any trainer):
+    with as many hops as the GCN branch has layers, the part's nodes see every edge a full-graph
+    evaluation would give them (their neighbours' degrees are counted inside the subgraph). A
+    larger graph, which one machine evaluates in contiguous parts of ``eval_batch_size`` nodes in
+    its node order, is evaluated in exactly those parts (``eval_parts``: this trainer's share of
+    them, dealt round-robin by :func:`~dgl_rbgt.distributed.trainer.eval_plan`), each in its
+    induced subgraph alone. Growing a part by two hops would pull most of a large graph into
+    every batch (100 x the part at degree 10), so the trainer's memory would grow with the graph.
     """
 
     name = "node_batch"
 
     def __init__(self, graph, device, *, rank: int, world: int, batch_size: int, seed: int,
-                 local_nodes: torch.Tensor, eval_batch_size: int, eval_context_hops: int = 2):
+                 local_nodes: torch.Tensor, eval_batch_size: int, eval_context_hops: int = 2,
+                 eval_parts: torch.Tensor | None = None):
         super().__init__(graph, device)
         self.rank, self.world, self.seed = rank, world, seed
         self.num_batches = -(-graph.num_nodes() // (batch_size * world))  # per trainer, per epoch
         self.local_nodes = local_nodes
         self.eval_batch_size = eval_batch_size
         self.eval_context_hops = eval_context_hops
+        self.eval_parts = eval_parts
         equal_chunks(torch.arange(graph.num_nodes()), self.num_batches * world)  # fail now if too few nodes
 
     def _in_neighbours(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,6 +185,10 @@ class DistNodeBatches(Batching):
             yield self._subgraph_batch(part)
 
     def eval_batches(self, nodes: torch.Tensor | None = None) -> Iterator[DistBatch]:
+        if self.eval_parts is not None:  # a large graph: one machine's parts, no context
+            for part in self.eval_parts.split(self.eval_batch_size):
+                yield self._subgraph_batch(part)
+            return
         for part in self.local_nodes.split(self.eval_batch_size):
             context = part
             for _ in range(self.eval_context_hops):  # grow by in-neighbours, the part's nodes first

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ..batching import Batching
+from ..batching.node_batches import EVAL_FULL_GRAPH_NODES
 from ..config.registry import MODELS
 from ..train.loop import Trainer
 from ..errors import EXIT_USER_ERROR
@@ -306,14 +307,22 @@ def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], tr
                                     train_nodes=train_nodes, eval_nodes=eval_nodes)
     if t.batching == "node_batch":
         # all of this trainer's nodes, labelled or not: the context of attention and the GCN branch
-        local = _own_nodes(g)  # this trainer evaluates these
+        local = _own_nodes(g)
         model_cls = MODELS[recipe.model.name]
         hops = model_cls.context_hops(recipe.model) if hasattr(model_cls, "context_hops") else 1
-        batching = DistNodeBatches(g, device, rank=tdist.get_rank(), world=tdist.get_world_size(),
-                                   batch_size=t.batch_size, seed=recipe.seed, local_nodes=local,
-                                   eval_batch_size=eval_bs, eval_context_hops=hops)
-        logger.info("rank %d: %d random node batches per epoch; evaluates %d nodes", tdist.get_rank(),
-                    batching.num_batches, len(local))
+        rank, world = tdist.get_rank(), tdist.get_world_size()
+        parts = None
+        if g.num_nodes() > EVAL_FULL_GRAPH_NODES:  # one machine's evaluation parts, in its node order
+            keys = g.ndata["orig_nid"][local].to(torch.int64) if "orig_nid" in g.ndata else local
+            parts, _, _ = eval_plan(all_gather_cat(local), all_gather_cat(keys),
+                                    torch.zeros(g.num_nodes(), dtype=torch.int64), rank, world, eval_bs)
+        batching = DistNodeBatches(g, device, rank=rank, world=world, batch_size=t.batch_size, seed=recipe.seed,
+                                   local_nodes=local, eval_batch_size=eval_bs, eval_context_hops=hops,
+                                   eval_parts=parts)
+        logger.info("rank %d: %d random node batches per epoch; evaluates %d nodes%s", rank, batching.num_batches,
+                    len(local if parts is None else parts),
+                    "" if parts is None else f" in parts of {eval_bs} (as one machine does above "
+                                             f"{EVAL_FULL_GRAPH_NODES} nodes)")
         return batching
     if t.batching == "neighbour_tables":
         tables = part.get("tables")
