@@ -2,8 +2,10 @@
 
 ``partition(recipe, dist)`` loads the dataset and applies the recipe's transforms exactly like a
 single-machine run (:func:`dgl_rbgt.train.run.prepare_dataset`), then calls
-:func:`dgl.distributed.partition_graph` (METIS or random; training nodes balanced across
-partitions with ``balance_ntypes=train_mask``), and writes next to DGL's files a small report,
+:func:`dgl.distributed.partition_graph` (METIS; training nodes balanced across partitions with
+``balance_ntypes=train_mask``) or, for a random partition with one halo hop, writes DGL's files one
+part at a time (:mod:`dgl_rbgt.distributed.part_writer`: DGL's partitioner needs about 250 bytes
+per edge more than the graph), and writes next to DGL's files a small report,
 ``rbgt_partition.json``: the partition sizes, the edge cut, the timings, what the trainers need
 to know about the data (feature size, classes, metric), and a fingerprint of everything the
 partitions depend on, so ``launch`` refuses partitions made from another dataset or layout.
@@ -147,11 +149,22 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
             # Original node ids travel with the partitions: trainers evaluate in single-machine order,
             # and predictions can be mapped back to the dataset's ids.
             graph.ndata["orig_nid"] = torch.arange(graph.num_nodes(), dtype=torch.int64)
-            orig_nids, _ = dgl.distributed.partition_graph(
-                graph, recipe.name, num_parts, str(out), num_hops=dist.num_hops,
-                part_method=dist.partition_method, balance_ntypes=balance, balance_edges=dist.balance_edges,
-                return_mapping=True, num_trainers_per_machine=dist.trainers_per_host,
-                graph_formats=list(dist.graph_format))
+            if dist.partition_method == "random" and dist.num_hops == 1:
+                # DGL's partitioner holds every part at once (about 250 bytes per edge): ours
+                # writes the same files one part at a time
+                from .part_writer import random_assignment, write_random_partitions
+
+                node_parts = random_assignment(graph.num_nodes(), num_parts,
+                                               torch.Generator().manual_seed(recipe.seed))
+                orig_nids = write_random_partitions(graph, node_parts, num_parts, out, recipe.name,
+                                                    list(dist.graph_format))
+                del node_parts
+            else:
+                orig_nids, _ = dgl.distributed.partition_graph(
+                    graph, recipe.name, num_parts, str(out), num_hops=dist.num_hops,
+                    part_method=dist.partition_method, balance_ntypes=balance, balance_edges=dist.balance_edges,
+                    return_mapping=True, num_trainers_per_machine=dist.trainers_per_host,
+                    graph_formats=list(dist.graph_format))
         t_part = time.perf_counter() - t1
         config_path = out / f"{recipe.name}.json"
         if tables is not None:  # node ids in the tables: DistGraph ids from here on
