@@ -7,9 +7,12 @@ generator at ``--nodes`` nodes. For each model and layout the script partitions 
 partitioner's peak memory comes from its report) and launches ``--repeats`` times, alternating the
 layouts, then reports the median epoch time (rank 0's epochs), the median evaluation time, test
 accuracy and the peak resident memory of every process (servers and trainers, read by the
-launcher's guard), next to the baseline of a process that only imports the stack. ``--single``
-also trains the same recipe on one machine without DistDGL, for the accuracy and memory it is
-compared with.
+launcher's guard), next to the baseline of a process that only imports the stack, and the memory
+of the fullest host: the sum of its processes' peak proportional set sizes (PSS, sampled every
+half second; a server shares its partition with its host's trainers through shared memory, which
+each one's RSS counts in full). ``--single`` also trains the same recipe on one machine without
+DistDGL, for the accuracy and memory it is compared with (``host_vs_single``: host peak over the
+single machine's peak).
 
 Models (``--models``):
 
@@ -81,6 +84,17 @@ def baseline_rss_mb(workdir: Path) -> float:
     return (proc.peak_rss_kb or 0) / 1024
 
 
+def host_peaks(procs: list[dict]) -> list[float]:
+    """Memory per host (MB): the sum of its processes' peak proportional set sizes. A server
+    shares its partition with the trainers of its host through shared memory, which the resident
+    set size of each counts in full; PSS splits shared pages between them. A sum of peaks is an
+    upper bound of the host's peak (they need not coincide)."""
+    hosts: dict[str, float] = {}
+    for p in procs:
+        hosts[p["host"]] = hosts.get(p["host"], 0.0) + (p.get("peak_pss_mb") or p["peak_rss_mb"])
+    return [round(v, 1) for v in hosts.values()]
+
+
 def run_cli(argv: list[str], cwd: Path, log: Path, timeout: float) -> int:
     with open(log, "a") as out:
         done = subprocess.run([sys.executable, "-m", "dgl_rbgt", *argv], cwd=cwd, stdout=out,
@@ -147,6 +161,7 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
                 "test_acc": summary["test_metric"],
                 "server_mb": [p["peak_rss_mb"] for p in procs if p["role"] == "server"],
                 "trainer_mb": [p["peak_rss_mb"] for p in procs if p["role"] == "trainer"],
+                "host_mb": host_peaks(procs),
             })
     rows = []
     for layout in order:
@@ -165,10 +180,13 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
             "test_acc": round(statistics.median(r["test_acc"] for r in rs), 4),
             "server_peak_mb": max(max(r["server_mb"]) for r in rs),
             "trainer_peak_mb": max(max(r["trainer_mb"]) for r in rs),
+            "host_peak_mb": max(max(r["host_mb"]) for r in rs),
             "baseline_mb": round(base, 1),
             "single_test_acc": None if single is None else round(single["test_metric"], 4),
             "single_peak_mb": None if single is None else round(single["peak_memory_mb"], 1),
             "single_epoch_s": None if single is None else single.get("median_epoch_seconds"),
+            "host_vs_single": None if single is None else round(max(max(r["host_mb"]) for r in rs)
+                                                                / single["peak_memory_mb"], 2),
             "repeats": args.repeats, "epochs": args.epochs, "batch_size": args.batch_size,
             "fanouts": " ".join(map(str, args.fanouts)) if model == "gcn" else "", "cpus": os.cpu_count(),
         })
@@ -239,12 +257,13 @@ def main() -> int:
         writer.writeheader()
         writer.writerows(rows)
     cols = ["model", "layout", "partition_s", "partition_peak_mb", "edge_cut_pct", "epoch_s_median", "epoch_s_min",
-            "epoch_s_max", "eval_s_median", "server_peak_mb", "trainer_peak_mb", "baseline_mb", "test_acc",
-            "single_test_acc", "single_peak_mb"]
+            "epoch_s_max", "eval_s_median", "server_peak_mb", "trainer_peak_mb", "host_peak_mb", "baseline_mb",
+            "test_acc", "single_test_acc", "single_peak_mb", "host_vs_single"]
     width = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
     print(f"\nDistDGL on one box ({os.cpu_count()} cores, 1 thread per process): {args.nodes} nodes, "
           f"{rows[0]['edges']} edges, batch {args.batch_size} per trainer (GCN fanouts {args.fanouts}), "
-          f"{args.epochs} epochs x {args.repeats} launch(es); memory = peak RSS per process (MB)")
+          f"{args.epochs} epochs x {args.repeats} launch(es); server/trainer: peak RSS per process, host: sum of "
+          f"its processes' peak PSS (MB)")
     print("  ".join(c.ljust(w) for c, w in zip(cols, width)))
     for r in rows:
         print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, width)))

@@ -36,6 +36,9 @@ class DistBatch(Batch):
 
     labels: torch.Tensor = None
     loss_mask: torch.Tensor | None = None  # (B,) bool; None: every output node is a training node
+    #: (B,) int8 split of every output node (0 train, 1 val, 2 test, -1 none), where the batch
+    #: carries it (evaluation node batches); else the trainer looks it up
+    splits: torch.Tensor | None = None
 
 
 def equal_chunks(nodes: torch.Tensor, num_chunks: int) -> list[torch.Tensor]:
@@ -156,8 +159,9 @@ class DistNodeBatches(Batching):
         # DGL 2.1 (it unpacks a 4-tuple into 3 names); a fanout of -1 takes every in-edge.
         return dgl.distributed.sample_neighbors(self.graph, nodes, -1).edges()
 
-    def _subgraph_batch(self, nodes: torch.Tensor, num_outputs: int | None = None) -> DistBatch:
-        """The induced subgraph of distinct ``nodes``; its first ``num_outputs`` rows are the output."""
+    def _subgraph_batch(self, nodes: torch.Tensor, num_outputs: int | None = None, splits: bool = False) -> DistBatch:
+        """The induced subgraph of distinct ``nodes``; its first ``num_outputs`` rows are the output.
+        With ``splits`` the batch carries its output nodes' splits, read from the masks."""
         import dgl
 
         g = self.graph
@@ -172,8 +176,15 @@ class DistNodeBatches(Batching):
         feat = g.ndata["feat"][nodes].to(self.device)
         out = nodes[:num_outputs]
         labels = g.ndata["label"][out].to(self.device)
-        train = g.ndata["train_mask"][out].to(torch.bool).to(self.device)
-        return DistBatch(out.to(self.device), lambda model: model(sub, feat)[:num_outputs], labels, train)
+        train = g.ndata["train_mask"][out].to(torch.bool)
+        codes = None
+        if splits:  # later masks win, as a node is in at most one split
+            codes = torch.full((len(out),), -1, dtype=torch.int8)
+            for i, key in enumerate(("train_mask", "val_mask", "test_mask")):
+                codes[(train if i == 0 else g.ndata[key][out].to(torch.bool))] = i
+            codes = codes.to(self.device)
+        return DistBatch(out.to(self.device), lambda model: model(sub, feat)[:num_outputs], labels,
+                         train.to(self.device), splits=codes)
 
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[DistBatch]:
         from ..train.loop import epoch_seed
@@ -187,7 +198,7 @@ class DistNodeBatches(Batching):
     def eval_batches(self, nodes: torch.Tensor | None = None) -> Iterator[DistBatch]:
         if self.eval_parts is not None:  # a large graph: one machine's parts, no context
             for part in self.eval_parts.split(self.eval_batch_size):
-                yield self._subgraph_batch(part)
+                yield self._subgraph_batch(part, splits=True)
             return
         for part in self.local_nodes.split(self.eval_batch_size):
             context = part
@@ -196,7 +207,7 @@ class DistNodeBatches(Batching):
                 new = torch.unique(src)
                 new = new[~torch.isin(new, context)]
                 context = torch.cat([context, new])
-            yield self._subgraph_batch(context, num_outputs=len(part))
+            yield self._subgraph_batch(context, num_outputs=len(part), splits=True)
 
     def num_train_batches(self, train_nodes: torch.Tensor) -> int:
         return self.num_batches

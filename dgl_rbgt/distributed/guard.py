@@ -7,7 +7,7 @@ checked. It sets the working folder and environment, starts the command in its o
 and stops that group when its stdin closes (the launcher died, or ssh dropped) or on
 SIGTERM/SIGINT/SIGHUP. When the command ends it prints ``dgl-rbgt-guard-ended:`` at once, then
 reaps what the command left behind, prints ``dgl-rbgt-guard:`` with the command's peak resident
-memory, and exits with the command's status (re-raising its signal).
+memory (and its peak proportional set size, sampled every half second), and exits with the command's status (re-raising its signal).
 """
 import os
 import resource
@@ -17,11 +17,23 @@ import sys
 import threading
 import time
 
-#: The guard's final line: ``exit=... maxrss_kb=... pid=...``.
+#: The guard's final line: ``exit=... maxrss_kb=... maxpss_kb=... pid=...``.
 GUARD_MARK = "dgl-rbgt-guard:"
 #: Printed the moment the command ends by itself, before the clean-up of its leftovers (which can
 #: take seconds): the launcher orders failures by when this line arrives.
 GUARD_ENDED = "dgl-rbgt-guard-ended:"
+
+
+def pss_kb(pid: int) -> int:
+    """The process's proportional set size in kB (Linux ``smaps_rollup``; 0 where unreadable)."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def main() -> None:
@@ -74,8 +86,14 @@ def main() -> None:
                 os.kill(pid, sig)
             except OSError:
                 pass
+    # Peak proportional set size, sampled: resident memory with pages shared between processes
+    # (DistDGL's server shares its partition with the trainers of its host) split between them,
+    # so the processes of a host add up to what the host holds; RSS counts shared pages in each.
+    peak_pss, ticks = 0, 0
     while child.poll() is None and not stop.wait(0.05):
-        pass
+        ticks += 1
+        if ticks % 10 == 0:
+            peak_pss = max(peak_pss, pss_kb(child.pid))
     if child.poll() is not None:
         print(GUARD_ENDED + " exit=%d pid=%d" % (child.returncode, child.pid), flush=True)
     if child.poll() is None:  # asked to stop: TERM the group, then KILL what is left after grace
@@ -97,7 +115,7 @@ def main() -> None:
     if rc is None:
         rc = child.wait()
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(GUARD_MARK + " exit=%d maxrss_kb=%d pid=%d" % (rc, peak, child.pid), flush=True)
+    print(GUARD_MARK + " exit=%d maxrss_kb=%d maxpss_kb=%d pid=%d" % (rc, peak, peak_pss, child.pid), flush=True)
     if rc < 0:  # die of the same signal, so the launcher sees what killed the command
         try:
             signal.signal(-rc, signal.SIG_DFL)

@@ -35,7 +35,9 @@ __all__ = ["partition", "partition_inputs", "read_report", "check_partitions", "
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "rbgt_partition.json"
-REPORT_FORMAT = 2  # 2: Spexphormer partitions hold the stage-1 scores (tables redrawn by the trainers)
+# 2: Spexphormer partitions hold the stage-1 scores (tables redrawn by the trainers);
+# 3: every partition holds ndata["dist_nid"] (the DistGraph id of each original id)
+REPORT_FORMAT = 3
 
 
 def partition_inputs(recipe, dist: DistributedSection) -> dict[str, Any]:
@@ -72,6 +74,24 @@ def _partition_of_nodes(num_nodes: int, orig_nids: torch.Tensor, node_map: list[
     for p, (start, end) in enumerate(node_map):
         part[orig_nids[start:end]] = p
     return part
+
+
+def _store_dist_nids(part_config: Path, orig_nids: torch.Tensor) -> None:
+    """Add ``ndata["dist_nid"]`` to every partition: entry ``i`` (DistGraph node ``i``'s row) holds
+    the DistGraph id of *original* node ``i``. Trainers read the ids of a range of original ids
+    from it (one machine's evaluation parts) without a map of the graph's size of their own."""
+    from dgl.data.utils import load_tensors, save_tensors
+
+    meta = json.loads(part_config.read_text())
+    dist_nid = torch.empty_like(orig_nids)
+    dist_nid[orig_nids] = torch.arange(len(orig_nids), dtype=orig_nids.dtype)
+    for p, (start, end) in enumerate(meta["node_map"]["_N"]):
+        path = part_config.parent / meta[f"part-{p}"]["node_feats"]
+        feats = load_tensors(str(path))
+        feats["_N/dist_nid"] = dist_nid[start:end].clone()
+        tmp = path.with_name(path.name + ".tmp")
+        save_tensors(str(tmp), feats)
+        tmp.replace(path)
 
 
 def _partition_stats(graph, part: torch.Tensor, num_parts: int) -> dict[str, Any]:
@@ -167,6 +187,7 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
                     graph_formats=list(dist.graph_format))
         t_part = time.perf_counter() - t1
         config_path = out / f"{recipe.name}.json"
+        _store_dist_nids(config_path, orig_nids)
         if tables is not None:  # node ids in the tables: DistGraph ids from here on
             from .tables import remap_tables
 

@@ -118,6 +118,7 @@ class Proc:
     popen: Optional[subprocess.Popen] = field(default=None, repr=False)
     returncode: Optional[int] = None
     peak_rss_kb: Optional[int] = None
+    peak_pss_kb: Optional[int] = None  # sampled; shared pages split between the processes sharing them
     child_pid: Optional[int] = None
     command_exit: Optional[int] = None  # the command's own exit status, from the guard's first line
     command_ended: Optional[float] = None  # when that line arrived (the launcher's clock)
@@ -189,6 +190,7 @@ class LaunchResult:
         return [{"host": p.host, "role": p.role, "rank": p.rank, "pid": p.child_pid or p.pid,
                  "returncode": p.returncode, "stopped_by_launcher": p.stopped_by_launcher,
                  "peak_rss_mb": None if p.peak_rss_kb is None else round(p.peak_rss_kb / 1024, 1),
+                 "peak_pss_mb": None if not p.peak_pss_kb else round(p.peak_pss_kb / 1024, 1),
                  "seconds": None if p.ended is None else round(p.ended - p.started, 2)} for p in self.procs]
 
 
@@ -252,6 +254,7 @@ class Launcher:
                 line, fields = _split_guard_line(line, GUARD_MARK)
                 try:
                     proc.peak_rss_kb = int(fields["maxrss_kb"])
+                    proc.peak_pss_kb = int(fields.get("maxpss_kb", 0))
                     proc.child_pid = int(fields["pid"])
                 except (KeyError, ValueError):
                     pass

@@ -154,6 +154,7 @@ class DistTrainer(Trainer):
         self.splits = {k: v.to(self.device) for k, v in splits.items()}
         # (sorted ids, split codes) of every labelled node of every rank: 0 train, 1 val, 2 test
         self._eval_sorted, self._eval_codes = code_lookup
+        self.memory = _MemoryLog(kwargs.get("is_writer", True))
 
     def train_step(self, batch: DistBatch) -> tuple[float, int]:
         logits = batch.run(self.model)  # through DDP: gradients are all-reduced in backward
@@ -173,21 +174,64 @@ class DistTrainer(Trainer):
         # may start collectives (buffer broadcasts) that would then never be matched.
         module = self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
         module.eval()
-        ids, outs, labels = [], [], []
+        ids, outs, labels, codes = [], [], [], []
         for batch in self.batching.eval_batches():
-            ids.append(batch.output_nodes)
-            outs.append(batch.run(module))
-            labels.append(batch.labels)
+            # Node batches output every node of a subgraph; keep the labelled ones
+            split = self._split_codes(batch)
+            keep = split >= 0
+            ids.append(batch.output_nodes[keep])
+            outs.append(batch.run(module)[keep])
+            labels.append(batch.labels[keep])
+            codes.append(split[keep])
         ids = torch.cat(ids) if ids else torch.empty(0, dtype=torch.int64, device=self.device)
         outs = torch.cat(outs) if outs else torch.empty((0, self.num_outputs), device=self.device)
         labels = torch.cat(labels) if labels else self.labels[:0]
-        # Node batches output every node of a subgraph; keep the labelled ones (their split codes)
-        pos = torch.searchsorted(self._eval_sorted, ids.cpu()).clamp_(max=max(len(self._eval_sorted) - 1, 0))
-        keep = (self._eval_sorted[pos] == ids.cpu()) if len(self._eval_sorted) else torch.zeros_like(pos, dtype=torch.bool)
-        keep_dev = keep.to(self.device)
-        ids, outs, labels = ids[keep_dev], outs[keep_dev], labels[keep_dev]
-        codes = self._eval_codes[pos[keep]].to(self.device)
+        codes = torch.cat(codes) if codes else torch.empty(0, dtype=torch.int64, device=self.device)
         return all_gather_cat(ids), all_gather_cat(outs.float()), all_gather_cat(labels), all_gather_cat(codes)
+
+    def _split_codes(self, batch: DistBatch) -> torch.Tensor:
+        """(B,) int64 split of every output node of ``batch``: 0 train, 1 val, 2 test, -1 none;
+        carried by the batch, else looked up in the evaluation plan's (ids, codes)."""
+        if batch.splits is not None:
+            return batch.splits.to(torch.int64)
+        ids = batch.output_nodes.cpu()
+        codes = torch.full_like(ids, -1)
+        if len(self._eval_sorted):
+            pos = torch.searchsorted(self._eval_sorted, ids).clamp_(max=len(self._eval_sorted) - 1)
+            keep = self._eval_sorted[pos] == ids
+            codes[keep] = self._eval_codes[pos[keep]]
+        return codes.to(batch.output_nodes.device)
+
+    @torch.no_grad()
+    def _evaluate_counts(self) -> dict[str, float]:
+        """Accuracy and validation loss from sums: each rank counts, batch by batch, its correct
+        predictions and nodes per split and its validation loss, and one ``all_reduce`` adds them
+        up. Nothing of the size of the graph is gathered (on a 10M-node graph the gathered logits,
+        labels and ids took about 1 GB on every rank)."""
+        import torch.distributed as tdist
+
+        module = self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+        module.eval()
+        sums = torch.zeros(8, dtype=torch.float64)  # correct and count per split, val loss sum and count
+        for batch in self.batching.eval_batches():
+            logits, labels = batch.run(module).float(), batch.labels
+            codes = self._split_codes(batch).to(logits.device)
+            right = logits.argmax(-1) == labels
+            for i in range(3):
+                sel = codes == i
+                sums[2 * i] += int(right[sel].sum())
+                sums[2 * i + 1] += int(sel.sum())
+            val = codes == 1
+            if bool(val.any()):
+                sums[6] += float(torch.nn.functional.cross_entropy(logits[val], labels[val], reduction="sum"))
+                sums[7] += int(val.sum())
+        sums = sums.to(collective_device())
+        tdist.all_reduce(sums)
+        sums = sums.cpu().tolist()
+        result = {f"{split}_metric": sums[2 * i] / sums[2 * i + 1] if sums[2 * i + 1] else math.nan
+                  for i, split in enumerate(("train", "val", "test"))}
+        result["val_loss"] = sums[6] / sums[7] if sums[7] else math.nan
+        return result
 
     @torch.no_grad()
     def gather_logits(self, nodes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,7 +244,13 @@ class DistTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        self.memory("training epoch")
+        if self.metric.name == "accuracy":
+            result = self._evaluate_counts()
+            self.memory("evaluation")
+            return result
         _, logits, labels, codes = self._gather_eval()
+        self.memory("evaluation gather")
         result = {}
         for i, split in enumerate(("train", "val", "test")):
             sel = codes == i
@@ -277,6 +327,23 @@ def _plan_evaluation(g, splits: dict[str, torch.Tensor], rank: int, world: int, 
     return eval_plan(all_gather_cat(local), all_gather_cat(keys), all_gather_cat(codes), rank, world, batch_size)
 
 
+def _eval_parts(g, rank: int, world: int, batch_size: int) -> torch.Tensor:
+    """This rank's share of one machine's evaluation parts of a node-batch model: the original
+    ids cut into contiguous parts of ``batch_size``, part ``k`` to rank ``k % world``, as
+    DistGraph ids (concatenated in order). Each part's ids are read from ``ndata["dist_nid"]``
+    (stored by ``dgl-rbgt partition``: entry ``i`` holds the DistGraph id of original node ``i``),
+    so no rank holds anything of the graph's size."""
+    n = g.num_nodes()
+    if "dist_nid" not in g.ndata:
+        from ..errors import UserError
+
+        raise UserError("the partitions lack ndata['dist_nid'] (made by an older dgl-rbgt partition); "
+                        "run `dgl-rbgt partition RECIPE` again")
+    starts = range(rank * batch_size, n, world * batch_size)
+    parts = [g.ndata["dist_nid"][torch.arange(a, min(a + batch_size, n))] for a in starts]
+    return torch.cat(parts).to(torch.int64) if parts else torch.empty(0, dtype=torch.int64)
+
+
 def _max_over_ranks(value: int) -> int:
     import torch.distributed as tdist
 
@@ -313,9 +380,7 @@ def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], tr
         rank, world = tdist.get_rank(), tdist.get_world_size()
         parts = None
         if g.num_nodes() > EVAL_FULL_GRAPH_NODES:  # one machine's evaluation parts, in its node order
-            keys = g.ndata["orig_nid"][local].to(torch.int64) if "orig_nid" in g.ndata else local
-            parts, _, _ = eval_plan(all_gather_cat(local), all_gather_cat(keys),
-                                    torch.zeros(g.num_nodes(), dtype=torch.int64), rank, world, eval_bs)
+            parts = _eval_parts(g, rank, world, eval_bs)
         batching = DistNodeBatches(g, device, rank=rank, world=world, batch_size=t.batch_size, seed=recipe.seed,
                                    local_nodes=local, eval_batch_size=eval_bs, eval_context_hops=hops,
                                    eval_parts=parts)
@@ -344,6 +409,20 @@ def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], tr
                                  resampler=resampler)
     raise ValueError(f"train.batching {t.batching!r} has no distributed form; those with one: "
                      f"{sorted(DIST_BATCHINGS)}")  # the recipe check rejects it first
+
+
+class _MemoryLog:
+    """Logs the resident and peak memory after each setup stage (rank 0 only): what a trainer
+    holds before its first batch, stage by stage, for sizing hosts."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, stage: str) -> None:
+        if self.enabled:
+            from ..utils.memory import peak_rss_mb, rss_mb
+
+            logger.info("rank 0 memory after %s: resident %.0f MB, peak %.0f MB", stage, rss_mb(), peak_rss_mb())
 
 
 def run_trainer(spec: dict) -> int:
@@ -377,11 +456,19 @@ def run_trainer(spec: dict) -> int:
         log_to_file(rd.log)
         logger.info("%s: %d trainer(s); resolved recipe in %s", recipe.name, world, rd.recipe)
 
+    memory = _MemoryLog(rank == 0)
     g = dgl.distributed.DistGraph(part["graph_name"])
+    memory("graph client")
     splits, train_nodes = _split_nodes(g, rank, world, recipe.seed)
+    memory("node split")
     eval_bs = t.eval_batch_size or t.batch_size
-    eval_nodes, sorted_ids, sorted_codes = _plan_evaluation(g, splits, rank, world, eval_bs)
+    if t.batching == "node_batch":  # its evaluation batches carry their splits: no plan over all nodes
+        eval_nodes = sorted_ids = sorted_codes = torch.empty(0, dtype=torch.int64)
+    else:
+        eval_nodes, sorted_ids, sorted_codes = _plan_evaluation(g, splits, rank, world, eval_bs)
+    memory("evaluation plan")
     batching = _batching(g, recipe, part, device, splits, train_nodes, eval_nodes, eval_bs)
+    memory("batching")
     seed_everything(recipe.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(recipe, part["in_feats"], part["num_classes"]).to(device)
     ddp = Replicated(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -26,13 +26,15 @@ def test_large_graph_parts_equal_single_machine_parts():
     g = dgl.rand_graph(n, 1500)
     g.ndata["feat"] = torch.randn(n, 5)
     g.ndata["label"] = torch.randint(0, 3, (n,))
-    g.ndata["train_mask"] = torch.rand(n) < 0.3
+    split = torch.randint(-1, 3, (n,))  # -1: in no split
+    for i, key in enumerate(("train_mask", "val_mask", "test_mask")):
+        g.ndata[key] = split == i
     single = NodeBatches(g, batch_size=64, eval_batch_size=eval_bs, eval_full_graph_nodes=100)
     expected = list(single.eval_batches(torch.arange(n)))
     # DistGraph ids: another numbering; the original ids are the single machine's
     dist_of_orig = torch.randperm(n)
     dg = dgl.graph((dist_of_orig[g.edges()[0]], dist_of_orig[g.edges()[1]]), num_nodes=n)
-    for key in ("feat", "label", "train_mask"):
+    for key in ("feat", "label", "train_mask", "val_mask", "test_mask"):
         dg.ndata[key] = torch.empty_like(g.ndata[key])
         dg.ndata[key][dist_of_orig] = g.ndata[key]
     shares = torch.randperm(n).tensor_split(world)  # every trainer's own nodes, in DistGraph ids
@@ -58,3 +60,4 @@ def test_large_graph_parts_equal_single_machine_parts():
         assert torch.equal(feat, single_feat)
         assert _edge_set(sub, nodes) == _edge_set(single_sub, want.output_nodes)  # the induced subgraph alone
         assert torch.equal(batch.labels, g.ndata["label"][nodes])
+        assert torch.equal(batch.splits.to(torch.int64), split[nodes])  # the batch carries its splits

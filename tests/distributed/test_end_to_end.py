@@ -155,6 +155,8 @@ def test_two_host_run_trains_like_one_machine(cluster, watched, helpers):
             assert f"[{addr} server" in out and f"[{addr} trainer" in out
     processes = json.loads((run_dir / "processes.json").read_text())
     assert all(p["returncode"] == 0 for p in processes), processes
+    # processes that ran for seconds have a sampled PSS: at most their RSS, and positive
+    assert all(0 < p["peak_pss_mb"] <= p["peak_rss_mb"] for p in processes), processes
     assert not helpers.alive(w.seen.values())
 
 

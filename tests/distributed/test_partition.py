@@ -33,9 +33,12 @@ def test_report_matches_dgl_partitions(tmp_path, method):
     assert len(parts) == 2 and sum(p["nodes"] for p in parts) == N
     assert sum(p["edges"] for p in parts) == report["num_edges"]
     cut_edges = 0
+    orig_nid, dist_nid = [], []  # node data in DistGraph id order, over all parts
     for p in parts:
         g, node_feats, _, gpb, name, _, _ = dgl.distributed.load_partition(str(out / report["part_config"]), p["part"])
         assert name == "ptest"
+        orig_nid.append(node_feats["_N/orig_nid"])
+        dist_nid.append(node_feats["_N/dist_nid"])
         inner = g.ndata["inner_node"].bool()
         assert int(inner.sum()) == p["nodes"]
         assert int((~inner).sum()) == p["halo_nodes"]  # 1-hop halo: the other partitions' in-neighbours
@@ -44,6 +47,9 @@ def test_report_matches_dgl_partitions(tmp_path, method):
         assert int(dst_inner.sum()) == p["edges"]
         cut_edges += int((dst_inner & ~inner[g.edges()[0]]).sum())
     assert cut_edges == report["edge_cut"]
+    orig_nid, dist_nid = torch.cat(orig_nid), torch.cat(dist_nid)
+    assert sorted(orig_nid.tolist()) == list(range(N))
+    assert torch.equal(dist_nid[orig_nid], torch.arange(N))  # entry i: the DistGraph id of original node i
     assert 0 < report["edge_cut_fraction"] < 1
     if method == "metis":  # METIS with the training-node constraint balances training nodes
         train = [p["train"] for p in parts]
