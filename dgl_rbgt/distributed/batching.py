@@ -132,8 +132,7 @@ class DistNodeBatches(Batching):
     evaluation would give them (their neighbours' degrees are counted inside the subgraph). A
     larger graph, which one machine evaluates in contiguous parts of ``eval_batch_size`` nodes in
     its node order, is evaluated in exactly those parts (``eval_parts``: this trainer's share of
-    them, dealt round-robin by :func:`~dgl_rbgt.distributed.trainer.eval_plan`), each in its
-    induced subgraph alone. Growing a part by two hops would pull most of a large graph into
+    them, dealt round-robin), each in its induced subgraph alone. Growing a part by two hops would pull most of a large graph into
     every batch (100 x the part at degree 10), so the trainer's memory would grow with the graph.
     """
 

@@ -7,7 +7,8 @@ checked. It sets the working folder and environment, starts the command in its o
 and stops that group when its stdin closes (the launcher died, or ssh dropped) or on
 SIGTERM/SIGINT/SIGHUP. When the command ends it prints ``dgl-rbgt-guard-ended:`` at once, then
 reaps what the command left behind, prints ``dgl-rbgt-guard:`` with the command's peak resident
-memory (and its peak proportional set size, sampled every half second), and exits with the command's status (re-raising its signal).
+memory and its peak proportional set size (sampled every half second), and exits with the
+command's status (re-raising its signal).
 """
 import os
 import resource

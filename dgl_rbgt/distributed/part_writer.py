@@ -47,7 +47,7 @@ def random_assignment(num_nodes: int, num_parts: int, generator: torch.Generator
 
 
 def write_random_partitions(graph, node_parts: torch.Tensor, num_parts: int, out_dir: str | os.PathLike,
-                            graph_name: str, graph_formats: list[str] | None = None, progress=None) -> torch.Tensor:
+                            graph_name: str, graph_formats: list[str] | None = None) -> torch.Tensor:
     """Write ``graph`` as DistDGL partitions (one halo hop), one part at a time.
 
     Parameters
@@ -64,8 +64,6 @@ def write_random_partitions(graph, node_parts: torch.Tensor, num_parts: int, out
         The name DistDGL's ``DistGraph`` is opened with.
     graph_formats : list of str, optional
         Sparse formats saved with each part (default ``["csc"]``).
-    progress : callable, optional
-        Called with the part index after each part is written.
 
     Returns
     -------
@@ -142,8 +140,6 @@ def write_random_partitions(graph, node_parts: torch.Tensor, num_parts: int, out
         meta[f"part-{p}"] = {"node_feats": f"part{p}/node_feat.dgl", "edge_feats": f"part{p}/edge_feat.dgl",
                              "part_graph": f"part{p}/graph.dgl"}
         del part, eids_orig, inner_orig, outer_orig, outer_new, local_ids
-        if progress is not None:
-            progress(p)
     (out / f"{graph_name}.json").write_text(json.dumps(meta, indent=4))
     return orig_nids
 

@@ -412,8 +412,8 @@ def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], tr
 
 
 class _MemoryLog:
-    """Logs the resident and peak memory after each setup stage (rank 0 only): what a trainer
-    holds before its first batch, stage by stage, for sizing hosts."""
+    """Logs rank 0's resident and peak memory after each setup stage, each training epoch and
+    each evaluation: what a trainer holds, stage by stage, for sizing hosts."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
