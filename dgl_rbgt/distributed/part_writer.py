@@ -122,13 +122,22 @@ def write_random_partitions(graph, node_parts: torch.Tensor, num_parts: int, out
             inside = (ids >= n0) & (ids < n1)
             return torch.where(inside, ids - n0, (n1 - n0) + torch.searchsorted(halo, ids))
 
-        part = dgl.graph((local(u), local(v)), num_nodes=len(local_ids))
+        # Built as CSC with the edges numbered in CSC order: DGL then stores no edge-id array
+        # beside the CSC (8 bytes per edge less on disk, in the server's shared memory and in
+        # every trainer that maps it); local edge ids are free, the global ones are in edata.
+        lu, lv = local(u), local(v)
         del u, v, ends
+        order = torch.sort(lv, stable=True).indices
+        indptr = torch.zeros(len(local_ids) + 1, dtype=torch.int64)
+        indptr[1:] = torch.cumsum(torch.bincount(lv, minlength=len(local_ids)), 0)
+        part = dgl.graph(("csc", (indptr, lu[order], torch.empty(0, dtype=torch.int64))), num_nodes=len(local_ids))
+        del lu, lv
         part.ndata[dgl.NID] = local_ids
         part.ndata["inner_node"] = (torch.arange(len(local_ids)) < n1 - n0).to(torch.uint8)
         part.ndata["part_id"] = torch.searchsorted(node_ends, local_ids, right=True)
-        part.edata[dgl.EID] = torch.cat([torch.arange(e0, e1), outer_new])
-        part.edata["inner_edge"] = (torch.arange(len(eids_orig)) < e1 - e0).to(torch.uint8)
+        part.edata[dgl.EID] = torch.cat([torch.arange(e0, e1), outer_new])[order]
+        part.edata["inner_edge"] = (order < e1 - e0).to(torch.uint8)
+        del order
         part_dir = out / f"part{p}"
         part_dir.mkdir(parents=True, exist_ok=True)
         inner_nodes = orig_nids[n0:n1]
