@@ -76,10 +76,15 @@ def _partition_of_nodes(num_nodes: int, orig_nids: torch.Tensor, node_map: list[
     return part
 
 
-def _store_dist_nids(part_config: Path, orig_nids: torch.Tensor) -> None:
-    """Add ``ndata["dist_nid"]`` to every partition: entry ``i`` (DistGraph node ``i``'s row) holds
-    the DistGraph id of *original* node ``i``. Trainers read the ids of a range of original ids
-    from it (one machine's evaluation parts) without a map of the graph's size of their own."""
+def _store_node_ids(part_config: Path, orig_nids: torch.Tensor, table_keys: list[str]) -> None:
+    """One pass over the partitions' node data, after DGL's renumbering:
+
+    - adds ``ndata["dist_nid"]``: entry ``i`` (DistGraph node ``i``'s row) holds the DistGraph id of
+      *original* node ``i``, so trainers read the ids of a range of original ids (one machine's
+      evaluation parts) without a map of the graph's size of their own;
+    - rewrites the node ids held in ``table_keys`` (Spexphormer's stored tables) from original
+      into DistGraph ids.
+    """
     from dgl.data.utils import load_tensors, save_tensors
 
     meta = json.loads(part_config.read_text())
@@ -89,6 +94,8 @@ def _store_dist_nids(part_config: Path, orig_nids: torch.Tensor) -> None:
         path = part_config.parent / meta[f"part-{p}"]["node_feats"]
         feats = load_tensors(str(path))
         feats["_N/dist_nid"] = dist_nid[start:end].clone()
+        for key in table_keys:
+            feats[f"_N/{key}"] = dist_nid[feats[f"_N/{key}"]]
         tmp = path.with_name(path.name + ".tmp")
         save_tensors(str(tmp), feats)
         tmp.replace(path)
@@ -135,7 +142,7 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
     inputs = partition_inputs(recipe, dist)
     num_parts = inputs["num_parts"]
     spex = recipe.train.batching == "neighbour_tables"
-    names = ["dataset", *(["stage 1", "tables"] if spex else []), "partition", *(["table ids"] if spex else [])]
+    names = ["dataset", *(["stage 1", "tables"] if spex else []), "partition", "node ids"]
     with Stages(f"partition {recipe.name}", names, progress) as stages:
         t0 = time.perf_counter()
         with stages.stage("dataset"):
@@ -187,12 +194,8 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
                     graph_formats=list(dist.graph_format))
         t_part = time.perf_counter() - t1
         config_path = out / f"{recipe.name}.json"
-        _store_dist_nids(config_path, orig_nids)
-        if tables is not None:  # node ids in the tables: DistGraph ids from here on
-            from .tables import remap_tables
-
-            with stages.stage("table ids"):
-                remap_tables(config_path, orig_nids, [k for k in tables if k.endswith("_table")])
+        with stages.stage("node ids"):  # node ids in the tables: DistGraph ids from here on
+            _store_node_ids(config_path, orig_nids, [k for k in tables or () if k.endswith("_table")])
     meta = json.loads(config_path.read_text())
     node_map = meta["node_map"]["_N"]
     part = _partition_of_nodes(graph.num_nodes(), orig_nids, node_map)

@@ -16,9 +16,9 @@ partitions:
   distributed evaluation sees exactly the neighbourhoods a single machine would.
 
 Each draw and layer is three node-data fields (:func:`table_key`): the source node of every entry
-(rewritten into DistGraph ids after partitioning, :func:`remap_tables`), its edge type and its
-validity flag. Trainers pull the rows of the nodes they need from the servers that own them, like
-features.
+(rewritten into DistGraph ids by :func:`dgl_rbgt.distributed.partition.partition`), its edge type
+and its validity flag. Trainers pull the rows of the nodes they need from the servers that own
+them, like features.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["TABLE_KINDS", "SCORES_KEY", "StoredNeighbourTables", "TableResampler", "table_key", "draw_tables",
-           "remap_tables", "partition_scores", "redraw_seed"]
+           "partition_scores", "redraw_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,31 +91,6 @@ def redraw_seed(seed: int, epoch: int, rank: int) -> int:
     from ..train.loop import epoch_seed
 
     return (epoch_seed(seed, epoch) * 1_000_003 + 7919 * (rank + 1)) % (2**63 - 1)
-
-
-def remap_tables(part_config: str | Path, orig_nids: torch.Tensor, keys: list[str]) -> None:
-    """Rewrite the stored ``table`` fields of every partition from original into DistGraph ids.
-
-    ``orig_nids[i]`` is the original id of DistGraph node ``i`` (``partition_graph``'s mapping);
-    ``keys`` are the node-data names holding node ids.
-    """
-    import json
-
-    from dgl.data.utils import load_tensors, save_tensors
-
-    part_config = Path(part_config)
-    meta = json.loads(part_config.read_text())
-    new_id = torch.empty_like(orig_nids)
-    new_id[orig_nids] = torch.arange(len(orig_nids), dtype=orig_nids.dtype)
-    for p in range(meta["num_parts"]):
-        path = part_config.parent / meta[f"part-{p}"]["node_feats"]
-        feats = load_tensors(str(path))
-        for key in keys:
-            name = f"_N/{key}"
-            feats[name] = new_id[feats[name]]
-        tmp = path.with_name(path.name + ".tmp")
-        save_tensors(str(tmp), feats)
-        tmp.replace(path)
 
 
 def partition_scores(recipe, dataset, graph, out_dir: Path, progress: bool = False) -> torch.Tensor:

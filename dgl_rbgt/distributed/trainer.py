@@ -170,10 +170,7 @@ class DistTrainer(Trainer):
 
     @torch.no_grad()
     def _gather_eval(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        # The plain module, not DDP: evaluation batch counts differ per rank, and DDP's forward
-        # may start collectives (buffer broadcasts) that would then never be matched.
-        module = self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
-        module.eval()
+        module = self._eval_module()
         ids, outs, labels, codes = [], [], [], []
         for batch in self.batching.eval_batches():
             # Node batches output every node of a subgraph; keep the labelled ones
@@ -188,6 +185,13 @@ class DistTrainer(Trainer):
         labels = torch.cat(labels) if labels else self.labels[:0]
         codes = torch.cat(codes) if codes else torch.empty(0, dtype=torch.int64, device=self.device)
         return all_gather_cat(ids), all_gather_cat(outs.float()), all_gather_cat(labels), all_gather_cat(codes)
+
+    def _eval_module(self) -> nn.Module:
+        """The plain module in eval mode, not DDP: evaluation batch counts differ per rank, and
+        DDP's forward may start collectives (buffer broadcasts) that would then never be matched."""
+        module = self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+        module.eval()
+        return module
 
     def _split_codes(self, batch: DistBatch) -> torch.Tensor:
         """(B,) int64 split of every output node of ``batch``: 0 train, 1 val, 2 test, -1 none;
@@ -210,8 +214,7 @@ class DistTrainer(Trainer):
         labels and ids took about 1 GB on every rank)."""
         import torch.distributed as tdist
 
-        module = self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
-        module.eval()
+        module = self._eval_module()
         sums = torch.zeros(8, dtype=torch.float64)  # correct and count per split, val loss sum and count
         for batch in self.batching.eval_batches():
             logits, labels = batch.run(module).float(), batch.labels

@@ -63,3 +63,17 @@ def test_parts_match_the_graph(tmp_path, num_parts):
         seen_edges.append(part.edata[dgl.EID][owned])
     new_eids = torch.sort(torch.cat(seen_edges)).values
     assert torch.equal(new_eids, torch.arange(g.num_edges()))  # every edge owned exactly once
+
+
+def test_bad_input_is_refused(tmp_path):
+    g = dgl.rand_graph(10, 30)
+    parts = torch.tensor([0, 1] * 5)
+    with pytest.raises(ValueError, match=r"node_parts must be an int64 tensor of shape \(10,\)"):
+        write_random_partitions(g, parts.float(), 2, tmp_path, "bad")
+    with pytest.raises(ValueError, match=r"node_parts must be an int64 tensor of shape \(10,\)"):
+        write_random_partitions(g, parts[:9], 2, tmp_path, "bad")
+    with pytest.raises(ValueError, match=r"node_parts must name every part 0..2 at least once"):
+        write_random_partitions(g, parts, 3, tmp_path, "bad")
+    hetero = dgl.heterograph({("a", "r", "b"): (torch.tensor([0]), torch.tensor([0]))})
+    with pytest.raises(ValueError, match="takes a homogeneous graph"):
+        write_random_partitions(hetero, torch.zeros(2, dtype=torch.int64), 1, tmp_path, "bad")
