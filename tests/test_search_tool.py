@@ -104,3 +104,25 @@ def test_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         search.main(["--help"])
     assert exit_.value.code == 0 and "validation" in capsys.readouterr().out
+
+
+def test_runs_select_on_the_mean_validation_of_protocol_runs(files, tmp_path):
+    recipe, space = files
+    assert search.main([str(recipe), str(space), "--trials", "1", "--runs", "0", "2", "--out", str(tmp_path / "r")]) == 0
+    with (tmp_path / "r" / "trials.csv").open() as f:
+        row, = list(csv.DictReader(f))
+    summaries = [json.loads((Path(row["run_dir"]) / f"r{i}" / "summary.json").read_text()) for i in (0, 2)]
+    # csbm has no fixed splits: protocol run i is training seed i.
+    seeds = [yaml.safe_load((Path(row["run_dir"]) / f"r{i}" / "recipe.yaml").read_text())["seed"] for i in (0, 2)]
+    assert seeds == [0, 2]
+    assert float(row["val_metric"]) == pytest.approx(sum(s["val_metric"] for s in summaries) / 2, rel=1e-12)
+    assert json.loads((tmp_path / "r" / "best.json").read_text())["runs"] == [0, 2]
+
+
+@pytest.mark.parametrize("runs", [["0", "0"], ["-1"]])
+def test_bad_runs_are_one_line_and_exit_2(files, tmp_path, capsys, runs):
+    recipe, space = files
+    assert search.main([str(recipe), str(space), "--trials", "1", "--runs", *runs, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--runs" in err
+    assert not (tmp_path / "s").exists()

@@ -45,27 +45,17 @@ import time
 from pathlib import Path
 
 from dgl_rbgt.errors import UserError
+from dgl_rbgt.train.protocol import PROTOCOL_RUNS
+from dgl_rbgt.train.protocol import protocol_runs as dataset_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Runs of a dataset's own protocol (10 fixed splits, 10 seeded splits or 10 training seeds).
-PROTOCOL_RUNS = 10
-
 
 def protocol_runs(recipe: Path, runs: int = PROTOCOL_RUNS) -> tuple[str, list[tuple[int, list[str]]]]:
-    """The dataset's own protocol for a recipe: its description and, per run, the run's index and
-    its ``--set`` options (training seed, and the split where the dataset has several)."""
+    """The dataset's own protocol for a recipe (:func:`dgl_rbgt.train.protocol.protocol_runs`)."""
     from dgl_rbgt.config import load_recipe
-    from dgl_rbgt.data.registry import get_spec
 
-    dataset = load_recipe(recipe).dataset
-    spec = get_spec(dataset.name)
-    fixed_splits = spec.family == "heterophilous" and dataset.params.get("split_type", "fixed") == "fixed"
-    if fixed_splits:
-        return (f"{runs} fixed splits", [(i, [f"seed={i}", f"dataset.split={i}"]) for i in range(runs)])
-    if spec.family == "shchur":
-        return (f"{runs} seeded random splits", [(i, [f"seed={i}", f"dataset.seed={i}"]) for i in range(runs)])
-    return (f"{runs} training seeds", [(i, [f"seed={i}"]) for i in range(runs)])
+    return dataset_protocol(load_recipe(recipe).dataset, runs)
 
 
 def recipe_identity(recipe: Path) -> tuple[str, str]:

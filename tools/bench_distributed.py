@@ -116,7 +116,8 @@ class HostMemory:
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 try:
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                    if b"dgl_rbgt.distributed.trainer" not in cmd or not any(self.spec.encode() in a for a in cmd):
+                    ours = b"dgl_rbgt.distributed.trainer" in cmd or b"dgl_rbgt.distributed.server" in cmd
+                    if not ours or not any(self.spec.encode() in a for a in cmd):
                         continue
                     host = os.readlink(f"/proc/{pid}/ns/net")
                     _, resident, share = (int(x) for x in Path(f"/proc/{pid}/statm").read_text().split()[:3])

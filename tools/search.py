@@ -14,8 +14,13 @@ mapping from key paths to distributions, or one whose ``search:`` key holds that
 
     tools/in-venv python tools/search.py recipes/gps/gps_longrange.yaml space.yaml --trials 20
 
+``--runs 0 1 2`` trains every trial on those runs of the dataset's own protocol (the fixed
+splits, seeded splits or training seeds that ``tools/accuracy.py --protocol`` reports,
+:mod:`dgl_rbgt.train.protocol`) and scores it by their mean validation metric: one run's
+validation set (500 nodes on cora) is too small to rank close settings.
+
 The output folder (``--out``, default ``runs/<recipe name>-search-<time>``) holds ``trials/NNN/``
-(every trial's run directory), ``trials.csv`` (one row per trial: parameters, validation metric
+(every trial's run directory; ``trials/NNN/rI/`` per protocol run with ``--runs``), ``trials.csv`` (one row per trial: parameters, validation metric
 and loss, run directory, state), ``study.db`` (the Optuna study, SQLite; ``--out`` of an earlier
 search continues it) and ``best.json``; the best overrides are printed last as ``--set``
 arguments. A bad search space is reported in one line with exit status 2.
@@ -27,6 +32,7 @@ import csv
 import json
 import logging
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,6 +42,7 @@ import yaml
 
 from dgl_rbgt.config import load_recipe
 from dgl_rbgt.errors import EXIT_USER_ERROR, UserError
+from dgl_rbgt.train.protocol import protocol_runs
 
 #: Distribution kinds of a search space and how Optuna draws them.
 KINDS = ("float", "log_float", "int", "choice")
@@ -133,8 +140,10 @@ class TrialLog:
             csv.DictWriter(f, self.columns).writerow(row)
 
 
-def make_objective(recipe: Path, space: dict, sets: list[str], out: Path, select_by: str, log: TrialLog):
-    """The Optuna objective: train one trial's recipe, return its validation metric (or loss)."""
+def make_objective(recipe: Path, space: dict, sets: list[str], out: Path, select_by: str, log: TrialLog,
+                   runs: list[tuple[int, list[str]]] | None = None):
+    """The Optuna objective: train one trial's recipe (on each protocol run of ``runs``, as
+    ``(index, overrides)``), return its (mean) validation metric or loss."""
     from dgl_rbgt.train.pipeline import run_recipe
 
     def objective(trial) -> float:
@@ -143,10 +152,15 @@ def make_objective(recipe: Path, space: dict, sets: list[str], out: Path, select
         row = {"trial": trial.number, "run_dir": str(run_dir), **params}
         start = time.perf_counter()
         try:
-            config = load_recipe(recipe, [*sets, *(override(k, v) for k, v in params.items())])
-            summary = run_recipe(config, run_dir=run_dir, progress=False).summary
+            summaries = []
+            for index, run_sets in runs or [(None, [])]:
+                config = load_recipe(recipe, [*sets, *(override(k, v) for k, v in params.items()), *run_sets])
+                where = run_dir if index is None else run_dir / f"r{index}"
+                summaries.append(run_recipe(config, run_dir=where, progress=False).summary)
             # Only validation numbers leave a trial: the selection must never see test.
-            row.update(val_metric=summary["val_metric"], val_loss=summary["val_loss"], best_epoch=summary["best_epoch"])
+            row.update(val_metric=statistics.fmean(s["val_metric"] for s in summaries),
+                       val_loss=statistics.fmean(s["val_loss"] for s in summaries),
+                       best_epoch=" ".join(str(s["best_epoch"]) for s in summaries))
             value = row["val_metric"] if select_by == "metric" else row["val_loss"]
             if not math.isfinite(value):
                 raise UserError(f"validation {select_by} is not finite ({value})")
@@ -162,8 +176,9 @@ def make_objective(recipe: Path, space: dict, sets: list[str], out: Path, select
 
 
 def search(recipe: Path, space: dict, *, trials: int, out: Path, seed: int = 0, sets: list[str] = (),
-           select_by: str = "metric"):
-    """Run ``trials`` trials (a study in ``out/study.db`` continues); returns the Optuna study."""
+           select_by: str = "metric", runs: list[tuple[int, list[str]]] | None = None):
+    """Run ``trials`` trials (a study in ``out/study.db`` continues); returns the Optuna study.
+    ``runs``: protocol runs ``(index, overrides)`` every trial trains on (default: the recipe as is)."""
     import optuna
 
     out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +189,7 @@ def search(recipe: Path, space: dict, *, trials: int, out: Path, seed: int = 0, 
         direction="maximize" if select_by == "metric" else "minimize")
     log = TrialLog(out / "trials.csv", list(space))
     # A failed run (diverged, a combination the model refuses) is recorded and the search goes on.
-    study.optimize(make_objective(recipe, space, list(sets), out, select_by, log), n_trials=trials,
+    study.optimize(make_objective(recipe, space, list(sets), out, select_by, log, runs), n_trials=trials,
                    catch=(UserError,))
     return study
 
@@ -195,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fixed override for every trial (repeatable)")
     parser.add_argument("--select-by", choices=("metric", "loss"), default="metric",
                         help="maximise the validation metric (default) or minimise the validation loss")
+    parser.add_argument("--runs", nargs="+", type=int, default=None, metavar="I",
+                        help="train every trial on these runs of the dataset's own protocol (splits or seeds, "
+                             "as tools/accuracy.py --protocol) and select on their mean validation value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
@@ -207,10 +225,16 @@ def main(argv: list[str] | None = None) -> int:
         except yaml.YAMLError as exc:
             raise SpaceError(f"{args.space}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
         base = load_recipe(args.recipe, args.set)
+        runs = None
+        if args.runs is not None:
+            if len(set(args.runs)) != len(args.runs) or min(args.runs) < 0:
+                raise SpaceError(f"--runs must be distinct run indices >= 0, got {args.runs}")
+            _, every = protocol_runs(base.dataset, max(args.runs) + 1)
+            runs = [every[i] for i in args.runs]
         check_space_against_recipe(args.recipe, space, args.set)
         out = args.out or Path(base.output.root) / f"{base.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
         study = search(args.recipe, space, trials=args.trials, out=out, seed=args.seed, sets=args.set,
-                       select_by=args.select_by)
+                       select_by=args.select_by, runs=runs)
     except UserError as exc:
         print(f"search: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -220,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     best = study.best_trial
     sets = [override(k, v) for k, v in best.params.items()]
-    record = {"trial": best.number, "select_by": args.select_by, "value": best.value, "params": best.params,
+    record = {"trial": best.number, "select_by": args.select_by, "runs": args.runs, "value": best.value, "params": best.params,
               "set": sets, "run_dir": best.user_attrs.get("run_dir"), "trials": len(study.trials)}
     (out / "best.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"best of {len(done)} finished trials: trial {best.number}, validation {args.select_by} {best.value:.4f}, "

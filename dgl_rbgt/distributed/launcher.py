@@ -60,19 +60,20 @@ def build_procs(dist, *, spec_path: str, ip_config: str, part_config: str, pytho
     # DistDGL clients retry a missing server every 3 s, 1024 times by default (51 minutes).
     common.setdefault("DGL_DIST_MAX_TRY_TIMES", os.environ.get("DGL_DIST_MAX_TRY_TIMES", "100"))
     trainer_threads = dist.trainer_threads or max(1, (os.cpu_count() or 2) // (2 * dist.trainers_per_host))
-    module = [python, "-m", "dgl_rbgt.distributed.trainer", "--spec", spec_path]
+    server = [python, "-m", "dgl_rbgt.distributed.server", "--spec", spec_path]
+    trainer = [python, "-m", "dgl_rbgt.distributed.trainer", "--spec", spec_path]
     procs: list[Proc] = []
     for h, host in enumerate(hosts):
         for j in range(dist.servers_per_host):
             sid = h * dist.servers_per_host + j
-            procs.append(Proc(host.address, "server", sid, [*module, "--role", "server", "--rank", str(sid)],
+            procs.append(Proc(host.address, "server", sid, [*server, "--rank", str(sid)],
                               env={**common, "DGL_ROLE": "server", "DGL_SERVER_ID": str(sid),
                                    "OMP_NUM_THREADS": str(dist.server_threads)},
                               transport=transport_for(host), python=python, workdir=workdir, daemon=True))
     for h, host in enumerate(hosts):
         for local in range(dist.trainers_per_host):
             rank = h * dist.trainers_per_host + local
-            procs.append(Proc(host.address, "trainer", rank, [*module, "--role", "trainer", "--rank", str(rank)],
+            procs.append(Proc(host.address, "trainer", rank, [*trainer, "--rank", str(rank)],
                               env={**common, "DGL_DIST_MODE": "distributed", "DGL_ROLE": "client",
                                    "DGL_GROUP_ID": "0", "OMP_NUM_THREADS": str(trainer_threads),
                                    "MASTER_ADDR": hosts[0].address, "MASTER_PORT": str(dist.master_port),

@@ -1,8 +1,7 @@
-"""The one DistDGL entry point, for servers and trainers of every model.
+"""The DistDGL trainer process, for every model.
 
-The launcher runs ``python -m dgl_rbgt.distributed.trainer --spec RUN/launch.json --role ROLE
---rank N`` on every host. A server (``DGL_ROLE=server``) enters
-:func:`dgl.distributed.initialize`, which serves its partition and never returns. A trainer
+The launcher runs ``python -m dgl_rbgt.distributed.trainer --spec RUN/launch.json --rank N`` for
+every trainer of every host (the servers run :mod:`dgl_rbgt.distributed.server`). A trainer
 connects to the servers, joins ``torch.distributed`` (gloo on CPU, NCCL on GPU), opens the
 :class:`~dgl.distributed.DistGraph`, takes its share of the train/val/test nodes
 (:func:`~dgl.distributed.node_split`), and trains with the single-machine loop
@@ -27,17 +26,10 @@ partitions and the checkout).
 """
 from __future__ import annotations
 
-import argparse
 import datetime
-import faulthandler
-import json
 import logging
 import math
 import os
-import signal
-import sys
-import traceback
-from pathlib import Path
 import torch
 from torch import nn
 
@@ -45,8 +37,8 @@ from ..batching import Batching
 from ..batching.node_batches import EVAL_FULL_GRAPH_NODES
 from ..config.registry import MODELS
 from ..train.loop import Trainer
-from ..errors import EXIT_USER_ERROR
-from ..utils.logs import log_to_file, log_to_stdout
+from ..utils.logs import log_to_file
+from .process import run_process
 from .batching import DIST_BATCHINGS, DistBatch, DistNeighborSampling, DistNodeBatches, DistTableBatching
 
 __all__ = ["DistTrainer", "Replicated", "all_gather_cat", "eval_plan", "pad_to", "main"]
@@ -285,18 +277,6 @@ def _socket_ifname(address: str) -> None:
         os.environ.setdefault("NCCL_SOCKET_IFNAME", name)
 
 
-def run_server(spec: dict) -> int:
-    import dgl
-
-    from ..config import parse_distributed
-
-    dist = parse_distributed(spec["distributed"])
-    torch.set_num_threads(dist.server_threads)
-    logger.info("server %s: serving partition %s", os.environ.get("DGL_SERVER_ID"), spec["part_config"])
-    dgl.distributed.initialize(spec["ip_config"])  # serves until the trainers shut it down; exits
-    return 0
-
-
 def _split_nodes(g, rank: int, world: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """This rank's train/val/test nodes (DistDGL's node_split) and its padded training list."""
     import dgl
@@ -499,42 +479,8 @@ def run_trainer(spec: dict) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dgl_rbgt.distributed.trainer",
-                                     description="DistDGL server or trainer process (started by `dgl-rbgt launch`).")
-    parser.add_argument("--spec", required=True, help="launch.json written by the launcher in the run directory")
-    parser.add_argument("--role", required=True, choices=["server", "trainer"])
-    parser.add_argument("--rank", type=int, required=True, help="server id or trainer rank (for logs and ps)")
-    args = parser.parse_args(argv)
-    log_to_stdout()
-    # `kill -USR1 PID` prints every thread's Python stack: the first thing to look at in a hang.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
-    from ..errors import UserError
-
-    try:
-        spec = json.loads(Path(args.spec).read_text())
-        expected = "server" if os.environ.get("DGL_ROLE") == "server" else "trainer"
-        if expected != args.role:
-            raise UserError(f"--role {args.role} but DGL_ROLE={os.environ.get('DGL_ROLE')!r}; start me through "
-                            f"`dgl-rbgt launch`")
-        if args.role == "server":
-            return run_server(spec)
-        code = run_trainer(spec)
-    except UserError as exc:
-        print(f"dgl-rbgt {args.role} {args.rank}: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
-        code = EXIT_USER_ERROR
-    except SystemExit as exc:  # a DistDGL server ends with sys.exit() once the trainers are done
-        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001 - report, then leave without atexit (see below)
-        traceback.print_exc()
-        code = 1
-    # Leave without the interpreter's exit handlers: DistDGL registers one that waits in a barrier
-    # for every other trainer, so a failed trainer would hang instead of exiting (and the launcher
-    # would never learn of the failure); after success, DistDGL's exit already ran.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+def main(argv: list[str] | None = None):
+    run_process("trainer", "DistDGL trainer process (started by `dgl-rbgt launch`).", run_trainer, argv)
 
 
 if __name__ == "__main__":  # the guard matters: sampler processes are spawned and re-import this module
@@ -542,4 +488,4 @@ if __name__ == "__main__":  # the guard matters: sampler processes are spawned a
     # sampler processes refers to dgl_rbgt.distributed.trainer, not __main__.
     from dgl_rbgt.distributed.trainer import main as _main
 
-    sys.exit(_main())
+    _main()

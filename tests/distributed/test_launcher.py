@@ -287,7 +287,8 @@ def test_build_procs_sets_what_distdgl_and_torch_read():
     assert (t["DGL_DIST_MODE"], t["DGL_ROLE"], t["DGL_NUM_SAMPLER"]) == ("distributed", "client", "1")
     assert (t["RANK"], t["WORLD_SIZE"], t["LOCAL_RANK"], t["MASTER_ADDR"], t["MASTER_PORT"]) == ("3", "4", "1", "10.0.0.1", "31500")
     assert t["DGL_RBGT_HOST_ADDR"] == "10.0.0.2"
-    assert trainers[3].command[-4:] == ["--role", "trainer", "--rank", "3"]
+    assert trainers[3].command[-5:] == ["dgl_rbgt.distributed.trainer", "--spec", trainers[3].command[-3], "--rank", "3"]
+    assert servers[3].command[-5:] == ["dgl_rbgt.distributed.server", "--spec", servers[3].command[-3], "--rank", "3"]
     assert isinstance(trainers[3].transport, SshTransport) and trainers[3].transport.user == "bob"
 
 
