@@ -126,3 +126,18 @@ def test_bad_runs_are_one_line_and_exit_2(files, tmp_path, capsys, runs):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--runs" in err
     assert not (tmp_path / "s").exists()
+
+
+SHIPPED_SPACES = sorted((_path.parents[1] / "recipes" / "search").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("space", SHIPPED_SPACES, ids=lambda p: p.name)
+def test_shipped_spaces_fit_the_gps_recipes(space):
+    """Every bound and choice of a shipped search space is a valid setting of every GPS recipe of a
+    real dataset (the same check the tool runs before its first trial)."""
+    parsed = search.parse_space(yaml.safe_load(space.read_text()))
+    assert space.read_text().startswith("#")  # says what it searches and how to run it
+    recipes = sorted((_path.parents[1] / "recipes" / "gps").glob("gps_*.yaml"))
+    assert recipes and SHIPPED_SPACES
+    for recipe in recipes:
+        search.check_space_against_recipe(recipe, parsed, [])

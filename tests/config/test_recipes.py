@@ -7,7 +7,9 @@ import yaml
 from dgl_rbgt.errors import RecipeError
 from dgl_rbgt.config import apply_overrides, load_recipe, parse_recipe, recipe_to_yaml
 
-RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.y*ml"))
+ROOT = Path(__file__).resolve().parents[2]
+SPACES = ROOT / "recipes" / "search"  # search spaces for tools/search.py, not recipes
+RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.y*ml") if SPACES not in p.parents)
 MINIMAL = {"name": "t", "dataset": {"name": "cora"}, "model": {"name": "gcn"}}
 
 
