@@ -111,26 +111,38 @@ class HostMemory:
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            private: dict[str, float] = {}
+            private: dict[str, dict[str, float]] = {}  # host -> role -> private MB
             shared: dict[str, float] = {}
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 try:
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                    ours = b"dgl_rbgt.distributed.trainer" in cmd or b"dgl_rbgt.distributed.server" in cmd
-                    if not ours or not any(self.spec.encode() in a for a in cmd):
+                    role = ("trainer" if b"dgl_rbgt.distributed.trainer" in cmd
+                            else "server" if b"dgl_rbgt.distributed.server" in cmd else None)
+                    if role is None or not any(self.spec.encode() in a for a in cmd):
                         continue
                     host = os.readlink(f"/proc/{pid}/ns/net")
                     _, resident, share = (int(x) for x in Path(f"/proc/{pid}/statm").read_text().split()[:3])
                 except (OSError, ValueError):
                     continue  # ended meanwhile
-                private[host] = private.get(host, 0.0) + (resident - share) * self._page_mb
+                roles = private.setdefault(host, {})
+                roles[role] = roles.get(role, 0.0) + (resident - share) * self._page_mb
                 shared[host] = max(shared.get(host, 0.0), share * self._page_mb)
-            for host in private:
-                self.peaks[host] = max(self.peaks.get(host, 0.0), private[host] + shared[host])
+            for host, roles in private.items():
+                total = sum(roles.values()) + shared[host]
+                if total > self.peaks.get(host, (0.0,))[0]:
+                    self.peaks[host] = (total, {**roles, "shared": shared[host]})
 
     def peak_mb(self) -> float:
         """The fullest host's peak (MB)."""
-        return round(max(self.peaks.values(), default=0.0), 1)
+        return round(max((total for total, _ in self.peaks.values()), default=0.0), 1)
+
+    def peak_parts_mb(self) -> dict[str, float]:
+        """What the fullest host held at its peak (MB): its servers' and trainers' private memory
+        and the largest shared set."""
+        if not self.peaks:
+            return {}
+        _, parts = max(self.peaks.values(), key=lambda v: v[0])
+        return {k: round(v, 1) for k, v in parts.items()}
 
 
 def host_peaks(procs: list[dict]) -> list[float]:
@@ -213,6 +225,7 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
                 "trainer_mb": [p["peak_rss_mb"] for p in procs if p["role"] == "trainer"],
                 "host_mb": host_peaks(procs),
                 "host_sampled_mb": host_memory.peak_mb(),
+                "host_parts_mb": host_memory.peak_parts_mb(),
             })
     rows = []
     for layout in order:
@@ -233,6 +246,7 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
             "trainer_peak_mb": max(max(r["trainer_mb"]) for r in rs),
             "host_peak_mb": max(max(r["host_mb"]) for r in rs),
             "host_sampled_peak_mb": max(r["host_sampled_mb"] for r in rs),
+            **{f"at_host_peak_{k}_mb": v for k, v in max(rs, key=lambda r: r["host_sampled_mb"])["host_parts_mb"].items()},
             "baseline_mb": round(base, 1),
             "single_test_acc": None if single is None else round(single["test_metric"], 4),
             "single_peak_mb": None if single is None else round(single["peak_memory_mb"], 1),
@@ -305,7 +319,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "bench_distributed.csv"
     with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         writer.writeheader()
         writer.writerows(rows)
     cols = ["model", "layout", "partition_s", "partition_peak_mb", "edge_cut_pct", "epoch_s_median", "epoch_s_min",
@@ -320,6 +334,11 @@ def main() -> int:
     print("  ".join(c.ljust(w) for c, w in zip(cols, width)))
     for r in rows:
         print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, width)))
+    for r in rows:
+        parts = ", ".join(f"{k[len('at_host_peak_'):-3]} {v}" for k, v in r.items() if k.startswith("at_host_peak_"))
+        if parts:
+            print(f"{r['model']}, {r['layout']}: at the fullest host's peak, private memory by role and the shared set "
+                  f"(MB): {parts}")
     print(f"CSV: {csv_path}")
     return 0
 

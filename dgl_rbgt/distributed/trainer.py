@@ -396,16 +396,20 @@ def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], tr
 
 class _MemoryLog:
     """Logs rank 0's resident and peak memory after each setup stage, each training epoch and
-    each evaluation: what a trainer holds, stage by stage, for sizing hosts."""
+    each evaluation, with the resident set split into the trainer's own heap (anon) and the
+    partition pages it maps from its host's server (shmem): what a trainer holds, stage by stage,
+    for sizing hosts."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
 
     def __call__(self, stage: str) -> None:
         if self.enabled:
-            from ..utils.memory import peak_rss_mb, rss_mb
+            from ..utils.memory import peak_rss_mb, rss_mb, rss_parts_mb
 
-            logger.info("rank 0 memory after %s: resident %.0f MB, peak %.0f MB", stage, rss_mb(), peak_rss_mb())
+            parts = ", ".join(f"{k} {v:.0f}" for k, v in rss_parts_mb().items())
+            logger.info("rank 0 memory after %s: resident %.0f MB (%s), peak %.0f MB", stage, rss_mb(), parts,
+                        peak_rss_mb())
 
 
 def run_trainer(spec: dict) -> int:

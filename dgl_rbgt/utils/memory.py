@@ -9,13 +9,29 @@ import os
 import resource
 import sys
 
-__all__ = ["rss_mb", "peak_rss_bytes", "peak_rss_mb", "reset_peak_rss", "reset_peak", "peak_memory_bytes"]
+__all__ = ["rss_mb", "rss_parts_mb", "peak_rss_bytes", "peak_rss_mb", "reset_peak_rss", "reset_peak", "peak_memory_bytes"]
 
 
 def rss_mb() -> float:
     """Current resident set size (MB; Linux ``/proc``)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def rss_parts_mb() -> dict[str, float]:
+    """The resident set by kind (MB; Linux ``/proc/self/status``, empty elsewhere): ``anon``
+    (this process's own heap: private), ``file`` (mapped files and libraries) and ``shmem``
+    (shared memory, e.g. a DistDGL server's partition that the trainers of its host map)."""
+    parts = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("RssAnon", "RssFile", "RssShmem"):
+                    parts[key[3:].lower()] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return parts
 
 
 def peak_rss_bytes() -> int:
