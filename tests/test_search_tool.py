@@ -73,6 +73,12 @@ def test_two_trials_record_validation_only_and_repeat(files, tmp_path, capsys):
     assert printed[-1] == " ".join(f"--set {s}" for s in best["set"])
     assert all(s.split("=")[0] in SPACE["search"] for s in best["set"])
 
+    # --trials 0 reports the study as it stands (e.g. a search stopped by hand) without a new trial.
+    (tmp_path / "a" / "best.json").unlink()
+    assert search.main([str(recipe), str(space), "--trials", "0", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "best.json").read_text())["value"] == best["value"]
+    assert len(optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'a' / 'study.db'}").trials) == 2
+
     # The seeded sampler draws the same trials again.
     assert search.main([str(recipe), str(space), "--trials", "2", "--out", str(tmp_path / "b")]) == 0
     with (tmp_path / "b" / "trials.csv").open() as f:
@@ -117,6 +123,12 @@ def test_runs_select_on_the_mean_validation_of_protocol_runs(files, tmp_path):
     assert seeds == [0, 2]
     assert float(row["val_metric"]) == pytest.approx(sum(s["val_metric"] for s in summaries) / 2, rel=1e-12)
     assert json.loads((tmp_path / "r" / "best.json").read_text())["runs"] == [0, 2]
+
+
+def test_zero_trials_needs_an_earlier_search(files, tmp_path, capsys):
+    recipe, space = files
+    assert search.main([str(recipe), str(space), "--trials", "0", "--out", str(tmp_path / "none")]) == 2
+    assert "--trials must be >= 1, or 0 with the --out of an earlier search" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("runs", [["0", "0"], ["-1"]])

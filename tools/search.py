@@ -23,7 +23,8 @@ The output folder (``--out``, default ``runs/<recipe name>-search-<time>``) hold
 (every trial's run directory; ``trials/NNN/rI/`` per protocol run with ``--runs``), ``trials.csv`` (one row per trial: parameters, validation metric
 and loss, run directory, state), ``study.db`` (the Optuna study, SQLite; ``--out`` of an earlier
 search continues it) and ``best.json``; the best overrides are printed last as ``--set``
-arguments. A bad search space is reported in one line with exit status 2.
+arguments. ``--trials 0 --out DIR`` writes ``best.json`` for a search stopped by hand. A bad
+search space is reported in one line with exit status 2.
 """
 from __future__ import annotations
 
@@ -189,8 +190,9 @@ def search(recipe: Path, space: dict, *, trials: int, out: Path, seed: int = 0, 
         direction="maximize" if select_by == "metric" else "minimize")
     log = TrialLog(out / "trials.csv", list(space))
     # A failed run (diverged, a combination the model refuses) is recorded and the search goes on.
-    study.optimize(make_objective(recipe, space, list(sets), out, select_by, log, runs), n_trials=trials,
-                   catch=(UserError,))
+    if trials:
+        study.optimize(make_objective(recipe, space, list(sets), out, select_by, log, runs), n_trials=trials,
+                       catch=(UserError,))
     return study
 
 
@@ -202,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipe", type=Path, help="the recipe to tune, e.g. recipes/gps/gps_longrange.yaml")
     parser.add_argument("space", type=Path, help="YAML search space: {key.path: {float|log_float|int|choice: ...}} "
                                                  "or the same mapping under a 'search:' key")
-    parser.add_argument("--trials", type=int, default=20, help="trials to run (default 20)")
+    parser.add_argument("--trials", type=int, default=20,
+                        help="trials to run (default 20); 0 reports the best of the study in --out without running one")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default runs/<recipe name>-search-<time>); an existing one continues")
     parser.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
@@ -216,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        if args.trials < 1:
-            raise SpaceError(f"--trials must be >= 1, got {args.trials}")
+        if args.trials < 0 or (args.trials == 0 and not (args.out and (args.out / "study.db").is_file())):
+            raise SpaceError(f"--trials must be >= 1, or 0 with the --out of an earlier search, got {args.trials}")
         if not args.space.is_file():
             raise SpaceError(f"search space file not found: {args.space}")
         try:
