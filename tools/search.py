@@ -20,10 +20,10 @@ splits, seeded splits or training seeds that ``tools/accuracy.py --protocol`` re
 validation set (500 nodes on cora) is too small to rank close settings.
 
 The output folder (``--out``, default ``runs/<recipe name>-search-<time>``) holds ``trials/NNN/``
-(every trial's run directory; ``trials/NNN/rI/`` per protocol run with ``--runs``), ``trials.csv`` (one row per trial: parameters, validation metric
-and loss, run directory, state), ``study.db`` (the Optuna study, SQLite; ``--out`` of an earlier
-search continues it) and ``best.json``; the best overrides are printed last as ``--set``
-arguments. ``--trials 0 --out DIR`` writes ``best.json`` for a search stopped by hand. A bad
+(every trial's run directory; ``trials/NNN/rI/`` per protocol run with ``--runs``), ``trials.csv``
+(one row per trial: parameters, validation metric and loss, run directory, state), ``study.db``
+(the Optuna study, SQLite; ``--out`` of an earlier search continues it) and ``best.json``; the
+best overrides are printed last as ``--set`` arguments. ``--trials 0 --out DIR`` writes ``best.json`` for a search stopped by hand. A bad
 search space is reported in one line with exit status 2.
 """
 from __future__ import annotations
