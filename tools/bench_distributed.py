@@ -128,20 +128,18 @@ class HostMemory:
                 roles[role] = roles.get(role, 0.0) + (resident - share) * self._page_mb
                 shared[host] = max(shared.get(host, 0.0), share * self._page_mb)
             for host, roles in private.items():
-                total = sum(roles.values()) + shared[host]
-                if total > self.peaks.get(host, (0.0,))[0]:
-                    self.peaks[host] = (total, {**roles, "shared": shared[host]})
+                parts = {**roles, "shared": shared[host]}
+                if sum(parts.values()) > sum(self.peaks.get(host, {}).values()):
+                    self.peaks[host] = parts  # what the host held at its peak so far
 
     def peak_mb(self) -> float:
         """The fullest host's peak (MB)."""
-        return round(max((total for total, _ in self.peaks.values()), default=0.0), 1)
+        return round(max((sum(p.values()) for p in self.peaks.values()), default=0.0), 1)
 
     def peak_parts_mb(self) -> dict[str, float]:
         """What the fullest host held at its peak (MB): its servers' and trainers' private memory
         and the largest shared set."""
-        if not self.peaks:
-            return {}
-        _, parts = max(self.peaks.values(), key=lambda v: v[0])
+        parts = max(self.peaks.values(), key=lambda p: sum(p.values()), default={})
         return {k: round(v, 1) for k, v in parts.items()}
 
 
