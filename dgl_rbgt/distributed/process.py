@@ -40,7 +40,12 @@ def run_process(role: str, description: str, body: Callable[[dict], int], argv: 
         if (dgl_role == "server") != (role == "server"):
             raise UserError(f"this is the DistDGL {role} entry point but DGL_ROLE={dgl_role!r}; start me through "
                             f"`dgl-rbgt launch`")
-        code = body(json.loads(Path(args.spec).read_text()))
+        try:
+            spec = json.loads(Path(args.spec).read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--spec {args.spec}: cannot read the launch spec ({exc}); start me through "
+                            f"`dgl-rbgt launch`") from None
+        code = body(spec)
     except UserError as exc:
         print(f"dgl-rbgt {role} {args.rank}: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
         code = EXIT_USER_ERROR

@@ -24,6 +24,18 @@ def test_wrong_role_is_one_line_and_exit_2(tmp_path, module, role):
     assert f"{module.rsplit('.', 1)[1]} 3: error: this is the DistDGL" in errors[0]
 
 
+@pytest.mark.parametrize("content", [None, "{not json"])
+def test_missing_or_broken_spec_is_one_line_and_exit_2(tmp_path, content):
+    spec = tmp_path / "launch.json"
+    if content is not None:
+        spec.write_text(content)
+    done = subprocess.run([sys.executable, "-m", "dgl_rbgt.distributed.server", "--spec", str(spec), "--rank", "0"],
+                          env={**os.environ, "DGL_ROLE": "server"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and f"--spec {spec}: cannot read the launch spec" in errors[0], done.stderr
+
+
 def test_the_server_imports_neither_models_nor_the_training_loop():
     code = ("import sys, dgl_rbgt.distributed.server, dgl_rbgt.config; "
             "print(sorted(m for m in sys.modules if m.startswith(('dgl_rbgt.models', 'dgl_rbgt.train', "
