@@ -168,6 +168,8 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
     for layout, num_hosts, trainers in layouts:
         name = f"bench_{model}_{num_hosts}x{trainers}"
         data = recipe(args, name, model)
+        if args.global_batch:  # DDP averages the trainers' gradients: the same steps as one machine's batch
+            data["train"]["batch_size"] = max(1, args.batch_size // (num_hosts * trainers))
         if scores is not None:
             data["stage1"]["scores"] = str(scores)
         if num_hosts == 1:
@@ -193,6 +195,7 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
         run_dir = work / f"single-{model}"
         shutil.rmtree(run_dir, ignore_errors=True)
         extra = ["--set", f"stage1.scores={scores}"] if scores is not None else []
+        extra += ["--set", f"train.batch_size={args.batch_size}"]  # the layout's recipe may split it
         if run_cli(["train", str(path), "--run-dir", str(run_dir), "--no-progress", "--set", "train.threads=2", *extra],
                    work, log, args.timeout) != 0:
             raise SystemExit(f"single-machine training failed; see {log}")
@@ -252,6 +255,7 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
             "host_vs_single": None if single is None else round(max(r["host_sampled_mb"] for r in rs)
                                                                 / single["peak_memory_mb"], 2),
             "repeats": args.repeats, "epochs": args.epochs, "batch_size": args.batch_size,
+            "global_batch": args.global_batch,
             "fanouts": " ".join(map(str, args.fanouts)) if model == "gcn" else "", "cpus": os.cpu_count(),
         })
     return rows
@@ -269,6 +273,10 @@ def main() -> int:
     ap.add_argument("--fanouts", type=int, nargs="+", default=[10, 10])
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--eval-batch-size", type=int, default=8192)
+    ap.add_argument("--global-batch", action="store_true",
+                    help="--batch-size is the global batch: each of T trainers takes batch/T nodes, so a "
+                         "distributed epoch takes the single machine's number of optimiser steps (default: "
+                         "per trainer, as RBA's attention groups need)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--models", nargs="+", default=["gcn"], choices=["gcn", "rbtransformer", "spexphormer"])
     ap.add_argument("--hosts", type=int, nargs="*", default=[2],
@@ -326,7 +334,8 @@ def main() -> int:
             "test_acc", "single_test_acc", "single_peak_mb", "host_vs_single"]
     width = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
     print(f"\nDistDGL on one box ({os.cpu_count()} cores, 1 thread per process): {args.nodes} nodes, "
-          f"{rows[0]['edges']} edges, batch {args.batch_size} per trainer (GCN fanouts {args.fanouts}), "
+          f"{rows[0]['edges']} edges, batch {args.batch_size} {'in all' if args.global_batch else 'per trainer'} "
+          f"(GCN fanouts {args.fanouts}), "
           f"{args.epochs} epochs x {args.repeats} launch(es); server/trainer: peak RSS per process, host: sum of "
           f"its processes' peak PSS, host sampled: peak over time of the fullest host's private + shared (MB)")
     print("  ".join(c.ljust(w) for c, w in zip(cols, width)))

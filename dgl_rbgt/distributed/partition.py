@@ -142,9 +142,16 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
     inputs = partition_inputs(recipe, dist)
     num_parts = inputs["num_parts"]
     spex = recipe.train.batching == "neighbour_tables"
-    names = ["dataset", *(["stage 1", "tables"] if spex else []), "partition", "node ids"]
+    names = [*(["stage 1"] if spex else []), "dataset", *(["tables"] if spex else []), "partition", "node ids"]
     with Stages(f"partition {recipe.name}", names, progress) as stages:
         t0 = time.perf_counter()
+        scores_path = None
+        if spex:
+            from .tables import SCORES_KEY, draw_tables, scores_in_child
+
+            with stages.stage("stage 1"):
+                # in a child, before this process loads the graph: stage 1's memory leaves with it
+                scores_path = recipe.stage1.scores or scores_in_child(recipe, out, progress=progress)
         with stages.stage("dataset"):
             seed_everything(recipe.seed)
             dataset, graph = prepare_dataset(recipe, progress=progress)
@@ -154,11 +161,10 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
                             f"needs feat, label and train/val/test masks")
         tables = None
         if spex:
-            from .tables import SCORES_KEY, draw_tables, partition_scores
-
-            with stages.stage("stage 1"):
-                scores = partition_scores(recipe, dataset, graph, out, progress=progress)
             with stages.stage("tables"):
+                from ..train.two_stage import load_scores
+
+                scores = load_scores(scores_path, recipe.model.layers, graph.num_edges())
                 tables = draw_tables(recipe, graph, scores)
                 graph.ndata.update(tables)
                 # The trainers redraw the training tables from the scores (a float per edge and layer).

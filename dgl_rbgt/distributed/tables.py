@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["TABLE_KINDS", "SCORES_KEY", "StoredNeighbourTables", "TableResampler", "table_key", "draw_tables",
-           "partition_scores", "redraw_seed"]
+           "partition_scores", "scores_in_child", "redraw_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,40 @@ def partition_scores(recipe, dataset, graph, out_dir: Path, progress: bool = Fal
     scores, _ = stage1_scores(recipe, graph, estimator, torch.device("cpu"), RunDir(out_dir),
                               get_metric(dataset.metric), splits_of(graph), resume=False, progress=progress)
     return scores
+
+
+def _stage1_in_child(recipe_data: dict, out_dir: str, progress: bool, log: bool, threads: int) -> None:
+    from ..config import parse_recipe
+    from ..train.loop import seed_everything
+    from ..train.pipeline import prepare_dataset
+    from ..utils.logs import log_to_terminal
+
+    if log:
+        log_to_terminal()
+    torch.set_num_threads(threads)  # the parent's: sums in the same order, the same scores
+    recipe = parse_recipe(recipe_data)
+    seed_everything(recipe.seed)  # as the partitioner does before it loads the graph
+    dataset, graph = prepare_dataset(recipe, progress=progress)
+    partition_scores(recipe, dataset, graph, Path(out_dir), progress=progress)
+
+
+def scores_in_child(recipe, out_dir: Path, progress: bool = False) -> Path:
+    """Train stage 1 as :func:`partition_scores` does, in a child process that loads the graph
+    itself; returns the path of the scores it wrote (``out_dir/scores.pt``).
+
+    Stage 1 trains on the whole graph: its activations and the allocator's slack (several GB at
+    10M nodes) would otherwise stay in the partitioner's heap while it writes the parts. A child
+    returns them to the system when it exits, for the price of loading the graph twice. Errors
+    in the child (a missing dataset, a bad recipe) are raised here, as they were raised there.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    log = logging.getLogger("dgl_rbgt").isEnabledFor(logging.INFO)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_stage1_in_child, recipe.model_dump(mode="json"), str(out_dir), progress, log,
+                    torch.get_num_threads()).result()
+    return Path(out_dir) / "scores.pt"
 
 
 class StoredNeighbourTables:

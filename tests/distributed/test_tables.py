@@ -8,8 +8,8 @@ import torch
 from dgl_rbgt.distributed.batching import DistTableBatching, equal_chunks
 from dgl_rbgt.config import check_recipe_for_distributed, parse_distributed
 from dgl_rbgt.distributed.partition import check_partitions, partition
-from dgl_rbgt.distributed.tables import SCORES_KEY, TableResampler, table_key
-from dgl_rbgt.errors import RecipeError
+from dgl_rbgt.distributed.tables import SCORES_KEY, TableResampler, partition_scores, table_key
+from dgl_rbgt.errors import RecipeError, UserError
 from dgl_rbgt.config import parse_recipe
 from dgl_rbgt.train.loop import epoch_seed, seed_everything
 from dgl_rbgt.train.pipeline import prepare_dataset
@@ -39,7 +39,9 @@ def test_stored_tables_are_the_single_machine_draws(tmp_path):
     assert scores.shape[0] == 2 and (tmp_path / "parts" / "stage1" / "best.pt").is_file()
 
     seed_everything(recipe.seed)
-    _, graph = prepare_dataset(recipe)  # the graph the scores belong to, original ids
+    dataset, graph = prepare_dataset(recipe)  # the graph the scores belong to, original ids
+    # stage 1 ran in a child process: the same scores as in this one
+    assert torch.equal(partition_scores(recipe, dataset, graph, tmp_path / "here"), scores)
     expected = {("train", 0): sparsify(graph, scores, [4, 3], generator=torch.Generator().manual_seed(
         epoch_seed(recipe.seed, 0)))}
     expected.update({("eval", i): sparsify(graph, scores, [4, 3], generator=torch.Generator().manual_seed(i))
@@ -74,6 +76,16 @@ def test_stored_tables_are_the_single_machine_draws(tmp_path):
         seen += len(orig)
         seen_edges += len(efeats[key])
     assert seen == N and seen_edges == graph.num_edges()
+
+
+def test_stage1_error_in_its_child_process_is_raised_by_partition(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGL_RBGT_DATA", str(tmp_path / "no-data"))  # the child reads the environment
+    recipe = spex_recipe(dataset={"name": "cora"})
+    dist = parse_distributed({"hosts": [{"address": "10.0.0.1"}, {"address": "10.0.0.2"}],
+                              "partition_method": "random", "partition_dir": str(tmp_path / "parts")})
+    with pytest.raises(UserError, match="no-data"):
+        partition(recipe, dist)
+    assert not (tmp_path / "parts" / "rbgt_partition.json").exists()
 
 
 def _rows_sorted(t):
