@@ -236,6 +236,7 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
             "model": model, "layout": layout, "nodes": args.nodes, "edges": report["num_edges"],
             "partition_s": report["seconds"]["partition"], "partition_total_s": round(part_wall, 1),
             "partition_peak_mb": report["peak_rss_mb"],
+            "stage1_peak_mb": report.get("stage1_peak_rss_mb"),  # Spexphormer: its own process, before
             "edge_cut_pct": round(100 * report["edge_cut_fraction"], 1),
             "epoch_s_median": round(statistics.median(r["epoch_s"] for r in rs), 3),
             "epoch_s_min": round(min(min(r["epoch_s_all"]) for r in rs), 3),

@@ -142,16 +142,22 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
     inputs = partition_inputs(recipe, dist)
     num_parts = inputs["num_parts"]
     spex = recipe.train.batching == "neighbour_tables"
-    names = [*(["stage 1"] if spex else []), "dataset", *(["tables"] if spex else []), "partition", "node ids"]
+    train_stage1 = spex and not recipe.stage1.scores
+    names = [*(["stage 1"] if train_stage1 else []), "dataset", *(["tables"] if spex else []), "partition",
+             "node ids"]
     with Stages(f"partition {recipe.name}", names, progress) as stages:
         t0 = time.perf_counter()
-        scores_path = None
+        scores_path, stage1_peak_mb = None, None
         if spex:
             from .tables import SCORES_KEY, draw_tables, scores_in_child
 
-            with stages.stage("stage 1"):
-                # in a child, before this process loads the graph: stage 1's memory leaves with it
-                scores_path = recipe.stage1.scores or scores_in_child(recipe, out, progress=progress)
+            scores_path = recipe.stage1.scores
+            if scores_path:
+                logger.info("stage 1 skipped: scores from %s", scores_path)
+            else:
+                with stages.stage("stage 1"):
+                    # in a child, before this process loads the graph: stage 1's memory leaves with it
+                    scores_path, stage1_peak_mb = scores_in_child(recipe, out, progress=progress)
         with stages.stage("dataset"):
             seed_everything(recipe.seed)
             dataset, graph = prepare_dataset(recipe, progress=progress)
@@ -229,6 +235,8 @@ def partition(recipe, dist: DistributedSection, *, out_dir: str | os.PathLike | 
         "seconds": {"load": round(t_load, 3), "partition": round(t_part, 3),
                     "total": round(time.perf_counter() - t0, 3)},
         "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+        # Spexphormer's stage 1, trained in a child process before this one loaded the graph
+        "stage1_peak_rss_mb": None if stage1_peak_mb is None else round(stage1_peak_mb, 1),
         **stats,
     }
     atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -247,7 +255,9 @@ def format_report(report: dict[str, Any]) -> str:
     s = report["seconds"]
     lines.append(f"edge cut {report['edge_cut']} of {report['num_edges']} edges "
                  f"({100 * report['edge_cut_fraction']:.1f}%); load {s['load']:.1f} s, "
-                 f"partition {s['partition']:.1f} s, peak memory {report['peak_rss_mb']:.0f} MB")
+                 f"partition {s['partition']:.1f} s, peak memory {report['peak_rss_mb']:.0f} MB"
+                 + (f" (stage 1 in its own process: {report['stage1_peak_rss_mb']:.0f} MB)"
+                    if report.get("stage1_peak_rss_mb") else ""))
     return "\n".join(lines)
 
 

@@ -114,11 +114,12 @@ def partition_scores(recipe, dataset, graph, out_dir: Path, progress: bool = Fal
     return scores
 
 
-def _stage1_in_child(recipe_data: dict, out_dir: str, progress: bool, log: bool, threads: int) -> None:
+def _stage1_in_child(recipe_data: dict, out_dir: str, progress: bool, log: bool, threads: int) -> float:
     from ..config import parse_recipe
     from ..train.loop import seed_everything
     from ..train.pipeline import prepare_dataset
     from ..utils.logs import log_to_terminal
+    from ..utils.memory import peak_rss_mb
 
     if log:
         log_to_terminal()
@@ -127,11 +128,13 @@ def _stage1_in_child(recipe_data: dict, out_dir: str, progress: bool, log: bool,
     seed_everything(recipe.seed)  # as the partitioner does before it loads the graph
     dataset, graph = prepare_dataset(recipe, progress=progress)
     partition_scores(recipe, dataset, graph, Path(out_dir), progress=progress)
+    return peak_rss_mb()
 
 
-def scores_in_child(recipe, out_dir: Path, progress: bool = False) -> Path:
+def scores_in_child(recipe, out_dir: Path, progress: bool = False) -> tuple[Path, float]:
     """Train stage 1 as :func:`partition_scores` does, in a child process that loads the graph
-    itself; returns the path of the scores it wrote (``out_dir/scores.pt``).
+    itself; returns the path of the scores it wrote (``out_dir/scores.pt``) and the child's peak
+    resident memory in MB.
 
     Stage 1 trains on the whole graph: its activations and the allocator's slack (several GB at
     10M nodes) would otherwise stay in the partitioner's heap while it writes the parts. A child
@@ -143,9 +146,9 @@ def scores_in_child(recipe, out_dir: Path, progress: bool = False) -> Path:
 
     log = logging.getLogger("dgl_rbgt").isEnabledFor(logging.INFO)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(_stage1_in_child, recipe.model_dump(mode="json"), str(out_dir), progress, log,
-                    torch.get_num_threads()).result()
-    return Path(out_dir) / "scores.pt"
+        peak_mb = pool.submit(_stage1_in_child, recipe.model_dump(mode="json"), str(out_dir), progress, log,
+                              torch.get_num_threads()).result()
+    return Path(out_dir) / "scores.pt", peak_mb
 
 
 class StoredNeighbourTables:

@@ -34,6 +34,7 @@ def test_stored_tables_are_the_single_machine_draws(tmp_path):
                               "partition_method": "random", "partition_dir": str(tmp_path / "parts")})
     report = partition(recipe, dist)
     assert report["tables"] == {"layers": 2, "eval_draws": 2, "resample_every": 2}
+    assert report["stage1_peak_rss_mb"] > 100  # the child's own peak (it imports torch and DGL)
     assert check_partitions(recipe, dist)["tables"] == report["tables"]
     scores = torch.load(tmp_path / "parts" / "scores.pt", weights_only=True)["scores"]
     assert scores.shape[0] == 2 and (tmp_path / "parts" / "stage1" / "best.pt").is_file()
@@ -76,6 +77,16 @@ def test_stored_tables_are_the_single_machine_draws(tmp_path):
         seen += len(orig)
         seen_edges += len(efeats[key])
     assert seen == N and seen_edges == graph.num_edges()
+
+    # stage 1 named by the recipe: no child process, the same partitions
+    again = spex_recipe(resample_every=2, stage1={**recipe.stage1.model_dump(mode="json"),
+                                                  "scores": str(tmp_path / "parts" / "scores.pt")})
+    dist2 = parse_distributed({**dist.model_dump(mode="json"), "partition_dir": str(tmp_path / "parts2")})
+    assert partition(again, dist2)["stage1_peak_rss_mb"] is None
+    for p in range(2):
+        _, feats, *_ = dgl.distributed.load_partition(str(tmp_path / "parts" / report["part_config"]), p)
+        _, feats2, *_ = dgl.distributed.load_partition(str(tmp_path / "parts2" / report["part_config"]), p)
+        assert feats.keys() == feats2.keys() and all(torch.equal(feats[k], feats2[k]) for k in feats)
 
 
 def test_stage1_error_in_its_child_process_is_raised_by_partition(tmp_path, monkeypatch):
