@@ -74,6 +74,20 @@ def recipe(args, name: str, model: str) -> dict:
     return data
 
 
+def reusable(data: dict, work: Path) -> bool:
+    """Whether ``work`` holds finished partitions made from the same inputs as recipe ``data``."""
+    from dgl_rbgt.config import parse_distributed, parse_recipe
+    from dgl_rbgt.distributed.partition import check_partitions
+    from dgl_rbgt.errors import UserError
+
+    recipe = parse_recipe({k: v for k, v in data.items() if k != "distributed"})
+    try:
+        check_partitions(recipe, parse_distributed(data["distributed"]), work / "partitions" / data["name"])
+    except UserError:
+        return False
+    return True
+
+
 def baseline_rss_mb(workdir: Path) -> float:
     """Peak RSS of a process that imports the trainer's stack and does nothing else."""
     from dgl_rbgt.distributed.supervisor import Launcher, Proc
@@ -178,14 +192,19 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
         else:
             data["distributed"] = {"hosts": hosts.host_entries()[:num_hosts], "trainers_per_host": 1}
         data["distributed"]["partition_method"] = args.partition_method
+        if num_hosts > 1:  # emulated hosts share this machine's memory: one partition load at a time
+            data["distributed"]["server_start_interval"] = args.server_start_interval
         path = work / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
-        print(f"{model}: partitioning for {layout} ({args.nodes} nodes) ...", flush=True)
         t0 = time.perf_counter()
-        if run_cli(["partition", str(path)], work, log, args.timeout) != 0:
-            raise SystemExit(f"partition failed; see {log}")
+        if args.reuse_partitions and reusable(data, work):
+            print(f"{model}: reusing the partitions for {layout}", flush=True)
+        else:
+            print(f"{model}: partitioning for {layout} ({args.nodes} nodes) ...", flush=True)
+            if run_cli(["partition", str(path)], work, log, args.timeout) != 0:
+                raise SystemExit(f"partition failed; see {log}")
         report = json.loads((work / "partitions" / name / "rbgt_partition.json").read_text())
-        files[layout] = (path, report, time.perf_counter() - t0)
+        files[layout] = (path, report, report["seconds"]["total"] if args.reuse_partitions else time.perf_counter() - t0)
         if model == "spexphormer" and scores is None:
             scores = (work / "partitions" / name / "scores.pt").resolve()
     single = None
@@ -288,6 +307,11 @@ def main() -> int:
                     help="also run 1 host x 2 trainers on loopback (--no-loopback: emulated hosts only)")
     ap.add_argument("--stage1-epochs", type=int, default=20, help="Spexphormer's stage 1 (run by partition)")
     ap.add_argument("--single", action="store_true", help="also train each recipe on one machine, without DistDGL")
+    ap.add_argument("--reuse-partitions", action="store_true",
+                    help="launch on the partitions of an earlier run in --out when they match the recipe")
+    ap.add_argument("--server-start-interval", type=float, default=0.0,
+                    help="seconds between server starts on emulated hosts (distributed.server_start_interval): "
+                         "at 10M nodes four servers loading their parts at once exceed 24 GB")
     ap.add_argument("--repeats", type=int, default=1, help="launches per layout (alternated)")
     ap.add_argument("--out", default=str(ROOT / "bench-results" / "distributed"))
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per partition or launch")

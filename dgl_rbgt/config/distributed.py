@@ -94,6 +94,10 @@ class DistributedSection(BaseModel):
     python: Optional[str] = Field(None, min_length=1)  # interpreter on the hosts (default: the launcher's)
     workdir: Optional[str] = Field(None, min_length=1)  # folder on every host (default: the launcher's cwd)
     stop_grace_seconds: float = Field(10.0, gt=0, le=60)  # SIGTERM -> SIGKILL when stopping processes
+    # Seconds between starting one server and the next. A server briefly holds its partition twice
+    # while it loads it (read, then copied to shared memory); hosts that share one machine's memory
+    # (network namespaces on one box) load one after another with an interval longer than a load.
+    server_start_interval: float = Field(0.0, ge=0, le=600)
 
     @field_validator("partition_dir")
     @classmethod

@@ -132,7 +132,8 @@ def launch_recipe(recipe, dist, *, run_dir=None, resume: bool = False, out: IO[s
     spec_path.write_text(json.dumps(spec, indent=2) + "\n")
     procs = build_procs(dist, spec_path=str(spec_path), ip_config=str(ip_config), part_config=spec["part_config"],
                         workdir=workdir)
-    launcher = Launcher(procs, grace=dist.stop_grace_seconds if grace is None else grace, out=out)
+    launcher = Launcher(procs, grace=dist.stop_grace_seconds if grace is None else grace, out=out,
+                        daemon_start_interval=dist.server_start_interval)
     launcher.emit(f"launch: {recipe.name}: {len(dist.hosts)} host(s) x {dist.trainers_per_host} trainer(s), "
                   f"{dist.servers_per_host} server(s) per host; run directory {rd_path}"
                   + (" (resuming)" if resume else ""))

@@ -210,16 +210,19 @@ class Launcher:
         Where prefixed log lines go (default ``sys.stdout``).
     daemon_exit_timeout : float
         Seconds daemons (servers) get to exit on their own after the other processes finished.
+    daemon_start_interval : float
+        Seconds between starting one daemon and the next (the others start without waiting).
     """
 
     def __init__(self, procs: list[Proc], *, grace: float = 10.0, out: IO[str] | None = None,
-                 daemon_exit_timeout: float = 30.0, poll: float = 0.05):
+                 daemon_exit_timeout: float = 30.0, poll: float = 0.05, daemon_start_interval: float = 0.0):
         if not procs:
             raise ValueError("nothing to launch: procs is empty")
         self.procs = procs
         self.grace = grace
         self.out = out if out is not None else sys.stdout
         self.daemon_exit_timeout = daemon_exit_timeout
+        self.daemon_start_interval = daemon_start_interval
         self.poll = poll
         self._lock = threading.Lock()
 
@@ -317,6 +320,16 @@ class Launcher:
             proc.returncode = proc.popen.returncode
             proc.ended = time.monotonic()
 
+    def _wait(self, seconds: float, asked: list[int]) -> None:
+        """Sleep ``seconds``, or until a stop signal arrives or a started process fails."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not asked:
+            for proc in self.procs:
+                self._note_exit(proc)
+            if any(p.failed for p in self.procs):
+                return
+            time.sleep(self.poll)
+
     # ---- the run ----
     def run(self) -> LaunchResult:
         failure: Optional[Proc] = None
@@ -330,10 +343,14 @@ class Launcher:
                 handlers[sig] = signal.signal(sig, lambda signum, frame: asked.append(signum))
         daemons_deadline: Optional[float] = None
         try:
+            started_daemon = False
             for proc in self.procs:
-                if asked:
-                    break
+                if proc.daemon and started_daemon:
+                    self._wait(self.daemon_start_interval, asked)
+                if asked or any(p.failed for p in self.procs):
+                    break  # the loop below reports the failure
                 self._start(proc)
+                started_daemon = started_daemon or proc.daemon
             while not asked:
                 for proc in self.procs:
                     if proc.popen is not None and proc.returncode is None and proc.popen.poll() is not None:

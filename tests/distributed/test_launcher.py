@@ -91,6 +91,28 @@ def test_one_failure_stops_all_names_the_root_cause(tmp_path):
     assert gone(pids_of(result) + [int(marker.read_text())])
 
 
+def test_daemons_start_an_interval_apart_and_workers_at_once():
+    procs = [Proc("10.0.0.1", "server", 0, py(SLEEPER), daemon=True),
+             Proc("10.0.0.2", "server", 1, py(SLEEPER), daemon=True),
+             Proc("10.0.0.1", "trainer", 0, py("print('done')")),
+             Proc("10.0.0.2", "trainer", 1, py("print('done')"))]
+    result, out, _ = run(procs, daemon_exit_timeout=0.5, daemon_start_interval=0.8)
+    assert result.returncode == 0
+    server0, server1, trainer0, trainer1 = (p.started for p in result.procs)
+    assert server1 - server0 >= 0.8
+    assert 0 <= trainer0 - server1 < 0.5 and 0 <= trainer1 - trainer0 < 0.5  # no wait after the last server
+
+
+def test_daemon_failing_during_the_interval_starts_nothing_more():
+    procs = [Proc("10.0.0.1", "server", 0, py("import sys; sys.exit(4)"), daemon=True),
+             Proc("10.0.0.2", "server", 1, py(SLEEPER), daemon=True),
+             Proc("10.0.0.1", "trainer", 0, py(SLEEPER))]
+    result, out, seconds = run(procs, daemon_start_interval=30)
+    assert result.returncode == 4 and result.failure.role == "server" and result.failure.rank == 0
+    assert result.procs[1].popen is None and result.procs[2].popen is None
+    assert seconds < 15
+
+
 def test_root_cause_is_the_first_command_to_fail_not_the_first_guard_to_exit():
     """Trainer 0 fails first but leaves a child that ignores SIGTERM, so its guard spends two
     seconds cleaning up; trainer 1 would fail later (as a peer of a dead trainer does) with a
