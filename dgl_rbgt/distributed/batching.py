@@ -24,7 +24,7 @@ import torch
 
 from ..batching import Batch, Batching
 from ..sampling import grow_batch
-from .tables import TABLE_KINDS, StoredNeighbourTables, TableResampler
+from .tables import TABLE_KINDS, ChunkedResampler, StoredNeighbourTables
 
 __all__ = ["DistBatch", "DistNeighborSampling", "DistNodeBatches", "DistTableBatching", "equal_chunks", "DIST_BATCHINGS"]
 
@@ -219,7 +219,7 @@ class DistTableBatching(Batching):
     tables (exactly the single-machine run's, same seeds) as node data holding DistGraph ids, and
     the stage-1 scores as edge data. Every ``resample_every`` epochs (never when 0) the trainers
     redraw the training tables from those scores, each its own share of the nodes
-    (:class:`~dgl_rbgt.distributed.tables.TableResampler`), between two barriers (no trainer reads
+    (:class:`~dgl_rbgt.distributed.tables.ChunkedResampler`), between two barriers (no trainer reads
     the old tables while they are written, all rows are stored before the epoch's first batch); a resumed run redraws the tables of the epoch it resumes at. Evaluation
     averages the logits over all evaluation draws, as on one machine. The trainer's
     ``train_nodes`` are cut into ``num_batches`` near-equal parts (the same count on every
@@ -230,7 +230,7 @@ class DistTableBatching(Batching):
 
     def __init__(self, graph, device, *, num_layers: int, eval_draws: int, resample_every: int,
                  train_nodes: torch.Tensor, num_batches: int, eval_nodes: torch.Tensor, eval_batch_size: int,
-                 resampler: TableResampler | None = None):
+                 resampler: ChunkedResampler | None = None):
         super().__init__(graph, device)
         if resample_every > 0 and resampler is None:
             raise ValueError("resample_every > 0 needs a resampler (the tables are redrawn from the scores)")

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["TABLE_KINDS", "SCORES_KEY", "StoredNeighbourTables", "TableResampler", "table_key", "draw_tables",
-           "partition_scores", "scores_in_child", "redraw_seed"]
+           "partition_scores", "scores_in_child", "redraw_seed", "ChunkedResampler", "dist_in_edges"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +188,10 @@ def _check_id_vectors(**tensors: torch.Tensor | None) -> None:
 
 
 class TableResampler:
-    """Redraws one trainer's rows of the training tables from the stage-1 scores.
+    """Redraws the rows of some nodes of the training tables from the stage-1 scores (a trainer
+    runs one per chunk of its share of the nodes: :class:`ChunkedResampler`).
 
-    Every node is redrawn by exactly one trainer (its share of the nodes). The resampler keeps its
+    Every node is redrawn by exactly one trainer. The resampler keeps its
     nodes' in-edges, their scores and edge types in a :class:`~dgl_rbgt.sampling.Sparsifier`;
     :meth:`draw` gives new rows and :meth:`redraw` writes them over the stored training draw 0.
     A node's row is drawn from its in-edges with the single-machine law (successive sampling
@@ -261,36 +262,21 @@ class TableResampler:
             local.edata[ETYPE] = etypes
         self.sampler = Sparsifier(local, scores)
 
-    @classmethod
-    def from_dist_graph(cls, graph, nodes: torch.Tensor, ks: int | list[int], method: str, seed: int,
-                        rank: int) -> "TableResampler":
-        """A resampler for ``nodes`` of a DistGraph whose edge data hold :data:`SCORES_KEY`."""
-        import dgl
-
-        from ..conventions import ETYPE
-
-        # A fanout of -1 takes every in-edge (dgl.distributed.in_subgraph is broken in DGL 2.1).
-        frontier = dgl.distributed.sample_neighbors(graph, nodes, -1)
-        src, dst = frontier.edges()
-        eids = frontier.edata[dgl.EID]
-        etypes = graph.edata[ETYPE][eids] if ETYPE in graph.edata else None
-        scores = graph.edata[SCORES_KEY][eids].to(torch.float32).t()  # (L, e)
-        logger.info("rank %d redraws the training tables of %d nodes (%d in-edges)", rank, len(nodes), len(src))
-        return cls(nodes, src, dst, scores, etypes, ks, method, seed, rank, edge_ids=eids)
-
-    def draw(self, epoch: int) -> list[dict[str, torch.Tensor]]:
+    def draw(self, epoch: int, generator: torch.Generator | None = None) -> list[dict[str, torch.Tensor]]:
         """This trainer's rows for ``epoch``: per layer ``table`` (int64 ids), ``etype`` and
-        ``valid`` (int8), each ``(n, k_l)`` in the order of ``nodes``."""
-        gen = torch.Generator().manual_seed(redraw_seed(self.seed, epoch, self.rank))
+        ``valid`` (int8), each ``(n, k_l)`` in the order of ``nodes``. ``generator``: draw from
+        it instead of a fresh one seeded by :func:`redraw_seed`."""
+        gen = generator if generator is not None else torch.Generator().manual_seed(
+            redraw_seed(self.seed, epoch, self.rank))
         nb = self.sampler.draw(self.ks, method=self.method, generator=gen, compact=True)
         return [{"table": self.ids[nb.tables[layer][self.rows].to(torch.int64)],
                  "etype": nb.etypes[layer][self.rows].to(torch.int8),
                  "valid": nb.valid[layer][self.rows].to(torch.int8)} for layer in range(nb.num_layers)]
 
-    def redraw(self, graph, epoch: int) -> None:
+    def redraw(self, graph, epoch: int, generator: torch.Generator | None = None) -> None:
         """Store :meth:`draw` over the DistGraph's training draw 0; returns once the servers hold it."""
         written = []
-        for layer, values in enumerate(self.draw(epoch)):
+        for layer, values in enumerate(self.draw(epoch, generator)):
             for part, value in values.items():
                 column = graph.ndata[table_key("train", 0, layer, part)]
                 column[self.nodes] = value.to(column.dtype)
@@ -304,3 +290,97 @@ class TableResampler:
                 time.sleep(0.01)
             else:
                 raise RuntimeError("redrawn neighbour tables did not reach the servers within 10 s")
+
+
+def dist_in_edges(graph, nodes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(src, dst, scores, etypes, edge_ids)`` of every in-edge of ``nodes`` in a DistGraph whose
+    edge data hold :data:`SCORES_KEY` (``scores`` is ``(L, e)``; ``etypes`` None without types)."""
+    import dgl
+
+    from ..conventions import ETYPE
+
+    # A fanout of -1 takes every in-edge (dgl.distributed.in_subgraph is broken in DGL 2.1).
+    frontier = dgl.distributed.sample_neighbors(graph, nodes, -1)
+    src, dst = frontier.edges()
+    eids = frontier.edata[dgl.EID]
+    etypes = graph.edata[ETYPE][eids] if ETYPE in graph.edata else None
+    scores = graph.edata[SCORES_KEY][eids].to(torch.float32).t()  # (L, e)
+    return src, dst, scores, etypes, eids
+
+
+#: Nodes a trainer redraws at a time. Their in-edges, scores and sampler are fetched and built
+#: for the chunk and dropped after it: about 17 in-edges per node with the expander and
+#: self-loops at degree 10, so some 150 MB per chunk, whatever the trainer's share of the graph.
+REDRAW_CHUNK_NODES = 100_000
+
+
+class ChunkedResampler:
+    """Redraws one trainer's rows of the training tables a chunk of nodes at a time.
+
+    For every chunk it fetches the chunk's in-edges with their scores and edge types (``fetch``,
+    from the servers that own them), draws the chunk's rows with :class:`TableResampler` and
+    stores them. A trainer thus holds one chunk's edges, never its whole share's: at 10M nodes on
+    4 hosts a share has 42M in-edges, which with their scores and the sampler's layout took as much
+    memory again as the host's server holds for its whole partition. Every node's row is drawn
+    from its own in-edges, so the chunks do not change the law; the chunks draw in turn from one
+    generator seeded by :func:`redraw_seed`, so a redraw is a function of (seed, epoch, rank).
+
+    Parameters
+    ----------
+    nodes : Tensor
+        ``(n,)`` ids of the nodes this trainer redraws.
+    fetch : callable
+        ``fetch(chunk) -> (src, dst, scores, etypes, edge_ids)``: every in-edge of the nodes
+        ``chunk`` (:func:`dist_in_edges` for a DistGraph).
+    ks, method, seed, rank
+        As :class:`TableResampler`.
+    chunk_nodes : int
+        Nodes per chunk.
+
+    Example
+    -------
+    >>> import torch
+    >>> src, dst = torch.tensor([5, 7, 9, 5]), torch.tensor([5, 5, 7, 7])
+    >>> def fetch(chunk):
+    ...     keep = torch.isin(dst, chunk)
+    ...     return src[keep], dst[keep], torch.ones(1, int(keep.sum())), None, torch.nonzero(keep).squeeze(1)
+    >>> r = ChunkedResampler(torch.tensor([5, 7]), fetch, ks=[2], method="topk", seed=0, rank=0, chunk_nodes=1)
+    >>> [rows[0]["table"].sort(dim=1).values.tolist() for rows in r.draw_chunks(epoch=3)]
+    [[[5, 7]], [[5, 9]]]
+    """
+
+    def __init__(self, nodes: torch.Tensor, fetch, ks: int | list[int], method: str, seed: int, rank: int,
+                 chunk_nodes: int = REDRAW_CHUNK_NODES):
+        from .._checks import check_positive_int
+
+        _check_id_vectors(nodes=nodes)
+        self.nodes, self.fetch, self.ks, self.method = nodes, fetch, ks, method
+        self.seed, self.rank = seed, rank
+        self.chunk_nodes = check_positive_int(chunk_nodes, "chunk_nodes")
+
+    @classmethod
+    def from_dist_graph(cls, graph, nodes: torch.Tensor, ks: int | list[int], method: str, seed: int, rank: int,
+                        chunk_nodes: int = REDRAW_CHUNK_NODES) -> "ChunkedResampler":
+        """A resampler for ``nodes`` of a DistGraph whose edge data hold :data:`SCORES_KEY`."""
+        return cls(nodes, lambda chunk: dist_in_edges(graph, chunk), ks, method, seed, rank, chunk_nodes)
+
+    def _chunks(self, epoch: int):
+        gen = torch.Generator().manual_seed(redraw_seed(self.seed, epoch, self.rank))
+        for chunk in self.nodes.split(self.chunk_nodes):
+            src, dst, scores, etypes, edge_ids = self.fetch(chunk)
+            yield gen, TableResampler(chunk, src, dst, scores, etypes, self.ks, self.method, self.seed, self.rank,
+                                      edge_ids=edge_ids)
+
+    def draw_chunks(self, epoch: int):
+        """Every chunk's rows for ``epoch`` in turn (:meth:`TableResampler.draw`'s form)."""
+        for gen, part in self._chunks(epoch):
+            yield part.draw(epoch, gen)
+
+    def redraw(self, graph, epoch: int) -> None:
+        """Store every chunk's rows over the DistGraph's training draw 0; returns once the servers
+        hold them."""
+        t0 = time.perf_counter()
+        for gen, part in self._chunks(epoch):
+            part.redraw(graph, epoch, gen)
+        logger.info("rank %d redrew the training tables of %d nodes in %.1f s", self.rank, len(self.nodes),
+                    time.perf_counter() - t0)

@@ -382,10 +382,10 @@ def _batching(g, recipe, part: dict, device, splits: dict[str, torch.Tensor], tr
         nt = recipe.neighbour_tables
         resampler = None
         if tables["resample_every"] > 0:
-            from .tables import TableResampler
+            from .tables import ChunkedResampler
 
-            resampler = TableResampler.from_dist_graph(g, _own_nodes(g), nt.ks, nt.method, recipe.seed,
-                                                       tdist.get_rank())
+            resampler = ChunkedResampler.from_dist_graph(g, _own_nodes(g), nt.ks, nt.method, recipe.seed,
+                                                         tdist.get_rank())
         return DistTableBatching(g, device, num_layers=tables["layers"], eval_draws=tables["eval_draws"],
                                  resample_every=tables["resample_every"], train_nodes=splits["train"],
                                  num_batches=num_batches, eval_nodes=eval_nodes, eval_batch_size=eval_bs,

@@ -8,7 +8,7 @@ import torch
 from dgl_rbgt.distributed.batching import DistTableBatching, equal_chunks
 from dgl_rbgt.config import check_recipe_for_distributed, parse_distributed
 from dgl_rbgt.distributed.partition import check_partitions, partition
-from dgl_rbgt.distributed.tables import SCORES_KEY, TableResampler, partition_scores, table_key
+from dgl_rbgt.distributed.tables import SCORES_KEY, ChunkedResampler, TableResampler, partition_scores, table_key
 from dgl_rbgt.errors import RecipeError, UserError
 from dgl_rbgt.config import parse_recipe
 from dgl_rbgt.train.loop import epoch_seed, seed_everything
@@ -153,23 +153,57 @@ def test_trainers_redraw_every_resample_epochs(monkeypatch, every, start, expect
     assert nt.resampler.calls == expected and len(barriers) == 2 * len(expected)  # before and after writing
 
 
-def resampler_split(graph, scores, ks, method, parts=2, seed=0):
-    """The nodes split over `parts` trainers, each with its own resampler (as the trainers build them)."""
+def local_fetch(graph, scores, asked=None):
+    """A ChunkedResampler's fetch over a local graph: the in-edges of a chunk, in a shuffled order
+    (as edges arrive from several servers); records the chunks asked for in ``asked``."""
     from dgl_rbgt.conventions import ETYPE
 
     src, dst = graph.edges()
-    resamplers = []
-    for rank, nodes in enumerate(torch.arange(graph.num_nodes()).tensor_split(parts)):
-        mask = torch.isin(dst, nodes)
-        etypes = graph.edata[ETYPE][mask] if ETYPE in graph.edata else None
-        resamplers.append(TableResampler(nodes, src[mask], dst[mask], scores[:, mask], etypes, ks, method, seed, rank))
-    return resamplers
+
+    def fetch(chunk):
+        if asked is not None:
+            asked.append(chunk)
+        eids = torch.nonzero(torch.isin(dst, chunk)).squeeze(1)
+        eids = eids[torch.randperm(len(eids))]
+        etypes = graph.edata[ETYPE][eids] if ETYPE in graph.edata else None
+        return src[eids], dst[eids], scores[:, eids], etypes, eids
+
+    return fetch
+
+
+def resampler_split(graph, scores, ks, method, parts=2, seed=0, chunk_nodes=7):
+    """The nodes split over `parts` trainers, each with its own resampler (as the trainers build
+    them), redrawing a few nodes at a time."""
+    return [ChunkedResampler(nodes, local_fetch(graph, scores), ks, method, seed, rank, chunk_nodes=chunk_nodes)
+            for rank, nodes in enumerate(torch.arange(graph.num_nodes()).tensor_split(parts))]
 
 
 def joined_draw(resamplers, epoch):
-    draws = [r.draw(epoch) for r in resamplers]
+    draws = [rows for r in resamplers for rows in r.draw_chunks(epoch)]
     return [{part: torch.cat([d[layer][part] for d in draws]) for part in ("table", "etype", "valid")}
             for layer in range(len(draws[0]))]
+
+
+def test_chunked_redraw_fetches_one_chunk_at_a_time_and_repeats():
+    g, scores = spex_graph()
+    asked = []
+    r = ChunkedResampler(torch.arange(10, 60), local_fetch(g, scores, asked), [3, 2], "reservoir", 0, 1,
+                         chunk_nodes=16)
+    rows = [[{k: v.clone() for k, v in layer.items()} for layer in chunk] for chunk in r.draw_chunks(epoch=5)]
+    assert [c.tolist() for c in asked] == [c.tolist() for c in torch.arange(10, 60).split(16)]
+    again = list(r.draw_chunks(epoch=5))  # the edges arrive in another order: the same rows
+    for a, b in zip(rows, again):
+        for la, lb in zip(a, b):
+            assert all(torch.equal(la[k], lb[k]) for k in ("table", "etype", "valid"))
+    other = list(r.draw_chunks(epoch=6))
+    assert not all(torch.equal(a[0]["table"], b[0]["table"]) for a, b in zip(rows, other))
+    src, dst = g.edges()
+    for chunk, chunk_rows in zip(torch.arange(10, 60).split(16), rows):
+        for layer in chunk_rows:  # every valid entry is an in-neighbour of its node
+            for node, row, ok in zip(chunk.tolist(), layer["table"], layer["valid"].bool()):
+                assert set(row[ok].tolist()) <= set(src[dst == node].tolist())
+    with pytest.raises(ValueError, match="chunk_nodes"):
+        ChunkedResampler(torch.arange(3), local_fetch(g, scores), 2, "reservoir", 0, 0, chunk_nodes=0)
 
 
 def spex_graph(n=60, seed=0):
