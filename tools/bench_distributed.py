@@ -178,7 +178,9 @@ def run_cli(argv: list[str], cwd: Path, log: Path, timeout: float) -> int:
 def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, base: float) -> list[dict]:
     """Partition and launch every layout for one model; one row per layout."""
     files = {}
-    scores = None  # Spexphormer: stage 1 runs once, in the first partitioning; the rest reuse its scores
+    # Spexphormer: stage 1 runs once, in the first partitioning (unless --stage1-scores names an
+    # earlier run's); the rest reuse its scores
+    scores = Path(args.stage1_scores).resolve() if args.stage1_scores else None
     for layout, num_hosts, trainers in layouts:
         name = f"bench_{model}_{num_hosts}x{trainers}"
         data = recipe(args, name, model)
@@ -306,6 +308,8 @@ def main() -> int:
     ap.add_argument("--loopback", action=argparse.BooleanOptionalAction, default=True,
                     help="also run 1 host x 2 trainers on loopback (--no-loopback: emulated hosts only)")
     ap.add_argument("--stage1-epochs", type=int, default=20, help="Spexphormer's stage 1 (run by partition)")
+    ap.add_argument("--stage1-scores", default=None,
+                    help="Spexphormer: the scores.pt of an earlier partitioning of the same graph (skips stage 1)")
     ap.add_argument("--single", action="store_true", help="also train each recipe on one machine, without DistDGL")
     ap.add_argument("--reuse-partitions", action="store_true",
                     help="launch on the partitions of an earlier run in --out when they match the recipe")
