@@ -114,19 +114,25 @@ def write_random_partitions(graph, node_parts: torch.Tensor, num_parts: int, out
             outer_new = outer_orig
         eids_orig = torch.cat([inner_orig, outer_orig])
         u, v = new_nid[src[eids_orig]], new_nid[dst[eids_orig]]
-        ends = torch.cat([u, v])
-        halo = torch.unique(ends[(ends < n0) | (ends >= n1)])  # sorted new ids outside the part
+        del eids_orig, outer_orig
+        # sorted new ids outside the part (only the ends outside it are gathered: at 2 parts of a
+        # 170M-edge graph a copy of every end would be 2 GB)
+        halo = torch.unique(torch.cat([u[(u < n0) | (u >= n1)], v[(v < n0) | (v >= n1)]]))
         local_ids = torch.cat([torch.arange(n0, n1), halo])
 
         def local(ids: torch.Tensor) -> torch.Tensor:
-            inside = (ids >= n0) & (ids < n1)
-            return torch.where(inside, ids - n0, (n1 - n0) + torch.searchsorted(halo, ids))
+            """Local ids, in place of ``ids`` (a part's own nodes first, then the halo)."""
+            outside = (ids < n0) | (ids >= n1)
+            far = (n1 - n0) + torch.searchsorted(halo, ids[outside])
+            ids -= n0
+            ids[outside] = far
+            return ids
 
         # Built as CSC with the edges numbered in CSC order: DGL then stores no edge-id array
         # beside the CSC (8 bytes per edge less on disk, in the server's shared memory and in
         # every trainer that maps it); local edge ids are free, the global ones are in edata.
-        lu, lv = local(u), local(v)
-        del u, v, ends
+        lu, lv = local(u), local(v)  # u and v are rewritten: no second copy of the part's edges
+        del u, v
         order = torch.sort(lv, stable=True).indices
         indptr = torch.zeros(len(local_ids) + 1, dtype=torch.int64)
         indptr[1:] = torch.cumsum(torch.bincount(lv, minlength=len(local_ids)), 0)
@@ -135,9 +141,13 @@ def write_random_partitions(graph, node_parts: torch.Tensor, num_parts: int, out
         part.ndata[dgl.NID] = local_ids
         part.ndata["inner_node"] = (torch.arange(len(local_ids)) < n1 - n0).to(torch.uint8)
         part.ndata["part_id"] = torch.searchsorted(node_ends, local_ids, right=True)
-        part.edata[dgl.EID] = torch.cat([torch.arange(e0, e1), outer_new])[order]
-        part.edata["inner_edge"] = (order < e1 - e0).to(torch.uint8)
-        del order
+        inner_edge = order < e1 - e0
+        part.edata["inner_edge"] = inner_edge.to(torch.uint8)
+        # global ids in CSC order: an inner edge's is e0 + its position, an outer one's is outer_new
+        global_eids = order + e0
+        global_eids[~inner_edge] = outer_new[order[~inner_edge] - (e1 - e0)]
+        part.edata[dgl.EID] = global_eids
+        del order, inner_edge, global_eids
         part_dir = out / f"part{p}"
         part_dir.mkdir(parents=True, exist_ok=True)
         inner_nodes = orig_nids[n0:n1]
@@ -148,7 +158,7 @@ def write_random_partitions(graph, node_parts: torch.Tensor, num_parts: int, out
         dgl.save_graphs(str(part_dir / "graph.dgl"), [part], formats=graph_formats or ["csc"])
         meta[f"part-{p}"] = {"node_feats": f"part{p}/node_feat.dgl", "edge_feats": f"part{p}/edge_feat.dgl",
                              "part_graph": f"part{p}/graph.dgl"}
-        del part, eids_orig, inner_orig, outer_orig, outer_new, local_ids
+        del part, inner_orig, outer_new, local_ids
     (out / f"{graph_name}.json").write_text(json.dumps(meta, indent=4))
     return orig_nids
 
