@@ -199,14 +199,15 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
         path = work / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         t0 = time.perf_counter()
-        if args.reuse_partitions and reusable(data, work):
+        reused = args.reuse_partitions and reusable(data, work)
+        if reused:
             print(f"{model}: reusing the partitions for {layout}", flush=True)
         else:
             print(f"{model}: partitioning for {layout} ({args.nodes} nodes) ...", flush=True)
             if run_cli(["partition", str(path)], work, log, args.timeout) != 0:
                 raise SystemExit(f"partition failed; see {log}")
         report = json.loads((work / "partitions" / name / "rbgt_partition.json").read_text())
-        files[layout] = (path, report, report["seconds"]["total"] if args.reuse_partitions else time.perf_counter() - t0)
+        files[layout] = (path, report, report["seconds"]["total"] if reused else time.perf_counter() - t0)
         if model == "spexphormer" and scores is None:
             scores = (work / "partitions" / name / "scores.pt").resolve()
     single = None

@@ -50,6 +50,8 @@ def test_defaults():
     (section(partition_dir="parts/{recipe}"), r"only placeholder allowed is \{name\}"),
     (section(graph_format=["csc", "csc"]), r"graph_format repeats"),
     (section(stop_grace_seconds=0), r"stop_grace_seconds"),
+    (section(server_start_interval=-1), r"distributed\.server_start_interval: .*greater than or equal to 0"),
+    (section(server_start_interval="soon"), r"distributed\.server_start_interval: Input should be a valid number"),
     (section(hostz=[]), r"distributed\.hostz: unknown key"),
 ])
 def test_bad_sections_name_the_key(data, message):

@@ -204,6 +204,8 @@ def test_chunked_redraw_fetches_one_chunk_at_a_time_and_repeats():
                 assert set(row[ok].tolist()) <= set(src[dst == node].tolist())
     with pytest.raises(ValueError, match="chunk_nodes"):
         ChunkedResampler(torch.arange(3), local_fetch(g, scores), 2, "reservoir", 0, 0, chunk_nodes=0)
+    with pytest.raises(TypeError, match=r"nodes must be a 1-D int64 or int32 tensor of ids, got torch.float32"):
+        ChunkedResampler(torch.zeros(3), local_fetch(g, scores), 2, "reservoir", 0, 0)
 
 
 def spex_graph(n=60, seed=0):
