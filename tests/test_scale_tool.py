@@ -22,7 +22,9 @@ def test_worker_measures_every_stage(recipe, stages):
     assert [r["stage"] for r in rows] == stages
     data = rows[0]
     assert data["nodes"] == 3000 and data["edges"] > 3000 * 5  # the recipe's average degree is 10
-    assert data["peak_mb"] >= data["resident_mb"] >= 0 and all(r["seconds"] >= 0 and r["transient_mb"] >= 0 for r in rows)
+    # resident_mb may be below 0 here: this process freed earlier tests' memory (the tool runs each
+    # size in a fresh process)
+    assert data["peak_mb"] >= data["resident_mb"] and all(r["seconds"] >= 0 and r["transient_mb"] >= 0 for r in rows)
 
 
 def test_slope():

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def worker(recipe_path: str, num_nodes: int, steps: int) -> list[dict]:
+def worker(recipe_path: str, num_nodes: int, steps: int, overrides: list[str] = ()) -> list[dict]:
     """Run the stages in this process; one row per stage."""
     import torch
     import torch.nn.functional as F
@@ -46,7 +46,7 @@ def worker(recipe_path: str, num_nodes: int, steps: int) -> list[dict]:
     from dgl_rbgt.train.builders import build_batching, build_estimator, build_model, is_two_stage, prepare_dataset
     from dgl_rbgt.utils.memory import peak_rss_mb, reset_peak_rss, rss_mb
 
-    recipe = load_recipe(recipe_path, [f"dataset.params.num_nodes={num_nodes}"])
+    recipe = load_recipe(recipe_path, [*overrides, f"dataset.params.num_nodes={num_nodes}"])
     torch.set_num_threads(recipe.train.threads or torch.get_num_threads())
     torch.manual_seed(recipe.seed)
     base = rss_mb()
@@ -83,6 +83,7 @@ def worker(recipe_path: str, num_nodes: int, steps: int) -> list[dict]:
     with Stage("model"):
         model = build_model(recipe, in_feats, dataset.num_classes)
         estimator = build_estimator(recipe, in_feats, dataset.num_classes) if is_two_stage(recipe) else None
+    del dataset  # the graph is all the stages below need
     inputs = {}
     if estimator is not None:
         feat = graph.ndata["feat"]
@@ -105,6 +106,7 @@ def worker(recipe_path: str, num_nodes: int, steps: int) -> list[dict]:
     with Stage("sampler"):
         batching = build_batching(recipe, graph, torch.device("cpu"), **inputs)
         inputs.clear()
+        graph = batching.graph  # as the pipeline does: one copy of the edges when it keeps another format
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.train.lr)
     train_nodes = torch.nonzero(train_mask, as_tuple=True)[0]
     model.train()
@@ -143,11 +145,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", nargs="+", type=int, default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--steps", type=int, default=5, help="training batches in the step stage")
     parser.add_argument("--out", default="bench-results/scale", help="folder for scale.csv and scale.png")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override for every run, as the CLI's --set (repeatable)")
     parser.add_argument("--worker", nargs=3, metavar=("RECIPE", "N", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         recipe, n, out = args.worker
-        Path(out).write_text(json.dumps(worker(recipe, int(n), args.steps)))
+        Path(out).write_text(json.dumps(worker(recipe, int(n), args.steps, args.overrides)))
         return 0
     if not args.recipes:
         parser.error("give at least one recipe")
@@ -162,7 +166,8 @@ def main(argv=None) -> int:
         for n in args.sizes:
             print(f"{recipe} at {n:,} nodes", flush=True)
             part = out / f"{Path(recipe).stem}-{n}.json"
-            cmd = [sys.executable, __file__, "--worker", recipe, str(n), str(part), "--steps", str(args.steps)]
+            cmd = [sys.executable, __file__, "--worker", recipe, str(n), str(part), "--steps", str(args.steps),
+                   *(f"--set={o}" for o in args.overrides)]
             done = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ))
             if done.returncode != 0:
                 print(f"  failed (exit {done.returncode}); see the output above", flush=True)

@@ -40,6 +40,9 @@ class Batching(ABC):
     section_skip: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, graph: dgl.DGLGraph, device: torch.device | str = "cpu"):
+        #: The graph the batches come from. A batching may keep it in another sparse format than
+        #: it was given; the caller should then drop its own reference and use this one, so that
+        #: the process holds one copy of the edges.
         self.graph = graph
         self.device = torch.device(device)
 

@@ -6,13 +6,18 @@ from typing import Iterator
 import dgl
 import torch
 
+from ..nn.stored_features import compute_input
 from .base import Batch, Batching
 
 __all__ = ["FullGraph"]
 
 
 class FullGraph(Batching):
-    """The whole graph in one call: ``model(graph, feat)`` returns logits for every node."""
+    """The whole graph in one call: ``model(graph, feat)`` returns logits for every node.
+
+    Features stored in half precision reach the model as they are when it projects them in
+    chunks itself (``model.projects_stored_features``), else cast for the call.
+    """
 
     name = "full"
 
@@ -22,7 +27,11 @@ class FullGraph(Batching):
 
     def _batch(self) -> Batch:
         g = self.graph
-        return Batch(self._all, lambda model: model(g, g.ndata["feat"]))
+        def run(model):
+            feat = g.ndata["feat"]
+            return model(g, feat if getattr(model, "projects_stored_features", False) else compute_input(feat))
+
+        return Batch(self._all, run)
 
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[Batch]:
         yield self._batch()

@@ -7,6 +7,7 @@ from typing import Iterator
 import dgl
 import torch
 
+from ..nn.stored_features import compute_input
 from .base import Batch, Batching
 
 __all__ = ["NeighborSampling"]
@@ -19,6 +20,11 @@ class NeighborSampling(Batching):
     reported numbers do not depend on a draw. DGL's CPU sampler draws from per-thread generators,
     so with several threads the same seed gives different samples; ``deterministic=True`` samples
     on one thread (the model still uses all of them) so seeded runs repeat exactly.
+
+    ``eval_layerwise=True`` evaluates with the model's ``layerwise_inference(graph, feat)`` (the
+    full graph layer by layer, as DGL's large-graph examples do) in one call instead: an L-hop
+    full neighbourhood of a batch grows towards the whole graph, and each batch would recompute
+    it. The model must have that method (Spexphormer's ``ScoreEstimator`` has).
     """
 
     name = "neighbor"
@@ -32,9 +38,11 @@ class NeighborSampling(Batching):
         batch_size: int,
         eval_batch_size: int | None = None,
         deterministic: bool = True,
+        eval_layerwise: bool = False,
     ):
         super().__init__(graph, device)
         self.deterministic = deterministic
+        self.eval_layerwise = eval_layerwise
         self.fanouts = list(fanouts)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -63,14 +71,18 @@ class NeighborSampling(Batching):
             blocks = [b.to(self.device) for b in blocks]
             yield Batch(
                 output_nodes.to(self.device),
-                lambda model, blocks=blocks: model(blocks, blocks[0].srcdata["feat"]),
+                lambda model, blocks=blocks: model(blocks, compute_input(blocks[0].srcdata["feat"])),
             )
 
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[Batch]:
         return self._batches(self._train_sampler, train_nodes.cpu(), self.batch_size, shuffle=True)
 
     def eval_batches(self, nodes: torch.Tensor) -> Iterator[Batch]:
-        return self._batches(self._eval_sampler, nodes.cpu(), self.eval_batch_size, shuffle=False)
+        if not self.eval_layerwise:
+            return self._batches(self._eval_sampler, nodes.cpu(), self.eval_batch_size, shuffle=False)
+        g = self.graph.to(self.device)
+        nodes = nodes.to(self.device)
+        return iter([Batch(nodes, lambda model: model.layerwise_inference(g, g.ndata["feat"])[nodes])])
 
     def num_train_batches(self, train_nodes: torch.Tensor) -> int:
         return -(-len(train_nodes) // self.batch_size)

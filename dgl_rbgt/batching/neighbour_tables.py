@@ -16,6 +16,7 @@ import dgl
 import torch
 
 from .._checks import check_choice, check_positive_int
+from ..nn.stored_features import compute_input
 from ..sampling import METHODS, NeighbourTables, Sparsifier, grow_batch
 from .base import Batch, Batching
 
@@ -48,6 +49,7 @@ class SparseRows:
         """A CSR store when ``feat`` is a wide, mostly-zero CPU float matrix, else None."""
         if (not isinstance(feat, torch.Tensor) or feat.dim() != 2 or not torch.is_floating_point(feat)
                 or feat.layout != torch.strided or feat.device.type != "cpu"
+                or feat.dtype in (torch.float16, torch.bfloat16)  # half storage: rows cast per batch
                 or feat.shape[1] < SPARSE_FEAT_MIN_WIDTH or feat.numel() == 0):
             return None
         if int(torch.count_nonzero(feat)) > SPARSE_FEAT_DENSITY * feat.numel():
@@ -210,7 +212,7 @@ class TableBatching(Batching):
         :class:`~dgl_rbgt.models.spexphormer.Spexphormer` projects as a sparse product."""
         if not self._sparse_input():
             feat = self.graph.ndata["feat"]
-            return feat.index_select(0, ids.to(feat.device))
+            return compute_input(feat.index_select(0, ids.to(feat.device)))
         return self._feat_rows[1].rows(ids)
 
     def _draw(self, generator: torch.Generator | None) -> NeighbourTables:
@@ -252,7 +254,10 @@ class TableBatching(Batching):
         feat = self.graph.ndata["feat"]
 
         def run(model):
-            x = self._feat_rows[1].full() if self._sparse_input() else feat
+            if self._sparse_input():
+                x = self._feat_rows[1].full()
+            else:  # half storage: cast in chunks by a model that can, else for the call
+                x = feat if getattr(model, "projects_stored_features", False) else compute_input(feat)
             x = x.to(self.device)
             total = None
             for nb in tables:

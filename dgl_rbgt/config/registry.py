@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..batching import FullGraph, NeighborSampling, NodeBatches, TableBatching
 from ..models import GAT, GCN, SAGE, Exphormer, GPSTransformer, RBTransformer, Spexphormer
-from ..transforms import AddExpanderEdges, AddSelfLoops, AddVirtualNodes, NormalizeFeatures
+from ..transforms import AddExpanderEdges, AddSelfLoops, AddVirtualNodes, CastFeatures, NormalizeFeatures
 
 __all__ = ["MODELS", "TRANSFORMS", "BATCHINGS"]
 
@@ -37,6 +37,7 @@ MODELS: dict[str, type] = {
 #: ``transforms[i].name`` -> DGL ``BaseTransform`` class, ``Transform(**transforms[i])``.
 TRANSFORMS: dict[str, type] = {
     "normalize_features": NormalizeFeatures,
+    "cast_features": CastFeatures,
     "expander": AddExpanderEdges,
     "self_loops": AddSelfLoops,
     "virtual_nodes": AddVirtualNodes,

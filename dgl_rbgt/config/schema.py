@@ -121,6 +121,14 @@ def _check_modes(recipe):
             if recipe.stage1.model.layers != layers:
                 raise ValueError(f"stage1.model.layers ({recipe.stage1.model.layers}) must equal model.layers "
                                  f"({layers}): the estimator gives one score row per layer of the wide model")
+            s1 = recipe.stage1.train
+            allowed = getattr(model_cls.estimator, "batching", ("full",))
+            if s1.batching not in allowed:
+                raise ValueError(f"stage1.train.batching: the estimator trains with one of {list(allowed)}, "
+                                 f"got {s1.batching!r}")
+            if s1.batching == "neighbor" and len(s1.fanouts) != layers:
+                raise ValueError(f"stage1.train.fanouts has {len(s1.fanouts)} entries but the estimator has "
+                                 f"{layers} layers: give one fanout per layer")
     batching.check_recipe(recipe)
     if getattr(model_cls, "needs_edge_types", False) and not any(
             getattr(TRANSFORMS[t.name], "writes_edge_types", False) for t in recipe.transforms):

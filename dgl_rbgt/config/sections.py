@@ -61,7 +61,9 @@ class TrainSection(_Section):
 
 
 class Stage1Base(_Section):
-    """Spexphormer's stage 1 (attention-score estimator), trained full-graph before the wide model."""
+    """Spexphormer's stage 1 (attention-score estimator), trained before the wide model: full-graph
+    (``train.batching: full``, the default) or on sampled neighbourhoods (``neighbor``, with
+    ``train.fanouts``) when the full-graph step does not fit."""
 
     train: TrainSection = Field(default_factory=TrainSection)
     scores: Optional[str] = None  # an earlier run's scores.pt: skip stage 1

@@ -23,6 +23,7 @@ from typing import Iterator
 import torch
 
 from ..batching import Batch, Batching
+from ..nn.stored_features import compute_input
 from ..sampling import grow_batch
 from .tables import TABLE_KINDS, ChunkedResampler, StoredNeighbourTables
 
@@ -91,7 +92,7 @@ class DistNeighborSampling(Batching):
 
     def _batch(self, input_nodes, seeds, blocks) -> DistBatch:
         g = self.graph
-        feat = g.ndata["feat"][input_nodes].to(self.device)  # features pulled from their servers
+        feat = compute_input(g.ndata["feat"][input_nodes]).to(self.device)  # pulled from their servers
         labels = g.ndata["label"][seeds].to(self.device)
         blocks = [b.to(self.device) for b in blocks]
         return DistBatch(seeds.to(self.device), lambda model: model(blocks, feat), labels)
@@ -172,7 +173,7 @@ class DistNodeBatches(Batching):
         u = order[at[inside]]  # positions in `nodes`
         v = order[torch.searchsorted(sorted_nodes, dst[inside])]
         sub = dgl.graph((u, v), num_nodes=len(nodes)).to(self.device)
-        feat = g.ndata["feat"][nodes].to(self.device)
+        feat = compute_input(g.ndata["feat"][nodes]).to(self.device)
         out = nodes[:num_outputs]
         labels = g.ndata["label"][out].to(self.device)
         train = g.ndata["train_mask"][out].to(torch.bool)
@@ -263,7 +264,7 @@ class DistTableBatching(Batching):
 
         def call(model, rows: StoredNeighbourTables) -> torch.Tensor:
             node_lists, blocks = grow_batch(rows, targets)
-            return model([b.to(self.device) for b in blocks], feat[node_lists[0]].to(self.device))
+            return model([b.to(self.device) for b in blocks], compute_input(feat[node_lists[0]]).to(self.device))
 
         def run(model):
             total = None

@@ -1,7 +1,7 @@
 """Partition a recipe's graph for DistDGL: one partition per host.
 
 ``partition(recipe, dist)`` loads the dataset and applies the recipe's transforms exactly like a
-single-machine run (:func:`dgl_rbgt.train.run.prepare_dataset`), then calls
+single-machine run (:func:`dgl_rbgt.train.builders.prepare_dataset`), then calls
 :func:`dgl.distributed.partition_graph` (METIS; training nodes balanced across partitions with
 ``balance_ntypes=train_mask``) or, for a random partition with one halo hop, writes DGL's files one
 part at a time (:mod:`dgl_rbgt.distributed.part_writer`: DGL's partitioner needs about 250 bytes

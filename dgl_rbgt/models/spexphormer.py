@@ -28,6 +28,7 @@ from torch import nn
 from dgl_rbgt._checks import all_finite, check_feat, check_homogeneous, check_nonempty, check_positive_int, check_probability
 from dgl_rbgt.nn.score_estimator import ScoreEstimatorConv
 from dgl_rbgt.nn.spexphormer import SpexphormerConv, TableBlock
+from dgl_rbgt.nn.stored_features import project_stored
 from dgl_rbgt.nn.typed_csr import GraphCache
 from dgl_rbgt.sampling import NeighbourTables, table_blocks
 
@@ -112,7 +113,12 @@ class ScoreEstimator(nn.Module):
     torch.Size([2, 120])
     """
 
-    batching: ClassVar[tuple[str, ...]] = ("full",)
+    batching: ClassVar[tuple[str, ...]] = ("full", "neighbor")
+
+    #: Takes features stored in half precision as they are: the input projection casts them in
+    #: chunks (:func:`~dgl_rbgt.nn.stored_features.project_stored`), so a full-graph call never
+    #: holds a float32 copy of them.
+    projects_stored_features: ClassVar[bool] = True
 
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 8, num_heads: int = 1,
                  layers: int = 4, dropout: float = 0.0, num_edge_types: int = 3,
@@ -167,7 +173,7 @@ class ScoreEstimator(nn.Module):
         check_homogeneous(graph, allow_block=False)
         check_nonempty(graph)
         check_feat(feat, "feat", rows=graph.num_nodes())
-        x = self.encoder(feat)  # (N, hidden)
+        x = self.encoder[1](project_stored(self.encoder[0], feat))  # (N, hidden), half-stored feat in chunks
         scores = []
         for i, conv in enumerate(self.convs):
             if collect:
@@ -195,22 +201,84 @@ class ScoreEstimator(nn.Module):
         10-million-node graph), e.g. once the scores are read."""
         self.convs[0].structure_cache.clear()
 
-    def forward(self, graph: dgl.DGLGraph, feat: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes)`` on the full graph (with expander and self-loop edges)."""
+    def forward(self, graph: dgl.DGLGraph | Sequence[dgl.DGLGraph], feat: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` on the full graph (with expander and self-loop edges), or,
+        given one DGL block per layer (``NeighborSampling``'s message-flow graphs), for the last
+        block's destination nodes: mini-batch training for graphs whose full-graph step does not
+        fit. Sampled in-neighbourhoods change each softmax's support; the scores are read on the
+        full graph afterwards (:meth:`attention_scores` with ``rows``)."""
+        if isinstance(graph, (list, tuple)):
+            return self._run_blocks(list(graph), feat)
         return self._run(graph, feat, collect=False)[0]
 
+    def _run_blocks(self, blocks: list, feat: torch.Tensor) -> torch.Tensor:
+        if len(blocks) != len(self.convs):
+            raise ValueError(f"got {len(blocks)} blocks for a model with {len(self.convs)} layers; sample "
+                             f"one fanout per layer")
+        for i, block in enumerate(blocks):
+            if not (isinstance(block, dgl.DGLGraph) and block.is_block):
+                raise TypeError(f"blocks[{i}] must be a DGL block, got {type(block).__name__}")
+        check_feat(feat, "feat", rows=blocks[0].num_src_nodes())
+        x = self.encoder[1](project_stored(self.encoder[0], feat))  # (n_0, hidden)
+        for i, (block, conv) in enumerate(zip(blocks, self.convs)):
+            # destination nodes are the first rows of a block's sources: their own features
+            x = self._finish_layer(i, x[: block.num_dst_nodes()], conv(block, x))
+        return self.head(x)
+
     @torch.no_grad()
-    def attention_scores(self, graph: dgl.DGLGraph, feat: torch.Tensor) -> torch.Tensor:
+    def layerwise_inference(self, graph: dgl.DGLGraph, feat: torch.Tensor, rows: int = INFERENCE_ROWS,
+                            collect: bool = False):
+        """The full-graph forward computed layer by layer, ``rows`` destination nodes at a time:
+        the same logits as ``forward(graph, feat)`` in evaluation mode, holding two ``(N, hidden)``
+        states and one chunk's in-edges instead of the graph's sparse layout and every edge's
+        activations. With ``collect``, returns ``(logits, scores)`` as :meth:`attention_scores`.
+
+        Each chunk is DGL's ``in_subgraph`` of its destinations, which builds the graph's CSC
+        once (16 bytes per edge) and reads each edge once per layer.
+        """
+        check_homogeneous(graph, allow_block=False)
+        check_nonempty(graph)
+        check_positive_int(rows, "rows")
+        n = graph.num_nodes()
+        check_feat(feat, "feat", rows=n)
+        x = self.encoder[1](project_stored(self.encoder[0], feat))  # (N, hidden)
+        scores = [x.new_empty(graph.num_edges()) for _ in self.convs] if collect else []
+        for i, conv in enumerate(self.convs):
+            nxt = x.new_empty(x.shape)
+            for a in range(0, n, rows):
+                dst = torch.arange(a, min(a + rows, n), device=graph.device)
+                sub = dgl.in_subgraph(graph, dst)
+                eids = sub.edata[dgl.EID]  # the chunk's edges, as ids of ``graph``
+                block = dgl.to_block(sub, dst_nodes=dst)
+                src = block.srcdata[dgl.NID]
+                if collect:
+                    out, att = conv(block, (x[src], x[dst]), get_attention=True)
+                    # the block's own edge ids number the chunk's edges
+                    scores[i][eids[block.edata[dgl.EID]]] = att.mean(dim=1).squeeze(-1)
+                else:
+                    out = conv(block, (x[src], x[dst]))
+                nxt[a:a + len(dst)] = self._finish_layer(i, x[dst], out)
+            x = nxt
+        logits = self.head(x)
+        return (logits, scores) if collect else logits
+
+    @torch.no_grad()
+    def attention_scores(self, graph: dgl.DGLGraph, feat: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         """Per-layer normalised attention scores, ``(L, E)``, averaged over heads.
 
         Runs in evaluation mode (no dropout) without gradients, at the current temperature, and
         restores the training mode afterwards. Row ``l`` sums to 1 over every node's in-edges;
-        it is what :func:`~dgl_rbgt.sampling.sparsify` expects.
+        it is what :func:`~dgl_rbgt.sampling.sparsify` expects. With ``rows``, computed layer by
+        layer in chunks of ``rows`` destination nodes (:meth:`layerwise_inference`): the same
+        scores in bounded memory.
         """
         was_training = self.training
         self.eval()
         try:
-            _, scores = self._run(graph, feat, collect=True)
+            if rows is not None:
+                _, scores = self.layerwise_inference(graph, feat, rows=rows, collect=True)
+            else:
+                _, scores = self._run(graph, feat, collect=True)
         finally:
             self.train(was_training)
         return torch.stack(scores)
@@ -286,6 +354,11 @@ class Spexphormer(nn.Module):
     #: Stage 1: its attention scores drive the neighbour tables this model trains on.
     estimator: ClassVar[type] = ScoreEstimator
 
+    #: Takes features stored in half precision as they are: the input projection casts them in
+    #: chunks (:func:`~dgl_rbgt.nn.stored_features.project_stored`), so a full-graph call never
+    #: holds a float32 copy of them.
+    projects_stored_features: ClassVar[bool] = True
+
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 64, num_heads: int = 2,
                  layers: int = 4, dropout: float = 0.2, num_edge_types: int = 3,
                  edge_bias: bool = True, clamp: float = 5.0):
@@ -342,7 +415,7 @@ class Spexphormer(nn.Module):
             x = self.encoder(feat)
         else:
             check_feat(feat, "feat", rows=rows, last_dim=self.encoder.in_features, finite=False)
-            x = self.encoder(feat)
+            x = project_stored(self.encoder, feat)  # half-stored feat: cast in chunks
             if not all_finite(x):
                 if not all_finite(feat):
                     raise ValueError("feat contains NaN or Inf values")

@@ -29,8 +29,13 @@ def resolve_device(spec: str) -> torch.device:
 
 def prepare_dataset(recipe, progress: bool = False):
     """Load the recipe's dataset and apply its transforms in order (a bar over the stages with
-    ``progress``; each stage's time in the log either way)."""
-    from ..data import load_dataset
+    ``progress``; each stage's time in the log either way).
+
+    Returns ``(dataset, graph)`` with ``dataset.graph is graph``, the transformed graph: the loaded
+    graph is not kept beside it (at 10M nodes it is 1.6 GB that no later stage reads)."""
+    import dataclasses
+
+    from ..data import NodeDataset, load_dataset
     from ..utils.progress import Stages
 
     ds = recipe.dataset
@@ -42,6 +47,8 @@ def prepare_dataset(recipe, progress: bool = False):
             except (ValueError, TypeError) as exc:
                 raise RecipeError(f"dataset: {exc}") from None
         graph = dataset.graph
+        about = {f.name: getattr(dataset, f.name) for f in dataclasses.fields(dataset) if f.name != "graph"}
+        del dataset  # from here ``graph`` holds the only reference: a transform's input can be freed
         for i, spec in enumerate(recipe.transforms):
             params = spec.model_dump(exclude={"name"})
             try:
@@ -50,7 +57,7 @@ def prepare_dataset(recipe, progress: bool = False):
                 raise RecipeError(f"transforms.{i} ({spec.name}): {exc}") from None
             with stages.stage(spec.name):
                 graph = transform(graph)
-    return dataset, graph
+    return NodeDataset(graph=graph, **about), graph
 
 
 def build_model(recipe, in_feats: int, num_classes: int) -> torch.nn.Module:

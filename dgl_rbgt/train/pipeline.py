@@ -1,6 +1,7 @@
 """From a validated recipe to a finished run: dataset -> transforms -> model -> trainer -> run dir."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,9 @@ def run_recipe(recipe, run_dir: str | Path | None = None, resume: bool = False,
         estimator = build_estimator(recipe, graph.ndata["feat"].shape[1], dataset.num_classes)
     else:
         batching = build_batching(recipe, graph, device)
+        if batching.graph is not graph:  # kept in another sparse format: hold one copy of the edges
+            graph = batching.graph
+            dataset = dataclasses.replace(dataset, graph=graph)
     rd, resume = open_run_dir(recipe, run_dir, resume)
     rd.error.unlink(missing_ok=True)  # an earlier attempt's reason stays in train.log
     log_to_file(rd.log)

@@ -1,8 +1,9 @@
 """Spexphormer's two stages as one run, on the one training loop.
 
-Stage 1 trains the narrow :class:`~dgl_rbgt.models.spexphormer.ScoreEstimator` full-graph (its
-run directory is ``<run>/stage1``), restores its best-validation weights and writes per-layer
-attention scores ``(L, E)`` to ``<run>/scores.pt``. Stage 2 samples fixed-degree neighbour tables
+Stage 1 trains the narrow :class:`~dgl_rbgt.models.spexphormer.ScoreEstimator` full-graph, or on
+sampled neighbourhoods with ``stage1.train.batching: neighbor`` (its run directory is
+``<run>/stage1``), restores its best-validation weights and writes per-layer attention scores
+``(L, E)`` to ``<run>/scores.pt`` (read layer by layer in bounded memory when mini-batched). Stage 2 samples fixed-degree neighbour tables
 from those scores (:class:`~dgl_rbgt.batching.TableBatching`) and trains the wide
 :class:`~dgl_rbgt.models.spexphormer.Spexphormer` on mini-batches in ``<run>``.
 
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from ..batching import FullGraph
+from ..batching import FullGraph, NeighborSampling
 from ..errors import RecipeError
+from ..models.spexphormer import INFERENCE_ROWS
 from ..utils.progress import Stages
 from .builders import build_batching
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -41,6 +43,17 @@ def load_scores(path: str | Path, num_layers: int, num_edges: int) -> torch.Tens
     return scores
 
 
+def stage1_batching(recipe, graph, device: torch.device):
+    """Stage 1 trains full-graph (``stage1.train.batching: full``, the paper's way) or on DGL's
+    sampled neighbourhoods (``neighbor``, with ``stage1.train.fanouts``) for graphs whose
+    full-graph step does not fit; the latter evaluates, and reads the scores, layer by layer."""
+    t = recipe.stage1.train
+    if t.batching == "full":
+        return FullGraph(graph, device)
+    return NeighborSampling(graph, device, fanouts=t.fanouts, batch_size=t.batch_size,
+                            eval_batch_size=t.eval_batch_size, eval_layerwise=True)
+
+
 def stage1_scores(recipe, graph, estimator: torch.nn.Module, device: torch.device, rd: RunDir, metric: Metric,
                   splits: dict, resume: bool, progress: bool) -> tuple[torch.Tensor, dict | None]:
     """Per-layer attention scores ``(L, E)`` of the recipe's stage 1, and stage 1's summary.
@@ -59,14 +72,15 @@ def stage1_scores(recipe, graph, estimator: torch.nn.Module, device: torch.devic
         logger.info("stage 1 already finished: scores from %s", scores_path)
         return load_scores(scores_path, num_layers, graph.num_edges()), None
     stage1_dir = RunDir(rd.path / "stage1").create()
-    trainer = Trainer(estimator, FullGraph(graph, device), labels, splits, metric, recipe.stage1.train,
+    trainer = Trainer(estimator, stage1_batching(recipe, graph, device), labels, splits, metric, recipe.stage1.train,
                       stage1_dir, seed=recipe.seed, device=device, plot=recipe.output.plot,
                       title=f"{recipe.name} stage 1", progress=progress)
     summary = trainer.fit(resume=resume and stage1_dir.checkpoint.is_file()).summary
     estimator.load_state_dict(load_checkpoint(stage1_dir.best, map_location=device)["model"])
     g = graph.to(device)
     with Stages("stage 1", ["scores"], progress) as stages, stages.stage("scores"):  # a minute at 10M nodes
-        scores = estimator.attention_scores(g, g.ndata["feat"]).cpu()
+        rows = None if recipe.stage1.train.batching == "full" else INFERENCE_ROWS  # bounded memory
+        scores = estimator.attention_scores(g, g.ndata["feat"], rows=rows).cpu()
     if hasattr(estimator, "clear_cache"):
         estimator.clear_cache()  # stage 2 does not need stage 1's sparse layout of the graph
     save_checkpoint({"format": 1, "scores": scores}, scores_path)

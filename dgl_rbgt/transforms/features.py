@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import dgl
+import torch
 from dgl.transforms import BaseTransform, RowFeatNormalizer
 
-from .._checks import check_homogeneous
+from .._checks import check_choice, check_homogeneous
+from ..nn.stored_features import STORAGE_DTYPES
 
-__all__ = ["NormalizeFeatures"]
+__all__ = ["NormalizeFeatures", "CastFeatures"]
 
 
 class NormalizeFeatures(BaseTransform):
@@ -46,3 +48,54 @@ class NormalizeFeatures(BaseTransform):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(subtract_min={self.subtract_min})"
+
+
+class CastFeatures(BaseTransform):
+    r"""Store ``ndata['feat']`` as ``dtype``: ``"float16"`` or ``"bfloat16"`` halves the features'
+    memory (1.3 GB of 2.6 GB on 10M nodes with 64 features), ``"float32"`` is the default storage.
+    Returns a new graph; the input is not modified.
+
+    Models still compute in float32: batches cast the rows they gather, and Spexphormer's
+    full-graph passes cast chunks of rows (:mod:`dgl_rbgt.nn.stored_features`). Half precision
+    keeps 11 significant bits (float16, about 3 decimal digits, magnitudes up to 65,504) or 8
+    (bfloat16, float32's range); a feature that does not fit float16's range is an error, not an
+    Inf.
+
+    Parameters
+    ----------
+    dtype : str
+        ``"float16"``, ``"bfloat16"`` or ``"float32"``.
+
+    Example
+    -------
+    >>> import dgl, torch
+    >>> from dgl_rbgt.transforms import CastFeatures
+    >>> g = dgl.graph(([0], [1]))
+    >>> g.ndata["feat"] = torch.tensor([[0.1, 3.0], [2.0, -1.0]])
+    >>> CastFeatures("float16")(g).ndata["feat"].dtype
+    torch.float16
+    >>> g.ndata["feat"].dtype  # unchanged
+    torch.float32
+    """
+
+    def __init__(self, dtype: str = "float16"):
+        self.dtype = check_choice(dtype, "dtype", tuple(STORAGE_DTYPES))
+
+    def __call__(self, g: dgl.DGLGraph) -> dgl.DGLGraph:
+        check_homogeneous(g, allow_block=False)
+        if "feat" not in g.ndata:
+            raise KeyError("CastFeatures needs graph.ndata['feat']")
+        feat = g.ndata["feat"]
+        if not torch.is_floating_point(feat):
+            raise TypeError(f"CastFeatures casts floating-point features; ndata['feat'] has dtype {feat.dtype}")
+        cast = feat.to(STORAGE_DTYPES[self.dtype])
+        if self.dtype == "float16" and not bool(torch.isfinite(cast).all()) and bool(torch.isfinite(feat).all()):
+            big = float(feat.abs().max())
+            raise ValueError(f"ndata['feat'] holds values up to {big:.4g}, beyond float16's 65,504: "
+                             f"use dtype='bfloat16' or scale the features")
+        out = g.local_var()
+        out.ndata["feat"] = cast
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dtype={self.dtype!r})"
