@@ -9,14 +9,17 @@ own builders, through these stages:
 
 - ``data``: load and transforms (generation, expander and self-loop edges);
 - ``model``: the model (and a two-stage recipe's estimator) built;
-- two-stage recipes only: ``stage1 step`` (full-graph forward, backward and optimizer step, twice),
-  ``stage1 eval`` (one forward without gradients), ``stage1 scores`` (the per-layer scores, then
-  the estimator's cached graph layout dropped, as the pipeline does);
+- two-stage recipes only: ``stage1 step`` (full-graph forward, backward and optimizer step, twice;
+  with ``stage1.train.batching: neighbor``, ``--steps`` sampled batches), ``stage1 eval`` (one
+  forward without gradients; layer by layer when mini-batched), ``stage1 scores`` (the per-layer
+  scores, then the estimator's cached graph layout dropped, as the pipeline does);
 - ``sampler``: the recipe's batching prepared (Spexphormer: the sampler and its draws);
 - ``step``: ``--steps`` training batches (forward, backward, optimizer step);
 - ``eval``: one evaluation pass over all nodes, keeping the logits as the training loop does.
 
-Per stage: ``resident`` is the process's resident memory after the stage minus after the imports;
+Per stage: ``resident`` is the process's resident memory after the stage minus after the imports
+(``anon``: its anonymous part, which excludes memory-mapped files such as
+``memory_map_features``);
 ``transient`` the peak during the stage minus the resident memory before it (the kernel's peak
 counter is reset between stages); bytes per node and per edge of the stage's resident growth;
 seconds. The table ends with the log-log slope over the sizes of each stage's peak. Writes
@@ -44,12 +47,15 @@ def worker(recipe_path: str, num_nodes: int, steps: int, overrides: list[str] = 
 
     from dgl_rbgt.config import load_recipe
     from dgl_rbgt.train.builders import build_batching, build_estimator, build_model, is_two_stage, prepare_dataset
-    from dgl_rbgt.utils.memory import peak_rss_mb, reset_peak_rss, rss_mb
+    from dgl_rbgt.models.spexphormer import INFERENCE_ROWS
+    from dgl_rbgt.train.two_stage import stage1_batching
+    from dgl_rbgt.utils.memory import peak_rss_mb, reset_peak_rss, rss_mb, rss_parts_mb
 
     recipe = load_recipe(recipe_path, [*overrides, f"dataset.params.num_nodes={num_nodes}"])
     torch.set_num_threads(recipe.train.threads or torch.get_num_threads())
     torch.manual_seed(recipe.seed)
     base = rss_mb()
+    base_anon = rss_parts_mb().get("anon", 0.0)
     rows: list[dict] = []
     sizes = {}
 
@@ -69,6 +75,7 @@ def worker(recipe_path: str, num_nodes: int, steps: int, overrides: list[str] = 
             grown = (after - self.before) * 2**20
             rows.append({"stage": self.name, "seconds": round(time.perf_counter() - self.start, 2),
                          "resident_mb": round(after - base), "transient_mb": round(max(peak - self.before, 0.0)),
+                         "anon_mb": round(rss_parts_mb().get("anon", 0.0) - base_anon),
                          "peak_mb": round(max(peak, after) - base),
                          "grown_bytes_per_node": round(grown / sizes.get("nodes", num_nodes), 1),
                          "grown_bytes_per_edge": round(grown / sizes["edges"], 2) if "edges" in sizes else ""})
@@ -88,19 +95,33 @@ def worker(recipe_path: str, num_nodes: int, steps: int, overrides: list[str] = 
     if estimator is not None:
         feat = graph.ndata["feat"]
         optimizer = torch.optim.Adam(estimator.parameters(), lr=recipe.stage1.train.lr)
+        mini_batched = recipe.stage1.train.batching != "full"
         with Stage("stage1 step"):
-            for _ in range(2):  # the first one also builds the cached sparse layout
-                loss = F.cross_entropy(estimator(graph, feat)[train_mask], labels[train_mask])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                del loss
+            if mini_batched:  # sampled neighbourhoods: `steps` batches
+                s1 = stage1_batching(recipe, graph, torch.device("cpu"))
+                train_nodes = torch.nonzero(train_mask, as_tuple=True)[0]
+                for i, batch in enumerate(s1.train_batches(train_nodes, 0)):
+                    if i == steps:
+                        break
+                    loss = F.cross_entropy(batch.run(estimator), labels[batch.output_nodes])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    del loss
+                del s1
+            else:
+                for _ in range(2):  # the first one also builds the cached sparse layout
+                    loss = F.cross_entropy(estimator(graph, feat)[train_mask], labels[train_mask])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    del loss
         with Stage("stage1 eval"), torch.no_grad():
             estimator.eval()
-            logits = estimator(graph, feat)
+            logits = estimator.layerwise_inference(graph, feat) if mini_batched else estimator(graph, feat)
             del logits
         with Stage("stage1 scores"):
-            inputs["scores"] = estimator.attention_scores(graph, feat)
+            inputs["scores"] = estimator.attention_scores(graph, feat, rows=INFERENCE_ROWS if mini_batched else None)
             estimator.clear_cache()
         del optimizer, estimator
     with Stage("sampler"):
@@ -175,16 +196,16 @@ def main(argv=None) -> int:
             rows += json.loads(part.read_text())
     if not rows:
         return 1
-    fields = ["recipe", "nodes", "edges", "stage", "resident_mb", "transient_mb", "peak_mb", "seconds",
+    fields = ["recipe", "nodes", "edges", "stage", "resident_mb", "anon_mb", "transient_mb", "peak_mb", "seconds",
               "grown_bytes_per_node", "grown_bytes_per_edge"]
     with open(out / "scale.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    print("\n| recipe | N | E | stage | resident MB | transient MB | peak MB | s | B/node grown | B/edge grown |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| recipe | N | E | stage | resident MB | of which anonymous | transient MB | peak MB | s | B/node grown | B/edge grown |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['recipe']} | {r['nodes']:,} | {r['edges']:,} | {r['stage']} | {r['resident_mb']:,} | "
+        print(f"| {r['recipe']} | {r['nodes']:,} | {r['edges']:,} | {r['stage']} | {r['resident_mb']:,} | {r['anon_mb']:,} | "
               f"{r['transient_mb']:,} | {r['peak_mb']:,} | {r['seconds']} | {r['grown_bytes_per_node']} | "
               f"{r['grown_bytes_per_edge']} |")
     print("\n| recipe | stage | log-log slope of peak over N |")

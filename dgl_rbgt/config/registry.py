@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..batching import FullGraph, NeighborSampling, NodeBatches, TableBatching
 from ..models import GAT, GCN, SAGE, Exphormer, GPSTransformer, RBTransformer, Spexphormer
-from ..transforms import AddExpanderEdges, AddSelfLoops, AddVirtualNodes, CastFeatures, NormalizeFeatures
+from ..transforms import AddExpanderEdges, AddSelfLoops, AddVirtualNodes, CastFeatures, MemoryMapFeatures, NormalizeFeatures
 
 __all__ = ["MODELS", "TRANSFORMS", "BATCHINGS"]
 
@@ -38,6 +38,7 @@ MODELS: dict[str, type] = {
 TRANSFORMS: dict[str, type] = {
     "normalize_features": NormalizeFeatures,
     "cast_features": CastFeatures,
+    "memory_map_features": MemoryMapFeatures,
     "expander": AddExpanderEdges,
     "self_loops": AddSelfLoops,
     "virtual_nodes": AddVirtualNodes,

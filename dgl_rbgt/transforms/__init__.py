@@ -10,9 +10,9 @@ from ..conventions import EdgeType
 from ..sampling import Sparsifier, sparsify
 from .edge_types import add_self_loops
 from .expander import AddExpanderEdges, spectral_gap
-from .features import CastFeatures, NormalizeFeatures
+from .features import CastFeatures, MemoryMapFeatures, NormalizeFeatures
 from .self_loops import AddSelfLoops
 from .virtual_nodes import AddVirtualNodes
 
-__all__ = ["AddExpanderEdges", "AddSelfLoops", "AddVirtualNodes", "CastFeatures", "EdgeType", "NormalizeFeatures",
+__all__ = ["AddExpanderEdges", "AddSelfLoops", "AddVirtualNodes", "CastFeatures", "EdgeType", "MemoryMapFeatures", "NormalizeFeatures",
            "Sparsifier", "add_self_loops", "sparsify", "spectral_gap"]

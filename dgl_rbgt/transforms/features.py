@@ -1,14 +1,18 @@
 """Feature preprocessing transforms (thin, typed wrappers over DGL's own)."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import dgl
+import numpy as np
 import torch
 from dgl.transforms import BaseTransform, RowFeatNormalizer
 
 from .._checks import check_choice, check_homogeneous
 from ..nn.stored_features import STORAGE_DTYPES
 
-__all__ = ["NormalizeFeatures", "CastFeatures"]
+__all__ = ["NormalizeFeatures", "CastFeatures", "MemoryMapFeatures"]
 
 
 class NormalizeFeatures(BaseTransform):
@@ -99,3 +103,64 @@ class CastFeatures(BaseTransform):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dtype={self.dtype!r})"
+
+
+class MemoryMapFeatures(BaseTransform):
+    r"""Move ``ndata['feat']`` out of the process's own memory into a memory-mapped file.
+
+    The features are written to a new file in ``dir`` (the system's temporary folder by default),
+    mapped copy-on-write, and the file's name is removed at once: the mapping keeps the data, and
+    nothing is left behind when the process ends. The pages are then file-backed: the kernel
+    reads them on first use and may drop them again under memory pressure, where anonymous memory
+    could only be swapped or the process killed. They still count in the resident memory while
+    they are in the page cache. Writes into the features stay private to the process.
+
+    Parameters
+    ----------
+    dir : str, optional
+        Folder for the file; it needs room for the features.
+
+    Example
+    -------
+    >>> import dgl, torch
+    >>> from dgl_rbgt.transforms import MemoryMapFeatures
+    >>> g = dgl.graph(([0], [1]))
+    >>> g.ndata["feat"] = torch.tensor([[0.5, 3.0], [2.0, -1.0]])
+    >>> out = MemoryMapFeatures()(g)
+    >>> torch.equal(out.ndata["feat"], g.ndata["feat"])
+    True
+    """
+
+    def __init__(self, dir: str | None = None):
+        if dir is not None and not isinstance(dir, str):
+            raise TypeError(f"dir must be a folder path (str) or None, got {type(dir).__name__}")
+        if dir is not None and not os.path.isdir(dir):
+            raise ValueError(f"dir must be an existing folder, got {dir!r}")
+        self.dir = dir
+
+    def __call__(self, g: dgl.DGLGraph) -> dgl.DGLGraph:
+        check_homogeneous(g, allow_block=False)
+        if "feat" not in g.ndata:
+            raise KeyError("MemoryMapFeatures needs graph.ndata['feat']")
+        feat = g.ndata["feat"]
+        if feat.device.type != "cpu" or feat.layout != torch.strided:
+            raise ValueError(f"MemoryMapFeatures maps dense CPU features, got a {feat.layout} tensor on {feat.device}")
+        if feat.numel() == 0:
+            raise ValueError(f"ndata['feat'] has shape {tuple(feat.shape)}: nothing to map")
+        # numpy has no bfloat16: its bits travel as int16
+        raw = feat.contiguous()
+        raw = raw.view(torch.int16) if raw.dtype == torch.bfloat16 else raw
+        fd, path = tempfile.mkstemp(prefix="dgl-rbgt-feat-", suffix=".bin", dir=self.dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for start in range(0, raw.shape[0], 1 << 18):  # no second full copy while writing
+                    f.write(raw[start:start + (1 << 18)].numpy().tobytes())
+            mapped = np.memmap(path, dtype=raw.numpy().dtype, mode="c", shape=tuple(raw.shape))
+        finally:
+            os.unlink(path)  # the mapping keeps the data; no file outlives the process
+        out = g.local_var()
+        out.ndata["feat"] = torch.from_numpy(mapped).view(feat.dtype)
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dir={self.dir!r})"

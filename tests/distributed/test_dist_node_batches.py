@@ -1,5 +1,6 @@
 """DistDGL node batches evaluate a large graph in exactly the single machine's parts."""
 import dgl
+import pytest
 import torch
 
 from dgl_rbgt.batching import NodeBatches
@@ -20,11 +21,13 @@ def _edge_set(sub, nodes):
     return set(zip(nodes[u].tolist(), nodes[v].tolist()))
 
 
-def test_large_graph_parts_equal_single_machine_parts():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_large_graph_parts_equal_single_machine_parts(dtype):
+    """... with features stored in float32 or half precision (the model gets float32 either way)."""
     torch.manual_seed(0)
     n, world, eval_bs = 230, 3, 40
     g = dgl.rand_graph(n, 1500)
-    g.ndata["feat"] = torch.randn(n, 5)
+    g.ndata["feat"] = torch.randn(n, 5).to(dtype)
     g.ndata["label"] = torch.randint(0, 3, (n,))
     split = torch.randint(-1, 3, (n,))  # -1: in no split
     for i, key in enumerate(("train_mask", "val_mask", "test_mask")):
@@ -48,7 +51,8 @@ def test_large_graph_parts_equal_single_machine_parts():
         for i, batch in enumerate(batching.eval_batches()):  # this rank's parts: i-th is part rank + i * world
             call = []
             out = batch.run(lambda s, f: call.append((s, f)) or f)
-            assert torch.equal(out, dg.ndata["feat"][batch.output_nodes])  # every node of the part is an output
+            assert out.dtype == torch.float32
+            assert torch.equal(out, dg.ndata["feat"][batch.output_nodes].float())  # every node of the part is an output
             got[rank + i * world] = (orig_of_dist[batch.output_nodes], *call[0], batch)
     assert sorted(got) == list(range(len(expected)))
     for k, want in enumerate(expected):

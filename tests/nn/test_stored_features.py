@@ -84,3 +84,33 @@ def test_cast_features_errors():
         CastFeatures()(g)
     with pytest.raises(KeyError, match="ndata\\['feat'\\]"):
         CastFeatures()(dgl.graph(([0], [1])))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_memory_map_features_keeps_values_in_a_deleted_file(tmp_path, dtype):
+    from dgl_rbgt.transforms import MemoryMapFeatures
+
+    g = dgl.rand_graph(300_000, 10)
+    g.ndata["feat"] = torch.randn(300_000, 7).to(dtype)
+    out = MemoryMapFeatures(dir=str(tmp_path))(g)
+    feat = out.ndata["feat"]
+    assert feat.dtype == dtype and torch.equal(feat, g.ndata["feat"])
+    assert list(tmp_path.iterdir()) == []  # the name is gone at once
+    maps = open("/proc/self/maps").read()
+    assert f"{tmp_path}/dgl-rbgt-feat-" in maps and "(deleted)" in maps  # file-backed pages
+    feat[0, 0] = 42  # private: the input is untouched
+    assert g.ndata["feat"][0, 0] != 42
+    del out, feat
+
+
+def test_memory_map_features_errors(tmp_path):
+    from dgl_rbgt.transforms import MemoryMapFeatures
+
+    with pytest.raises(ValueError, match="dir must be an existing folder"):
+        MemoryMapFeatures(dir=str(tmp_path / "missing"))
+    g = dgl.graph(([0], [1]))
+    with pytest.raises(KeyError, match="ndata\\['feat'\\]"):
+        MemoryMapFeatures()(g)
+    g.ndata["feat"] = torch.zeros(2, 0)
+    with pytest.raises(ValueError, match="nothing to map"):
+        MemoryMapFeatures()(g)
