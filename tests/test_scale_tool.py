@@ -27,6 +27,14 @@ def test_worker_measures_every_stage(recipe, stages):
     assert data["peak_mb"] >= data["resident_mb"] and all(r["seconds"] >= 0 and r["transient_mb"] >= 0 for r in rows)
 
 
+def test_worker_overrides_a_mini_batched_stage1_and_half_features():
+    rows = bench_scale.worker(str(RECIPES / "spexphormer_csbm10m.yaml"), 3000, steps=2, overrides=[
+        "stage1.train.batching=neighbor", "stage1.train.fanouts=[3,3,3]", "stage1.train.batch_size=64",
+        "transforms=[{name: cast_features, dtype: float16}, {name: expander, degree: 3}, {name: self_loops}]"])
+    assert [r["stage"] for r in rows] == STAGES_TWO
+    assert all(isinstance(r["anon_mb"], int) for r in rows)
+
+
 def test_slope():
     assert bench_scale.slope([1e6, 1e7], [100.0, 1000.0]) == pytest.approx(1.0)
     assert bench_scale.slope([1e6, 3e6, 1e7], [50.0, 50.0, 50.0]) == pytest.approx(0.0)
@@ -41,6 +49,11 @@ def test_main_writes_table_csv_and_plot(tmp_path, capsys):
     assert {int(r["nodes"]) for r in rows} == {2000, 4000}
     assert (tmp_path / "scale.png").stat().st_size > 0
     assert "log-log slope" in capsys.readouterr().out
+    (tmp_path / "scale.csv").unlink()
+    assert bench_scale.main(["--report-only", "--out", str(tmp_path)]) == 0  # from the saved per-run files
+    with open(tmp_path / "scale.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    assert bench_scale.main(["--report-only", "--out", str(tmp_path / "empty")]) == 2
 
 
 def test_missing_recipe_exits_2(tmp_path):

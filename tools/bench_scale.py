@@ -168,12 +168,20 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="bench-results/scale", help="folder for scale.csv and scale.png")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override for every run, as the CLI's --set (repeatable)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the tables, CSV and PNG from the per-run JSON files already in --out")
     parser.add_argument("--worker", nargs=3, metavar=("RECIPE", "N", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         recipe, n, out = args.worker
         Path(out).write_text(json.dumps(worker(recipe, int(n), args.steps, args.overrides)))
         return 0
+    if args.report_only:
+        parts = sorted(Path(args.out).glob("*.json"), key=lambda p: (p.stem.rsplit("-", 1)[0], int(p.stem.rsplit("-", 1)[1])))
+        if not parts:
+            print(f"bench_scale: no per-run JSON files in {args.out}", file=sys.stderr)
+            return 2
+        return report([row for p in parts for row in json.loads(p.read_text())], Path(args.out))
     if not args.recipes:
         parser.error("give at least one recipe")
     for recipe in args.recipes:
@@ -196,16 +204,21 @@ def main(argv=None) -> int:
             rows += json.loads(part.read_text())
     if not rows:
         return 1
+    return report(rows, out)
+
+
+def report(rows: list[dict], out: Path) -> int:
+    """Print the tables and write ``scale.csv`` and ``scale.png`` under ``out``."""
     fields = ["recipe", "nodes", "edges", "stage", "resident_mb", "anon_mb", "transient_mb", "peak_mb", "seconds",
               "grown_bytes_per_node", "grown_bytes_per_edge"]
     with open(out / "scale.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(rows)
     print("\n| recipe | N | E | stage | resident MB | of which anonymous | transient MB | peak MB | s | B/node grown | B/edge grown |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['recipe']} | {r['nodes']:,} | {r['edges']:,} | {r['stage']} | {r['resident_mb']:,} | {r['anon_mb']:,} | "
+        print(f"| {r['recipe']} | {r['nodes']:,} | {r['edges']:,} | {r['stage']} | {r['resident_mb']:,} | {r.get('anon_mb', '')} | "
               f"{r['transient_mb']:,} | {r['peak_mb']:,} | {r['seconds']} | {r['grown_bytes_per_node']} | "
               f"{r['grown_bytes_per_edge']} |")
     print("\n| recipe | stage | log-log slope of peak over N |")
