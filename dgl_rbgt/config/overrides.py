@@ -12,7 +12,8 @@ __all__ = ["apply_overrides"]
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.path=value`` overrides (value parsed as YAML) to a nested dict, in order."""
+    """Apply ``key.path=value`` overrides (value parsed as YAML) to a nested dict, in order. In a
+    list, an index equal to its length appends (``transforms.1={name: cast_features}``)."""
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"--set {item!r}: expected key.path=value, e.g. train.lr=0.001")
@@ -29,9 +30,14 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             last = i == len(keys) - 1
             where = ".".join(keys[:i + 1])
             if isinstance(node, list):
-                if not key.isdigit() or int(key) >= len(node):
-                    raise RecipeError(f"--set {item!r}: {where} must be an index below {len(node)}")
+                # the list's length itself appends, as the last key (transforms.2={name: ...})
+                limit = len(node) + 1 if last else len(node)
+                if not key.isdigit() or int(key) >= limit:
+                    raise RecipeError(f"--set {item!r}: {where} must be an index below {limit}"
+                                      + (" (its length appends)" if last else ""))
                 key = int(key)
+                if key == len(node):
+                    node.append(None)
             elif not isinstance(node, dict):
                 raise RecipeError(f"--set {item!r}: {'.'.join(keys[:i])} is not a mapping")
             if last:

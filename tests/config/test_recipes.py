@@ -81,6 +81,18 @@ def test_bad_overrides(override, message):
         apply_overrides(minimal(), [override])
 
 
+def test_list_overrides_replace_or_append():
+    data = minimal(transforms=[{"name": "normalize_features"}])
+    apply_overrides(data, ["transforms.1={name: cast_features, dtype: float16}", "transforms.0.subtract_min=true"])
+    assert data["transforms"] == [{"name": "normalize_features", "subtract_min": True},
+                                  {"name": "cast_features", "dtype": "float16"}]
+    assert parse_recipe(data).transforms[1].dtype == "float16"
+    with pytest.raises(RecipeError, match=r"transforms\.5 must be an index below 3 \(its length appends\)"):
+        apply_overrides(data, ["transforms.5={name: self_loops}"])
+    with pytest.raises(RecipeError, match=r"transforms\.2 must be an index below 2$"):
+        apply_overrides(data, ["transforms.2.dtype=float16"])
+
+
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(RecipeError, match="recipe file not found"):
         load_recipe(tmp_path / "none.yaml")
