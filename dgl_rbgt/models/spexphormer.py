@@ -26,6 +26,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from dgl_rbgt._checks import all_finite, check_feat, check_homogeneous, check_nonempty, check_positive_int, check_probability
+from dgl_rbgt.conventions import ETYPE
 from dgl_rbgt.nn.score_estimator import ScoreEstimatorConv
 from dgl_rbgt.nn.spexphormer import SpexphormerConv, TableBlock
 from dgl_rbgt.nn.stored_features import project_stored
@@ -233,8 +234,8 @@ class ScoreEstimator(nn.Module):
         states and one chunk's in-edges instead of the graph's sparse layout and every edge's
         activations. With ``collect``, returns ``(logits, scores)`` as :meth:`attention_scores`.
 
-        Each chunk is DGL's ``in_subgraph`` of its destinations, which builds the graph's CSC
-        once (16 bytes per edge) and reads each edge once per layer.
+        Each chunk is a DGL block of its destinations' in-edges, sliced from the graph's CSC (built
+        once, 16 bytes per edge, and kept by the graph: neighbour sampling reads it too).
         """
         check_homogeneous(graph, allow_block=False)
         check_nonempty(graph)
@@ -243,21 +244,25 @@ class ScoreEstimator(nn.Module):
         check_feat(feat, "feat", rows=n)
         x = self.encoder[1](project_stored(self.encoder[0], feat))  # (N, hidden)
         scores = [x.new_empty(graph.num_edges()) for _ in self.convs] if collect else []
+        indptr, indices, eids = graph.adj_tensors("csc")
+        etype = graph.edata.get(ETYPE)
         for i, conv in enumerate(self.convs):
             nxt = x.new_empty(x.shape)
             for a in range(0, n, rows):
-                dst = torch.arange(a, min(a + rows, n), device=graph.device)
-                sub = dgl.in_subgraph(graph, dst)
-                eids = sub.edata[dgl.EID]  # the chunk's edges, as ids of ``graph``
-                block = dgl.to_block(sub, dst_nodes=dst)
-                src = block.srcdata[dgl.NID]
+                b = min(a + rows, n)
+                lo, hi = int(indptr[a]), int(indptr[b])
+                src, edges = indices[lo:hi], eids[lo:hi]  # the chunk's in-edges, by destination
+                nodes, src_local = torch.unique(src, return_inverse=True)
+                dst_local = torch.repeat_interleave(torch.arange(b - a, device=src.device), indptr[a + 1:b + 1] - indptr[a:b])
+                block = dgl.create_block((src_local, dst_local), num_src_nodes=len(nodes), num_dst_nodes=b - a)
+                if etype is not None:
+                    block.edata[ETYPE] = etype[edges]
                 if collect:
-                    out, att = conv(block, (x[src], x[dst]), get_attention=True)
-                    # the block's own edge ids number the chunk's edges
-                    scores[i][eids[block.edata[dgl.EID]]] = att.mean(dim=1).squeeze(-1)
+                    out, att = conv(block, (x[nodes], x[a:b]), get_attention=True)
+                    scores[i][edges] = att.mean(dim=1).squeeze(-1)
                 else:
-                    out = conv(block, (x[src], x[dst]))
-                nxt[a:a + len(dst)] = self._finish_layer(i, x[dst], out)
+                    out = conv(block, (x[nodes], x[a:b]))
+                nxt[a:b] = self._finish_layer(i, x[a:b], out)
             x = nxt
         logits = self.head(x)
         return (logits, scores) if collect else logits
