@@ -175,11 +175,12 @@ class ScoreEstimator(nn.Module):
         check_nonempty(graph)
         check_feat(feat, "feat", rows=graph.num_nodes())
         x = self.encoder[1](project_stored(self.encoder[0], feat))  # (N, hidden), half-stored feat in chunks
-        scores = []
+        # (L, E) written row by row: a list stacked at the end would hold the scores twice
+        scores = x.new_empty(len(self.convs), graph.num_edges()) if collect else None
         for i, conv in enumerate(self.convs):
             if collect:
                 out, att = conv(graph, x, get_attention=True)  # (N, H, D), (E, H, 1)
-                scores.append(att.mean(dim=1).squeeze(-1))  # (E,) averaged over heads
+                scores[i] = att.mean(dim=1).squeeze(-1)  # (E,) averaged over heads
                 del att
                 x = self._finish_layer(i, x, out)
             elif self.checkpoint and torch.is_grad_enabled():
@@ -243,7 +244,7 @@ class ScoreEstimator(nn.Module):
         n = graph.num_nodes()
         check_feat(feat, "feat", rows=n)
         x = self.encoder[1](project_stored(self.encoder[0], feat))  # (N, hidden)
-        scores = [x.new_empty(graph.num_edges()) for _ in self.convs] if collect else []
+        scores = x.new_empty(len(self.convs), graph.num_edges()) if collect else None
         indptr, indices, eids = graph.adj_tensors("csc")
         etype = graph.edata.get(ETYPE)
         for i, conv in enumerate(self.convs):
@@ -286,7 +287,7 @@ class ScoreEstimator(nn.Module):
                 _, scores = self._run(graph, feat, collect=True)
         finally:
             self.train(was_training)
-        return torch.stack(scores)
+        return scores
 
 
 # model -> (weak reference to its last input without gradients, version key, projection); kept
