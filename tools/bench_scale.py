@@ -48,7 +48,7 @@ def worker(recipe_path: str, num_nodes: int, steps: int, overrides: list[str] = 
     from dgl_rbgt.config import load_recipe
     from dgl_rbgt.train.builders import build_batching, build_estimator, build_model, is_two_stage, prepare_dataset
     from dgl_rbgt.models.spexphormer import INFERENCE_ROWS
-    from dgl_rbgt.train.two_stage import stage1_batching
+    from dgl_rbgt.train.two_stage import stage1_batching, stage1_view
     from dgl_rbgt.utils.memory import peak_rss_mb, reset_peak_rss, rss_mb, rss_parts_mb
 
     recipe = load_recipe(recipe_path, [*overrides, f"dataset.params.num_nodes={num_nodes}"])
@@ -94,11 +94,12 @@ def worker(recipe_path: str, num_nodes: int, steps: int, overrides: list[str] = 
     inputs = {}
     if estimator is not None:
         feat = graph.ndata["feat"]
+        g1 = stage1_view(graph)  # as the pipeline does: stage 1's sparse formats go with it
         optimizer = torch.optim.Adam(estimator.parameters(), lr=recipe.stage1.train.lr)
         mini_batched = recipe.stage1.train.batching != "full"
         with Stage("stage1 step"):
             if mini_batched:  # sampled neighbourhoods: `steps` batches
-                s1 = stage1_batching(recipe, graph, torch.device("cpu"))
+                s1 = stage1_batching(recipe, g1, torch.device("cpu"))
                 train_nodes = torch.nonzero(train_mask, as_tuple=True)[0]
                 for i, batch in enumerate(s1.train_batches(train_nodes, 0)):
                     if i == steps:
@@ -111,19 +112,19 @@ def worker(recipe_path: str, num_nodes: int, steps: int, overrides: list[str] = 
                 del s1
             else:
                 for _ in range(2):  # the first one also builds the cached sparse layout
-                    loss = F.cross_entropy(estimator(graph, feat)[train_mask], labels[train_mask])
+                    loss = F.cross_entropy(estimator(g1, feat)[train_mask], labels[train_mask])
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
                     del loss
         with Stage("stage1 eval"), torch.no_grad():
             estimator.eval()
-            logits = estimator.layerwise_inference(graph, feat) if mini_batched else estimator(graph, feat)
+            logits = estimator.layerwise_inference(g1, feat) if mini_batched else estimator(g1, feat)
             del logits
         with Stage("stage1 scores"):
-            inputs["scores"] = estimator.attention_scores(graph, feat, rows=INFERENCE_ROWS if mini_batched else None)
+            inputs["scores"] = estimator.attention_scores(g1, feat, rows=INFERENCE_ROWS if mini_batched else None)
             estimator.clear_cache()
-        del optimizer, estimator
+        del optimizer, estimator, g1
     with Stage("sampler"):
         batching = build_batching(recipe, graph, torch.device("cpu"), **inputs)
         inputs.clear()

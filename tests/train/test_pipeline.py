@@ -102,6 +102,21 @@ def test_two_stage_with_a_mini_batched_stage1(tmp_path):
     assert bool(((s > 0).sum(0) > 0).all())  # every edge was scored
 
 
+def test_stage1_sparse_formats_do_not_stay_on_the_graph_for_stage2(tmp_path, monkeypatch):
+    """Stage 1's sampler and layer-wise scores make DGL build the CSC (16 bytes per edge); it is
+    built on stage 1's own view of the graph and goes with it."""
+    from dgl_rbgt.train import two_stage
+
+    seen = []
+    real = two_stage.build_batching
+    monkeypatch.setattr(two_stage, "build_batching", lambda recipe, graph, *a, **kw: seen.append(graph.formats())
+                        or real(recipe, graph, *a, **kw))
+    stage1 = {"model": {"hidden": 4, "layers": 2},
+              "train": {"epochs": 1, "batching": "neighbor", "fanouts": [4, 4], "batch_size": 64}}
+    run_recipe(recipe_for("spexphormer", stage1=stage1), run_dir=tmp_path / "run", progress=False)
+    assert seen and "csc" not in seen[0]["created"]
+
+
 def test_mini_batched_stage1_recipe_checks():
     bad = {"model": {"hidden": 4, "layers": 2}, "train": {"epochs": 2, "batching": "node_batch", "batch_size": 64}}
     with pytest.raises(RecipeError, match=r"stage1\.train\.batching: the estimator trains with one of \['full', 'neighbor'\]"):
