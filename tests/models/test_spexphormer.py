@@ -35,13 +35,19 @@ def randomise(module: torch.nn.Module) -> None:
                 m.running_var.uniform_(0.5, 2.0)
 
 
-def test_score_estimator_matches_plain_composition():
+def annealed_estimator():
+    """A float64 estimator with random weights at an annealed temperature, in training mode, and a
+    typed graph with features for it."""
     g = typed_graph()
     model = ScoreEstimator(5, 3, hidden=6, num_heads=2, layers=3).double()
     randomise(model)
     model.on_epoch_start(40)
-    feat = torch.randn(60, 5, dtype=torch.float64)
     model.train()
+    return model, g, torch.randn(60, 5, dtype=torch.float64)
+
+
+def test_score_estimator_matches_plain_composition():
+    model, g, feat = annealed_estimator()
     scores = model.attention_scores(g, feat)
     assert model.training  # mode restored
     model.eval()
@@ -258,12 +264,7 @@ def test_full_graph_inference_in_chunks_matches_one_call(monkeypatch):
 def test_layerwise_inference_equals_the_full_graph_pass(rows):
     """Scores and logits computed layer by layer in chunks of destinations equal the full-graph
     pass (float64, typed edges, chunks not dividing N, annealed temperature)."""
-    g = typed_graph()
-    model = ScoreEstimator(5, 3, hidden=6, num_heads=2, layers=3).double()
-    randomise(model)
-    model.on_epoch_start(40)
-    feat = torch.randn(60, 5, dtype=torch.float64)
-    model.train()
+    model, g, feat = annealed_estimator()
     want = model.attention_scores(g, feat)
     got = model.attention_scores(g, feat, rows=rows)
     assert model.training  # mode restored
