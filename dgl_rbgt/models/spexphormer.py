@@ -72,9 +72,11 @@ class ScoreEstimator(nn.Module):
     concatenated) on the graph plus expander and self-loop edges. The softmax temperature is
     annealed per epoch by :meth:`on_epoch_start`:
     :math:`T = 1` for ``epoch < temperature_wait``, then
-    :math:`T = \max(T_{min}, r^{\,epoch - wait})`. Train it full-graph, keep the best-validation
-    checkpoint (the temperature is a buffer, so it is restored with the weights), then read the
-    per-layer scores with :meth:`attention_scores`. The reference uses LayerNorm-like GraphNorm
+    :math:`T = \max(T_{min}, r^{\,epoch - wait})`. Train it full-graph (or, for graphs whose
+    full-graph step does not fit, on DGL's sampled neighbourhoods: ``forward(blocks, feat)``),
+    keep the best-validation checkpoint (the temperature is a buffer, so it is restored with the
+    weights), then read the per-layer scores with :meth:`attention_scores` (layer by layer in
+    chunks with ``rows``). The reference uses LayerNorm-like GraphNorm
     here; we use LayerNorm.
 
     Parameters
@@ -110,8 +112,11 @@ class ScoreEstimator(nn.Module):
     >>> model = ScoreEstimator(5, 3, hidden=4, layers=2)
     >>> model(g, torch.randn(30, 5)).shape
     torch.Size([30, 3])
-    >>> model.attention_scores(g, torch.randn(30, 5)).shape
+    >>> feat = torch.randn(30, 5)
+    >>> model.attention_scores(g, feat).shape
     torch.Size([2, 120])
+    >>> torch.allclose(model.attention_scores(g, feat, rows=8), model.attention_scores(g, feat), atol=1e-6)
+    True
     """
 
     batching: ClassVar[tuple[str, ...]] = ("full", "neighbor")
