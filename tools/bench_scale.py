@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import os
@@ -99,24 +100,19 @@ def worker(recipe_path: str, num_nodes: int, steps: int, overrides: list[str] = 
         mini_batched = recipe.stage1.train.batching != "full"
         with Stage("stage1 step"):
             if mini_batched:  # sampled neighbourhoods: `steps` batches
-                s1 = stage1_batching(recipe, g1, torch.device("cpu"))
-                train_nodes = torch.nonzero(train_mask, as_tuple=True)[0]
-                for i, batch in enumerate(s1.train_batches(train_nodes, 0)):
-                    if i == steps:
-                        break
-                    loss = F.cross_entropy(batch.run(estimator), labels[batch.output_nodes])
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    del loss
-                del s1
-            else:
-                for _ in range(2):  # the first one also builds the cached sparse layout
-                    loss = F.cross_entropy(estimator(g1, feat)[train_mask], labels[train_mask])
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    del loss
+                batches = stage1_batching(recipe, g1, torch.device("cpu")).train_batches(
+                    torch.nonzero(train_mask, as_tuple=True)[0], 0)
+                losses = (F.cross_entropy(b.run(estimator), labels[b.output_nodes])
+                          for b in itertools.islice(batches, steps))
+                del batches  # held by the generator alone: it goes with `losses`
+            else:  # two full-graph steps: the first one also builds the cached sparse layout
+                losses = (F.cross_entropy(estimator(g1, feat)[train_mask], labels[train_mask]) for _ in range(2))
+            for loss in losses:
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                del loss
+            del losses  # and with it the sampler
         with Stage("stage1 eval"), torch.no_grad():
             estimator.eval()
             logits = estimator.layerwise_inference(g1, feat) if mini_batched else estimator(g1, feat)

@@ -6,7 +6,7 @@ from typing import Iterator
 import dgl
 import torch
 
-from ..nn.stored_features import compute_input
+from ..nn.stored_features import whole_graph_input
 from .base import Batch, Batching
 
 __all__ = ["FullGraph"]
@@ -27,11 +27,7 @@ class FullGraph(Batching):
 
     def _batch(self) -> Batch:
         g = self.graph
-        def run(model):
-            feat = g.ndata["feat"]
-            return model(g, feat if getattr(model, "projects_stored_features", False) else compute_input(feat))
-
-        return Batch(self._all, run)
+        return Batch(self._all, lambda model: model(g, whole_graph_input(model, g.ndata["feat"])))
 
     def train_batches(self, train_nodes: torch.Tensor, epoch: int) -> Iterator[Batch]:
         yield self._batch()

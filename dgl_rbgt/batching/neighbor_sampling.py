@@ -82,7 +82,14 @@ class NeighborSampling(Batching):
             return self._batches(self._eval_sampler, nodes.cpu(), self.eval_batch_size, shuffle=False)
         g = self.graph.to(self.device)
         nodes = nodes.to(self.device)
-        return iter([Batch(nodes, lambda model: model.layerwise_inference(g, g.ndata["feat"])[nodes])])
+
+        def run(model):
+            if not callable(getattr(model, "layerwise_inference", None)):
+                raise TypeError(f"eval_layerwise=True needs a model with layerwise_inference(graph, feat); "
+                                f"{type(model).__name__} has none")
+            return model.layerwise_inference(g, g.ndata["feat"])[nodes]
+
+        return iter([Batch(nodes, run)])
 
     def num_train_batches(self, train_nodes: torch.Tensor) -> int:
         return -(-len(train_nodes) // self.batch_size)

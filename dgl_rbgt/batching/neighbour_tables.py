@@ -16,7 +16,7 @@ import dgl
 import torch
 
 from .._checks import check_choice, check_positive_int
-from ..nn.stored_features import compute_input
+from ..nn.stored_features import compute_input, is_half_stored, whole_graph_input
 from ..sampling import METHODS, NeighbourTables, Sparsifier, grow_batch
 from .base import Batch, Batching
 
@@ -49,7 +49,7 @@ class SparseRows:
         """A CSR store when ``feat`` is a wide, mostly-zero CPU float matrix, else None."""
         if (not isinstance(feat, torch.Tensor) or feat.dim() != 2 or not torch.is_floating_point(feat)
                 or feat.layout != torch.strided or feat.device.type != "cpu"
-                or feat.dtype in (torch.float16, torch.bfloat16)  # half storage: rows cast per batch
+                or is_half_stored(feat)  # half storage: rows cast per batch
                 or feat.shape[1] < SPARSE_FEAT_MIN_WIDTH or feat.numel() == 0):
             return None
         if int(torch.count_nonzero(feat)) > SPARSE_FEAT_DENSITY * feat.numel():
@@ -254,10 +254,7 @@ class TableBatching(Batching):
         feat = self.graph.ndata["feat"]
 
         def run(model):
-            if self._sparse_input():
-                x = self._feat_rows[1].full()
-            else:  # half storage: cast in chunks by a model that can, else for the call
-                x = feat if getattr(model, "projects_stored_features", False) else compute_input(feat)
+            x = self._feat_rows[1].full() if self._sparse_input() else whole_graph_input(model, feat)
             x = x.to(self.device)
             total = None
             for nb in tables:

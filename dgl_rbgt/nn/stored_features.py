@@ -13,13 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["STORAGE_DTYPES", "compute_input", "project_stored", "PROJECT_ROWS"]
+__all__ = ["STORAGE_DTYPES", "is_half_stored", "compute_input", "whole_graph_input", "project_stored", "PROJECT_ROWS"]
 
 #: Feature storage dtypes, by the name a recipe uses.
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _HALF = (torch.float16, torch.bfloat16)
 #: Rows cast and projected at a time: 64 MB of float32 at 256 features.
 PROJECT_ROWS = 65_536
+
+
+def is_half_stored(feat) -> bool:
+    """Whether ``feat`` is a dense tensor stored in float16 or bfloat16."""
+    return isinstance(feat, torch.Tensor) and feat.dtype in _HALF and feat.layout == torch.strided
 
 
 def compute_input(feat: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -36,9 +41,13 @@ def compute_input(feat: torch.Tensor, dtype: torch.dtype = torch.float32) -> tor
     >>> compute_input(x) is x
     True
     """
-    if isinstance(feat, torch.Tensor) and feat.dtype in _HALF and feat.layout == torch.strided:
-        return feat.to(dtype)
-    return feat
+    return feat.to(dtype) if is_half_stored(feat) else feat
+
+
+def whole_graph_input(model, feat: torch.Tensor) -> torch.Tensor:
+    """A whole graph's features for one call of ``model``: as stored when the model projects
+    half-stored features in chunks itself (``model.projects_stored_features``), else cast."""
+    return feat if getattr(model, "projects_stored_features", False) else compute_input(feat)
 
 
 class _StoredLinear(torch.autograd.Function):
@@ -80,7 +89,7 @@ def project_stored(linear: nn.Linear, feat: torch.Tensor, rows: int = PROJECT_RO
     >>> torch.allclose(project_stored(lin, x, rows=2), lin(x.float()))
     True
     """
-    if not (isinstance(feat, torch.Tensor) and feat.dtype in _HALF and feat.layout == torch.strided):
+    if not is_half_stored(feat):
         return linear(feat)
     if feat.requires_grad:
         raise ValueError("feat stored in half precision is data: it cannot require a gradient")

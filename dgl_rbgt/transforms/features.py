@@ -15,6 +15,14 @@ from ..nn.stored_features import STORAGE_DTYPES
 __all__ = ["NormalizeFeatures", "CastFeatures", "MemoryMapFeatures"]
 
 
+def _features_of(g: dgl.DGLGraph, who: str):
+    """``g.ndata['feat']`` of a homogeneous graph, or an error naming the transform ``who``."""
+    check_homogeneous(g, allow_block=False)
+    if "feat" not in g.ndata:
+        raise KeyError(f"{who} needs graph.ndata['feat']")
+    return g.ndata["feat"]
+
+
 class NormalizeFeatures(BaseTransform):
     r"""Scale each node's ``ndata['feat']`` row to sum to one (DGL's ``RowFeatNormalizer``),
     as GCN does for bag-of-words features. Returns a new graph; the input is not modified.
@@ -42,9 +50,7 @@ class NormalizeFeatures(BaseTransform):
         self._dgl = RowFeatNormalizer(subtract_min=subtract_min, node_feat_names=["feat"])
 
     def __call__(self, g: dgl.DGLGraph) -> dgl.DGLGraph:
-        check_homogeneous(g, allow_block=False)
-        if "feat" not in g.ndata:
-            raise KeyError("NormalizeFeatures needs graph.ndata['feat']")
+        _features_of(g, "NormalizeFeatures")
         # DGL's normaliser writes into the feature tensor in place: hand it a copy.
         out = g.local_var()
         out.ndata["feat"] = g.ndata["feat"].clone()
@@ -86,10 +92,7 @@ class CastFeatures(BaseTransform):
         self.dtype = check_choice(dtype, "dtype", tuple(STORAGE_DTYPES))
 
     def __call__(self, g: dgl.DGLGraph) -> dgl.DGLGraph:
-        check_homogeneous(g, allow_block=False)
-        if "feat" not in g.ndata:
-            raise KeyError("CastFeatures needs graph.ndata['feat']")
-        feat = g.ndata["feat"]
+        feat = _features_of(g, "CastFeatures")
         if not torch.is_floating_point(feat):
             raise TypeError(f"CastFeatures casts floating-point features; ndata['feat'] has dtype {feat.dtype}")
         cast = feat.to(STORAGE_DTYPES[self.dtype])
@@ -139,10 +142,7 @@ class MemoryMapFeatures(BaseTransform):
         self.dir = dir
 
     def __call__(self, g: dgl.DGLGraph) -> dgl.DGLGraph:
-        check_homogeneous(g, allow_block=False)
-        if "feat" not in g.ndata:
-            raise KeyError("MemoryMapFeatures needs graph.ndata['feat']")
-        feat = g.ndata["feat"]
+        feat = _features_of(g, "MemoryMapFeatures")
         if feat.device.type != "cpu" or feat.layout != torch.strided:
             raise ValueError(f"MemoryMapFeatures maps dense CPU features, got a {feat.layout} tensor on {feat.device}")
         if feat.numel() == 0:

@@ -107,3 +107,11 @@ def test_neighbor_sampling_layerwise_evaluation():
                                        model, nodes)
         assert torch.equal(batch_nodes, nodes)
         torch.testing.assert_close(out, full[nodes], rtol=1e-5, atol=1e-6)
+
+
+def test_layerwise_evaluation_needs_a_model_that_has_it():
+    g, _ = _pair()
+    batching = NeighborSampling(g, fanouts=[2, 2], batch_size=40, eval_layerwise=True)
+    (batch,) = batching.eval_batches(torch.arange(10))
+    with pytest.raises(TypeError, match="eval_layerwise=True needs a model with layerwise_inference.*GCN has none"):
+        batch.run(GCN(6, 3, hidden=8))

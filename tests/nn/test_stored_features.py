@@ -47,6 +47,17 @@ def test_project_stored_without_bias_and_for_float32_input():
         project_stored(lin, x.half().requires_grad_())
 
 
+def test_half_storage_predicate_and_whole_graph_input():
+    from dgl_rbgt.models.spexphormer import ScoreEstimator
+    from dgl_rbgt.nn.stored_features import is_half_stored, whole_graph_input
+
+    x = torch.randn(3, 2)
+    assert [is_half_stored(t) for t in (x, x.half(), x.bfloat16(), x.half().to_sparse(), "x")] == [
+        False, True, True, False, False]
+    assert whole_graph_input(ScoreEstimator(2, 2), x.half()).dtype == torch.float16  # projects it itself
+    assert whole_graph_input(nn.Linear(2, 2), x.half()).dtype == torch.float32
+
+
 def test_compute_input_casts_half_only():
     x = torch.randn(3, 2)
     assert compute_input(x) is x
@@ -108,6 +119,8 @@ def test_memory_map_features_errors(tmp_path):
 
     with pytest.raises(ValueError, match="dir must be an existing folder"):
         MemoryMapFeatures(dir=str(tmp_path / "missing"))
+    with pytest.raises(TypeError, match=r"dir must be a folder path \(str\) or None, got PosixPath"):
+        MemoryMapFeatures(dir=tmp_path)
     g = dgl.graph(([0], [1]))
     with pytest.raises(KeyError, match="ndata\\['feat'\\]"):
         MemoryMapFeatures()(g)
