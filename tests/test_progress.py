@@ -37,3 +37,14 @@ def test_every_epoch_line_but_the_last_estimates_the_time_left(tmp_path):
     lines = [l for l in (tmp_path / "run" / "train.log").read_text().splitlines() if " epoch " in l]
     assert len(lines) == 4
     assert all("left at most" in l for l in lines[:3]) and "left" not in lines[3]
+
+
+def test_epochs_between_evaluations_log_no_metrics(tmp_path):
+    recipe = parse_recipe({"name": "p", "dataset": {"name": "csbm", "params": {"num_nodes": 300}},
+                           "model": {"name": "gcn", "hidden": 8},
+                           "train": {"epochs": 5, "threads": 1, "eval_every": 2}, "output": {"plot": False}})
+    run_recipe(recipe, run_dir=tmp_path / "run", progress=False)
+    lines = [l for l in (tmp_path / "run" / "train.log").read_text().splitlines() if " epoch " in l]
+    evaluated = [" val " in l for l in lines]
+    assert evaluated == [True, False, True, False, True]  # epochs 0, 2 and the last
+    assert not any("nan" in l for l in lines)

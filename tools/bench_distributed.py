@@ -325,7 +325,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tests" / "support"))  # the namespaces are test scaffolding
     from netns import EmulatedHosts, namespaces_available
 
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the CLI runs with the work folder as its cwd
     work = out / f"work-{args.nodes}"
     work.mkdir(parents=True, exist_ok=True)
     log = work / "bench.log"

@@ -297,11 +297,14 @@ class Trainer:
             spent.append(time.perf_counter() - t0)  # training and evaluation
             left = "" if last or stopped_early else \
                 f", about {format_seconds(remaining_seconds(spent, cfg.epochs - epoch - 1))} left at most"
-            logger.info("epoch %4d  loss %.4f  train %.4f  val %.4f  test %.4f  lr %.2e  %.2fs%s",
-                        epoch, row["train_loss"], row["train_metric"], row["val_metric"],
-                        row["test_metric"], lr, row["epoch_seconds"], left)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_metric']:.3f}",
-                            best=f"{best['val_metric']:.3f}")
+            # Epochs between evaluations have no metrics: log none rather than NaN.
+            evaluated = not math.isnan(row["eval_seconds"])
+            metrics = "" if not evaluated else "  train {:.4f}  val {:.4f}  test {:.4f}".format(
+                row["train_metric"], row["val_metric"], row["test_metric"])
+            logger.info("epoch %4d  loss %.4f%s  lr %.2e  %.2fs%s",
+                        epoch, row["train_loss"], metrics, lr, row["epoch_seconds"], left)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", best=f"{best['val_metric']:.3f}",
+                            **({"val": f"{row['val_metric']:.3f}"} if evaluated else {}))
             if self.is_writer:
                 self.run_dir.write_metrics(history)
                 if (epoch + 1) % self.checkpoint_every == 0 or last or stopped_early:
