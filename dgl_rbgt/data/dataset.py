@@ -376,11 +376,13 @@ def make_graph(
     test_mask: torch.Tensor,
     source: str,
     check_finite: bool = True,
+    feat_dtype: torch.dtype = torch.float32,
 ) -> dgl.DGLGraph:
     """Build the canonical graph: symmetrised edges plus the five node-data fields.
 
     ``source`` names the file the data came from, for the errors raised when the contents are
-    inconsistent (wrong shapes, overlapping masks, edge ids out of range).
+    inconsistent (wrong shapes, overlapping masks, edge ids out of range). Features are stored
+    as ``feat_dtype`` (float32 unless a generator already made half-precision ones).
     """
     src = torch.as_tensor(src, dtype=torch.int64).reshape(-1)
     dst = torch.as_tensor(dst, dtype=torch.int64).reshape(-1)
@@ -392,7 +394,7 @@ def make_graph(
         check_feat(feat, f"{source}: feat", rows=num_nodes, ndim=2, finite=check_finite)
     except TypeError as err:
         raise ValueError(str(err)) from None
-    feat = feat.to(torch.float32)
+    feat = feat.to(feat_dtype)
     if label.shape[0] != num_nodes or label.dim() not in (1, 2):
         raise ValueError(f"{source}: labels must have shape ({num_nodes},) or ({num_nodes}, T), got {tuple(label.shape)}")
     if label.dim() == 1:

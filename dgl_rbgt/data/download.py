@@ -66,6 +66,8 @@ ORIGINS: dict[str, str] = {
     "planetoid": "https://raw.githubusercontent.com/kimiyoung/planetoid/af6abf468a772cc055bec88c52e4d6f51b7c37e3/data",
     "heterophilous": "https://raw.githubusercontent.com/yandex-research/heterophilous-graphs/a431395582e929d88271309716bea4fe24ce6318/data",
     "shchur": "https://raw.githubusercontent.com/shchur/gnn-benchmark/1e72912a0810cdf27ae54fd589a3b43358a2b161/data/npz",
+    # Luo et al.'s fixed 60/20/20 splits of the Shchur datasets (their published numbers' split).
+    "tunedgnn": "https://raw.githubusercontent.com/LUOyk1999/tunedGNN/23f9604e8b13a9a6d3faa2f691cd844006979153/medium_graph/data",
 }
 
 #: family -> file name -> ``"sha256:<hex>"`` or ``"git-blob:<hex>"`` (see the module docstring).
@@ -114,6 +116,12 @@ CHECKSUMS: dict[str, dict[str, str]] = {
         "amazon_electronics_computers.npz": "git-blob:8120e4148a330b3fafe37c4476823302d9d834b9",
         "ms_academic_cs.npz": "sha256:933c745734e78908c7eb77172a673fee0503f30e26e5a99b36814d88534c42e3",
         "ms_academic_phy.npz": "git-blob:8d8bc12e29aa67f6753a712080eae81079bd7d01",
+    },
+    "tunedgnn": {
+        "amazon-photo_split.npz": "sha256:0609f6ab15ddabfe33a34f10d960d09499e634472f72104abb1f3be858127432",
+        "amazon-computer_split.npz": "sha256:dff698aba1dd30b8bd7d1dca65c60b1f8d9027d950e07a23e86dcbf16c539f24",
+        "coauthor-cs_split.npz": "sha256:b8c46a38d93b1f9d6b8b8ab944d870e8d44ccdde0639188681e0d38212480ec5",
+        "coauthor-physics_split.npz": "sha256:2034eb90f5ff80eee0e371cc05b20690a16786fb085924b9166c83361fbbcb39",
     },
 }
 
@@ -204,8 +212,8 @@ def fetch_files(dataset: str, family: str, names: Sequence[str], folder: Path, l
     dataset : str
         Dataset name, for messages.
     family : str
-        Key of :data:`ORIGINS` and :data:`CHECKSUMS`: ``"planetoid"``, ``"heterophilous"`` or
-        ``"shchur"``.
+        Key of :data:`ORIGINS` and :data:`CHECKSUMS`: ``"planetoid"``, ``"heterophilous"``,
+        ``"shchur"`` or ``"tunedgnn"``.
     names : sequence of str
         File names, each a key of ``CHECKSUMS[family]``.
     folder : pathlib.Path

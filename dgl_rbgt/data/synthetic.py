@@ -15,7 +15,7 @@ from .._checks import check_nonnegative_float, check_positive_int, check_probabi
 from .dataset import (DatasetSpec, NodeDataset, check_single_split, check_split_fractions, generated_spec, make_graph,
                       random_split_masks)
 
-__all__ = ["csbm_graph", "load_csbm", "DEFAULT_NUM_NODES", "SPECS"]
+__all__ = ["csbm_graph", "load_csbm", "DEFAULT_NUM_NODES", "FEATURE_DTYPES", "SPECS"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ def csbm_graph(
     train_frac: float = 0.5,
     val_frac: float = 0.25,
     seed: int = 0,
+    feature_dtype: str = "float32",
 ) -> dgl.DGLGraph:
     r"""Sample a contextual stochastic block model graph.
 
@@ -67,12 +68,17 @@ def csbm_graph(
         Fractions of nodes in the training and validation sets; the rest is the test set.
     seed : int, default 0
         Seed of the generator.
+    feature_dtype : str, default "float32"
+        ``"float32"``, ``"float16"`` or ``"bfloat16"``: the features are drawn in float32 and
+        stored in this type a chunk of rows at a time, so half-precision features equal the
+        float32 ones cast (as :class:`~dgl_rbgt.transforms.CastFeatures` would) without a float32
+        copy of all of them ever being held: at 10M nodes and 64 features that copy is 2.4 GB.
 
     Returns
     -------
     dgl.DGLGraph
-        Homogeneous graph with ``ndata`` ``feat`` float32 (N, F), ``label`` int64 (N,) and bool
-        ``train_mask``, ``val_mask``, ``test_mask``.
+        Homogeneous graph with ``ndata`` ``feat`` (N, F) of ``feature_dtype``, ``label`` int64 (N,)
+        and bool ``train_mask``, ``val_mask``, ``test_mask``.
 
     Examples
     --------
@@ -96,9 +102,12 @@ def csbm_graph(
     train_frac, val_frac = check_split_fractions(train_frac, val_frac)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if not isinstance(feature_dtype, str) or feature_dtype not in FEATURE_DTYPES:
+        raise ValueError(f"feature_dtype must be one of {list(FEATURE_DTYPES)}, got {feature_dtype!r}")
+    dtype = FEATURE_DTYPES[feature_dtype]
 
     n, c = num_nodes, num_classes
-    _check_fits_in_memory(n, avg_degree, feature_dim)
+    _check_fits_in_memory(n, avg_degree, feature_dim, dtype.itemsize)
     gen = torch.Generator().manual_seed(seed)
 
     # Balanced labels: class sizes differ by at most one, so every class is non-empty.
@@ -125,31 +134,43 @@ def csbm_graph(
 
     mu = torch.randn(c, feature_dim, generator=gen, dtype=torch.float32)  # (C, F)
     mu = mu / mu.norm(dim=1, keepdim=True).clamp_min(1e-12)  # unit directions
-    feat = torch.randn(n, feature_dim, generator=gen, dtype=torch.float32)  # (N, F) noise
+    feat = torch.empty(n, feature_dim, dtype=dtype)  # (N, F)
     for start in range(0, n, _FEATURE_CHUNK):  # in chunks: no (N, F) temporaries (2 x 2.6 GB at 10M x 64)
-        rows = slice(start, start + _FEATURE_CHUNK)
-        feat[rows] += signal * mu[label[rows]]  # the same operations as on the whole: same values
+        rows = slice(start, min(start + _FEATURE_CHUNK, n))
+        # Successive draws continue one stream: the chunks' noise is one (N, F) draw's, cut up.
+        noise = torch.randn(rows.stop - rows.start, feature_dim, generator=gen, dtype=torch.float32)
+        noise.add_(signal * mu[label[rows]])
+        if dtype == torch.float16 and bool(noise.abs().max() > _FLOAT16_MAX):
+            raise ValueError(f"feature_dtype='float16' cannot hold these features: signal={signal} makes them "
+                             f"exceed float16's {_FLOAT16_MAX:,.0f}; use 'bfloat16' or a smaller signal")
+        feat[rows] = noise  # cast on the copy
     train, val, test = random_split_masks(n, train_frac, val_frac, gen)
     return make_graph(
         src, dst, n, feat=feat, label=label, train_mask=train, val_mask=val, test_mask=test,
-        source="csbm_graph", check_finite=False,
+        source="csbm_graph", check_finite=False, feat_dtype=dtype,
     )
 
 
-#: Rows per chunk when the class means are added to the features.
+#: Rows per chunk when the features are drawn.
 _FEATURE_CHUNK = 1 << 20
 
+_FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
-def _check_fits_in_memory(num_nodes: int, avg_degree: float, feature_dim: int) -> None:
+#: Storage types of :func:`csbm_graph`'s features.
+FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _check_fits_in_memory(num_nodes: int, avg_degree: float, feature_dim: int, itemsize: int = 4) -> None:
     """Refuse a graph whose generation would exhaust this machine's memory, before allocating.
 
-    About 8 bytes per feature entry (features and their noise draw), 64 per node (labels, masks,
+    About ``itemsize + 4`` bytes per feature entry (the features, and margin for the chunks'
+    float32 draws and what the caller does next), 64 per node (labels, masks,
     orderings) and 80 per undirected draw (endpoints, their symmetric copies, temporaries): 7.2 GB
     for 10M nodes, 32 features, degree 10, where 6.7 GB were measured.
     """
     import psutil
 
-    need = num_nodes * (8 * feature_dim + 64) + num_nodes * avg_degree / 2 * 80
+    need = num_nodes * ((itemsize + 4) * feature_dim + 64) + num_nodes * avg_degree / 2 * 80
     have = psutil.virtual_memory().available
     if need > have:
         raise ValueError(f"num_nodes={num_nodes} (feature_dim={feature_dim}, avg_degree={avg_degree}) needs "

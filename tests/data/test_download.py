@@ -152,6 +152,28 @@ def test_photo_downloads_the_bare_npz(origin, data_root, tmp_path):
     _assert_same_dataset(got, load_dataset("photo", root=data_root, seed=3))
 
 
+def test_tunedgnn_split_downloads_verified(origin, data_root, tmp_path, monkeypatch):
+    # The real split file is not in the shared data: serve one of our own under a pin of its bytes.
+    import numpy as np
+
+    perm = np.random.default_rng(0).permutation(7650)
+    np.savez(origin.folder / "amazon-photo_split.npz", train=perm[:4590], valid=perm[4590:6120], test=perm[6120:])
+    body = (origin.folder / "amazon-photo_split.npz").read_bytes()
+    monkeypatch.setitem(CHECKSUMS["tunedgnn"], "amazon-photo_split.npz", f"sha256:{hashlib.sha256(body).hexdigest()}")
+    root = tmp_path / "root"
+    (root / "gnn_benchmark").mkdir(parents=True)
+    shutil.copy(data_root / "gnn_benchmark" / "amazon-photo.zip", root / "gnn_benchmark")
+    got = load_dataset("photo", root=root, splits="tunedgnn")
+    assert origin.requests == ["/amazon-photo_split.npz"]
+    assert (root / "tunedgnn" / "amazon-photo_split.npz").read_bytes() == body
+    assert torch.equal(torch.nonzero(got.graph.ndata["test_mask"]).view(-1), torch.from_numpy(np.sort(perm[6120:])))
+    monkeypatch.setitem(CHECKSUMS["tunedgnn"], "amazon-computer_split.npz", "sha256:" + "0" * 64)
+    shutil.copy(origin.folder / "amazon-photo_split.npz", origin.folder / "amazon-computer_split.npz")
+    with pytest.raises(DatasetDownloadError, match=r"amazon-computer_split\.npz \(checksum mismatch"):
+        fetch_files("computers", "tunedgnn", ["amazon-computer_split.npz"], root / "tunedgnn", [])
+    assert _no_leftovers(root / "tunedgnn") == ["amazon-photo_split.npz"]
+
+
 def test_git_blob_pin_verifies(origin, data_root, tmp_path, monkeypatch):
     # texas.npz's blob id in yandex-research/heterophilous-graphs@a431395 (`git ls-tree`): the
     # kind of pin the files too large for our snapshot carry.
@@ -267,6 +289,7 @@ def test_every_downloadable_file_is_pinned():
         "planetoid": {f"ind.{n}.{p}" for n in ("cora", "citeseer", "pubmed") for p in CORA_PARTS},
         "heterophilous": {files[0] for files in heterophilous.FILES.values()},
         "shchur": {npz for _, npz in shchur.FILES.values()},
+        "tunedgnn": set(shchur.TUNEDGNN_SPLIT_FILES.values()),
     }
     assert {family: set(pins) for family, pins in CHECKSUMS.items()} == wanted
     for pins in CHECKSUMS.values():
@@ -278,7 +301,7 @@ def test_every_downloadable_file_is_pinned():
 def test_unpinned_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"no pinned checksum for texas_4_classes\.npz \(family 'heterophilous'\); refusing"):
         fetch_files("texas", "heterophilous", ["texas_4_classes.npz"], tmp_path, [])
-    with pytest.raises(ValueError, match=r"family must be one of planetoid, heterophilous, shchur, got 'ogb'"):
+    with pytest.raises(ValueError, match=r"family must be one of planetoid, heterophilous, shchur, tunedgnn, got 'ogb'"):
         fetch_files("ogbn-arxiv", "ogb", [], tmp_path, [])
     assert _no_leftovers(tmp_path) == []
 

@@ -87,6 +87,40 @@ def test_split_fractions_param():
         load_dataset("cs", train_frac=0.9, val_frac=0.2)
 
 
+def _tunedgnn_root(tmp_path, data_root, **arrays):
+    (tmp_path / "tunedgnn").mkdir()
+    (tmp_path / "gnn_benchmark").symlink_to(data_root / "gnn_benchmark")
+    np.savez(tmp_path / "tunedgnn" / "amazon-photo_split.npz", **arrays)
+    return tmp_path
+
+
+def test_tunedgnn_split_is_the_file_for_every_seed(tmp_path, data_root, photo):
+    perm = np.random.default_rng(1).permutation(7650)
+    root = _tunedgnn_root(tmp_path, data_root, train=perm[:4590], valid=perm[4590:6120], test=perm[6120:])
+    a = load_dataset("photo", root=root, seed=0, splits="tunedgnn")
+    b = load_dataset("photo", root=root, seed=7, splits="tunedgnn")
+    for ds in (a, b):
+        for mask, ids in zip(_masks(ds), (perm[:4590], perm[4590:6120], perm[6120:])):
+            assert torch.equal(torch.nonzero(mask).view(-1), torch.from_numpy(np.sort(ids)))
+        assert torch.equal(ds.graph.ndata["feat"], photo.graph.ndata["feat"])
+        assert all(torch.equal(x, y) for x, y in zip(ds.graph.edges(), photo.graph.edges()))
+
+
+def test_tunedgnn_split_mistakes(tmp_path, data_root):
+    with pytest.raises(ValueError, match=r"splits must be one of \['random', 'tunedgnn'\], got 'fixed'"):
+        load_dataset("photo", splits="fixed")
+    with pytest.raises(ValueError, match=r"train_frac and val_frac apply to splits='random' only.*train_frac=0.5"):
+        load_dataset("photo", splits="tunedgnn", train_frac=0.5)
+    with pytest.raises(DatasetNotFoundError, match=r"tunedgnn/amazon-photo_split\.npz(.|\n)*LUOyk1999/tunedGNN"):
+        load_dataset("photo", root=data_root, splits="tunedgnn")  # downloads are off in these tests
+    root = _tunedgnn_root(tmp_path, data_root, train=np.arange(10), valid=np.array([7650]), test=np.arange(20, 30))
+    with pytest.raises(ValueError, match=r"amazon-photo_split\.npz could not be read as a tunedGNN split file.*valid holds node ids outside \[0, 7650\)"):
+        load_dataset("photo", root=root, splits="tunedgnn")
+    np.savez(root / "tunedgnn" / "amazon-photo_split.npz", train=np.arange(10), valid=np.arange(5, 15), test=np.arange(20, 30))
+    with pytest.raises(ValueError, match="masks overlap on 5 nodes"):
+        load_dataset("photo", root=root, splits="tunedgnn")
+
+
 def test_split_index_rejected():
     with pytest.raises(ValueError, match="split must be 0 for dataset 'photo'.*use seed"):
         load_dataset("photo", split=2)

@@ -94,7 +94,7 @@ def test_load_dataset_forwards():
 
 
 def test_load_dataset_unknown_param():
-    with pytest.raises(TypeError, match=r"unexpected parameter\(s\) 'nodes' for dataset 'csbm'; allowed parameters: num_nodes, num_classes, avg_degree, homophily, feature_dim, signal, train_frac, val_frac"):
+    with pytest.raises(TypeError, match=r"unexpected parameter\(s\) 'nodes' for dataset 'csbm'; allowed parameters: num_nodes, num_classes, avg_degree, homophily, feature_dim, signal, train_frac, val_frac, feature_dtype"):
         load_dataset("csbm", nodes=10)
     with pytest.raises(ValueError, match="split must be 0 for dataset 'csbm'"):
         load_dataset("csbm", split=1, num_nodes=10)
@@ -113,6 +113,10 @@ def test_load_dataset_unknown_param():
         (dict(num_nodes=10, feature_dim=0), ValueError, "feature_dim must be >= 1"),
         (dict(num_nodes=10, train_frac=0.8, val_frac=0.3), ValueError, "train_frac \\+ val_frac must be at most 1"),
         (dict(num_nodes=10, seed="1"), TypeError, "seed must be an int, got str"),
+        (dict(num_nodes=10, feature_dtype="half"), ValueError,
+         r"feature_dtype must be one of \['float32', 'float16', 'bfloat16'\], got 'half'"),
+        (dict(num_nodes=10, signal=1e6, feature_dtype="float16"), ValueError,
+         "feature_dtype='float16' cannot hold these features: signal=1000000.0 .* use 'bfloat16'"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -125,3 +129,18 @@ def test_tiny_graph_edge_cases():
     assert g.num_nodes() == 2 and g.num_edges() == 0
     g = csbm_graph(2, num_classes=2, avg_degree=50.0, homophily=0.0, seed=0)
     assert sorted(zip(*[e.tolist() for e in g.edges()])) == [(0, 1), (1, 0)]  # only cross-class pairs exist
+
+
+def test_half_features_are_the_float32_ones_cast_whatever_the_chunking(monkeypatch):
+    import dgl_rbgt.data.synthetic as synthetic
+
+    whole = csbm_graph(2500, feature_dim=8, seed=4)  # one chunk
+    monkeypatch.setattr(synthetic, "_FEATURE_CHUNK", 1000)  # three chunks, the last one short
+    chunked = csbm_graph(2500, feature_dim=8, seed=4)
+    assert torch.equal(chunked.ndata["feat"], whole.ndata["feat"])
+    for name, dtype in (("float16", torch.float16), ("bfloat16", torch.bfloat16)):
+        half = csbm_graph(2500, feature_dim=8, seed=4, feature_dtype=name)
+        assert half.ndata["feat"].dtype == dtype
+        assert torch.equal(half.ndata["feat"], whole.ndata["feat"].to(dtype))
+        assert all(torch.equal(a, b) for a, b in zip(half.edges(), whole.edges()))
+        assert torch.equal(half.ndata["label"], whole.ndata["label"])
