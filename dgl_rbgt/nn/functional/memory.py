@@ -486,7 +486,8 @@ def _cell_batch(x: torch.Tensor, w: MemoryWeights, run: _Run, key_mask: torch.Te
         q = q[:, :, first_query:]  # (A*B, H, T', D)
     att = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=run.dropout_p)
     att = att.transpose(1, 2).reshape(cells, batch * queries, d)  # (A, B*T', d): heads side by side
-    res = x[:, :, first_query:].reshape(cells, batch * queries, d)  # (A, B*T', d)
+    # (A, B*T', d); no slice when every token is a query: its backward would zero-fill a buffer
+    res = (x[:, :, first_query:] if first_query else x).reshape(cells, batch * queries, d)
     if run.dropout_p:
         h = res + F.dropout(torch.bmm(att, w.w_out), run.dropout_p)
     else:
