@@ -196,6 +196,10 @@ class LaunchResult:
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
+#: Seconds the other processes get to report their exits once one has failed, before the root
+#: cause is chosen among them (a peer of a killed process can fail a fraction of a second first).
+FAILURE_SETTLE = 1.0
+
 
 class Launcher:
     """Runs ``procs`` (in order), streams their output prefixed with ``[host role rank]``, and
@@ -330,6 +334,28 @@ class Launcher:
                 return
             time.sleep(self.poll)
 
+    def _note_exits(self) -> None:
+        for proc in self.procs:
+            if proc.popen is not None and proc.returncode is None and proc.popen.poll() is not None:
+                self._note_exit(proc)
+                self._signal(proc, signal.SIGKILL)  # leftovers of a finished group
+
+    def _root_cause(self) -> Proc:
+        """The failure to report, once one is known.
+
+        A peer whose connection to a killed trainer breaks exits at once with an error of its own,
+        and its report can reach us first. So the others get :data:`FAILURE_SETTLE` seconds to
+        report too; a process killed by a signal (the OOM killer, a user's ``kill``) is then the
+        cause, else the earliest failure.
+        """
+        deadline = time.monotonic() + FAILURE_SETTLE
+        while time.monotonic() < deadline:
+            time.sleep(self.poll)
+            self._note_exits()
+        failed = [p for p in self.procs if p.failed]
+        killed = [p for p in failed if p.exit_code < 0]
+        return min(killed or failed, key=lambda p: p.failed_at)
+
     # ---- the run ----
     def run(self) -> LaunchResult:
         failure: Optional[Proc] = None
@@ -352,16 +378,13 @@ class Launcher:
                 self._start(proc)
                 started_daemon = started_daemon or proc.daemon
             while not asked:
-                for proc in self.procs:
-                    if proc.popen is not None and proc.returncode is None and proc.popen.poll() is not None:
-                        self._note_exit(proc)
-                        self._signal(proc, signal.SIGKILL)  # leftovers of a finished group
+                self._note_exits()
                 # The root cause is the earliest failure, not the first guard to exit: a guard
                 # cleans up its command's leftovers (sampler pools) for up to two seconds, while
                 # a peer that fails because of it may exit at once.
                 failed = [p for p in self.procs if p.failed]
                 if failed:
-                    failure = min(failed, key=lambda p: p.failed_at)
+                    failure = self._root_cause()
                     break
                 workers = [p for p in self.procs if not p.daemon]
                 if all(p.returncode is not None for p in self.procs):

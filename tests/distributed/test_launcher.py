@@ -124,12 +124,26 @@ def test_root_cause_is_the_first_command_to_fail_not_the_first_guard_to_exit():
                 time.sleep(0.5)
                 sys.exit(5)
              """)),
-             Proc("10.0.0.2", "trainer", 1, py("import sys, time; time.sleep(1.2); sys.exit(7)"))]
+             # after the settle window (trainer 0's report + 1 s), before trainer 0's guard exits
+             Proc("10.0.0.2", "trainer", 1, py("import sys, time; time.sleep(1.9); sys.exit(7)"))]
     result, out, seconds = run(procs, grace=2.0)
     f = result.failure
     assert (f.rank, f.exit_code, result.returncode) == (0, 5, 5), out  # the guard itself may be killed
     assert "launch: trainer 0 on host 10.0.0.1 failed (exit code 5" in out
-    assert result.procs[1].stopped_by_launcher and not result.procs[0].stopped_by_launcher
+    assert not result.procs[0].stopped_by_launcher
+    assert seconds < 10
+    assert gone(pids_of(result))
+
+
+def test_a_killed_process_is_the_cause_even_when_a_peer_reports_first():
+    """A peer whose connection to a killed trainer breaks can exit (status 1) a moment before the
+    killed trainer's exit reaches the launcher; the launcher names the killed one."""
+    procs = [Proc("10.0.0.1", "trainer", 0, py("import sys, time; time.sleep(0.3); sys.exit(1)")),
+             Proc("10.0.0.2", "trainer", 1, py("import os, signal, time; time.sleep(0.6); os.kill(os.getpid(), signal.SIGKILL)"))]
+    result, out, seconds = run(procs)
+    f = result.failure
+    assert (f.rank, f.exit_code, result.returncode) == (1, -9, 128 + 9), out
+    assert "launch: trainer 1 on host 10.0.0.2 failed (killed by SIGKILL (-9)" in out
     assert seconds < 10
     assert gone(pids_of(result))
 
