@@ -1,4 +1,5 @@
-"""The graph convention every part of dgl-rbgt shares: the edge-type field and its codes.
+"""The graph conventions every part of dgl-rbgt shares: the edge-type field and its codes, and
+the types node features may be stored in.
 
 Every transform of dgl-rbgt that adds edges marks them in ``graph.edata['etype']`` (int64) with one
 of the codes of :class:`EdgeType`; layers such as :class:`~dgl_rbgt.nn.ExphormerConv` look the
@@ -17,7 +18,11 @@ from dgl.base import DGLError
 if TYPE_CHECKING:
     import dgl
 
-__all__ = ["ETYPE", "ETYPE_DTYPE", "EdgeType", "edge_type_codes"]
+__all__ = ["ETYPE", "ETYPE_DTYPE", "EdgeType", "edge_type_codes", "STORAGE_DTYPES"]
+
+#: Types ``ndata['feat']`` may be stored in, by the name a recipe uses (models compute in float32:
+#: see :mod:`dgl_rbgt.nn.stored_features`).
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 #: The edge-data field that holds the codes.
 ETYPE = "etype"

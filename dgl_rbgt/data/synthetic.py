@@ -12,10 +12,11 @@ import dgl
 import torch
 
 from .._checks import check_nonnegative_float, check_positive_int, check_probability
+from ..conventions import STORAGE_DTYPES
 from .dataset import (DatasetSpec, NodeDataset, check_single_split, check_split_fractions, generated_spec, make_graph,
                       random_split_masks)
 
-__all__ = ["csbm_graph", "load_csbm", "DEFAULT_NUM_NODES", "FEATURE_DTYPES", "SPECS"]
+__all__ = ["csbm_graph", "load_csbm", "DEFAULT_NUM_NODES", "SPECS"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +103,9 @@ def csbm_graph(
     train_frac, val_frac = check_split_fractions(train_frac, val_frac)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
-    if not isinstance(feature_dtype, str) or feature_dtype not in FEATURE_DTYPES:
-        raise ValueError(f"feature_dtype must be one of {list(FEATURE_DTYPES)}, got {feature_dtype!r}")
-    dtype = FEATURE_DTYPES[feature_dtype]
+    if not isinstance(feature_dtype, str) or feature_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"feature_dtype must be one of {list(STORAGE_DTYPES)}, got {feature_dtype!r}")
+    dtype = STORAGE_DTYPES[feature_dtype]
 
     n, c = num_nodes, num_classes
     _check_fits_in_memory(n, avg_degree, feature_dim, dtype.itemsize)
@@ -155,9 +156,6 @@ def csbm_graph(
 _FEATURE_CHUNK = 1 << 20
 
 _FLOAT16_MAX = float(torch.finfo(torch.float16).max)
-
-#: Storage types of :func:`csbm_graph`'s features.
-FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _check_fits_in_memory(num_nodes: int, avg_degree: float, feature_dim: int, itemsize: int = 4) -> None:

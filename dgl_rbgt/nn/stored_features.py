@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..conventions import STORAGE_DTYPES
+
 __all__ = ["STORAGE_DTYPES", "is_half_stored", "compute_input", "whole_graph_input", "project_stored", "PROJECT_ROWS"]
 
-#: Feature storage dtypes, by the name a recipe uses.
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _HALF = (torch.float16, torch.bfloat16)
 #: Rows cast and projected at a time: 64 MB of float32 at 256 features.
 PROJECT_ROWS = 65_536

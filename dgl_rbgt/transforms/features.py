@@ -10,7 +10,7 @@ import torch
 from dgl.transforms import BaseTransform, RowFeatNormalizer
 
 from .._checks import check_choice, check_homogeneous
-from ..nn.stored_features import STORAGE_DTYPES
+from ..conventions import STORAGE_DTYPES
 
 __all__ = ["NormalizeFeatures", "CastFeatures", "MemoryMapFeatures"]
 
