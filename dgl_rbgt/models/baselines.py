@@ -23,6 +23,7 @@ from dgl.nn import GATConv, GraphConv, SAGEConv
 from torch import nn
 
 from .._checks import check_choice, check_positive_int, check_probability
+from ..nn.sparse_features import SPARSE_FIRST_LAYERS, SparseRows, dropout_values, sparse_apply
 
 __all__ = ["GCN", "SAGE", "GAT", "LocalKind", "LOCAL_CONVS", "NormKind", "NORMS", "HeadKind", "HEADS",
            "ResidualKind", "RESIDUALS", "local_conv", "norm_layer", "residual_map"]
@@ -142,7 +143,7 @@ class _MessagePassingNet(nn.Module):
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int, width: int, layers: int, dropout: float,
                  self_loops: bool, residual: str, norm: str, jk: bool, head: str, input_dropout: bool,
                  activation: Callable[[torch.Tensor], torch.Tensor],
-                 conv_factory: Callable[[int, int], nn.Module]):
+                 conv_factory: Callable[[int, int], nn.Module], sparse_features: bool = False):
         super().__init__()
         check_positive_int(in_feats, "in_feats")
         check_positive_int(num_classes, "num_classes")
@@ -172,6 +173,10 @@ class _MessagePassingNet(nn.Module):
         self.self_loops = self_loops
         self.jk = jk
         self.input_dropout = input_dropout
+        self.sparse_features = sparse_features
+        self._sparse_rows = SparseRows()  # the raw features as sparse rows, kept across full-graph calls
+        if sparse_features and not isinstance(self.convs[0], SPARSE_FIRST_LAYERS):
+            raise ValueError(f"sparse_features=True needs a GCN or SAGE first layer, got {type(self.convs[0]).__name__}")
 
     def forward(self, graph, feat: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` of a full graph, or of the output nodes of a list of blocks
@@ -180,15 +185,21 @@ class _MessagePassingNet(nn.Module):
             graph = dgl.add_self_loop(dgl.remove_self_loop(graph))
         h, summed = feat, None
         for i, (conv, g) in enumerate(zip(self.convs, _layer_graphs(graph, len(self.convs)))):
-            x = self.dropout(h) if i or self.input_dropout else h
-            h = conv(g, x)
+            if i == 0 and self.sparse_features:
+                x = self._sparse_rows(feat)
+                x = dropout_values(x, self.dropout) if self.input_dropout else x
+                h = sparse_apply(conv, x, g)
+            else:
+                x = self.dropout(h) if i or self.input_dropout else h
+                h = conv(g, x)
             if i == self.num_hidden:  # the last convolution of head="conv", to the classes
                 return h.mean(1) if h.dim() == 3 else h  # GAT: (N, H, C) -> (N, C)
             if h.dim() == 3:
                 h = h.flatten(1)  # GAT: (N, H, D) -> (N, H * D)
             if len(self.residuals):
                 # A block's output nodes are the first rows of its input nodes.
-                h = h + self.residuals[i](x[:h.shape[0]])
+                h = h + (sparse_apply(self.residuals[i], x)[:h.shape[0]] if x.is_sparse
+                         else self.residuals[i](x[:h.shape[0]]))
             h = self.activation(self.norms[i](h))
             # Jumping knowledge: blocks shrink layer by layer, so earlier sums keep their first rows.
             summed = h if summed is None or not self.jk else summed[:h.shape[0]] + h
@@ -227,6 +238,11 @@ class GCN(_MessagePassingNet):
         convolutions are hidden and a ``Linear`` outputs the logits (tunedGNN).
     input_dropout : bool
         Apply dropout to the raw features too (tunedGNN does not).
+    sparse_features : bool
+        Compute the first layer's products with the raw features (its convolution and residual)
+        as sparse-dense products (:mod:`dgl_rbgt.nn.sparse_features`): the same function up to
+        float rounding, much faster on CPU for wide bag-of-words features (Coauthor CS: 6,805
+        columns, 0.9% non-zero). Dropout on the raw features then drops non-zero entries only.
 
     Example
     -------
@@ -241,11 +257,12 @@ class GCN(_MessagePassingNet):
 
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 64, layers: int = 2,
                  dropout: float = 0.5, self_loops: bool = True, residual: ResidualKind = "none",
-                 norm: NormKind = "none", jk: bool = False, head: HeadKind = "conv", input_dropout: bool = True):
+                 norm: NormKind = "none", jk: bool = False, head: HeadKind = "conv", input_dropout: bool = True,
+                 sparse_features: bool = False):
         super().__init__(in_feats, num_classes, hidden=hidden, width=hidden, layers=layers, dropout=dropout,
                          self_loops=self_loops, residual=residual, norm=norm, jk=jk, head=head,
                          input_dropout=input_dropout, activation=torch.relu,
-                         conv_factory=lambda a, b: local_conv("gcn", a, b))
+                         conv_factory=lambda a, b: local_conv("gcn", a, b), sparse_features=sparse_features)
 
 
 class SAGE(_MessagePassingNet):
@@ -254,7 +271,7 @@ class SAGE(_MessagePassingNet):
 
     Parameters
     ----------
-    in_feats, num_classes, hidden, layers, dropout, residual, norm, jk, head, input_dropout
+    in_feats, num_classes, hidden, layers, dropout, residual, norm, jk, head, input_dropout, sparse_features
         As in :class:`GCN`. SAGE has a weight for a node's own features, so it needs no self-loops.
 
     Example
@@ -268,11 +285,11 @@ class SAGE(_MessagePassingNet):
 
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 64, layers: int = 2,
                  dropout: float = 0.5, residual: ResidualKind = "none", norm: NormKind = "none", jk: bool = False,
-                 head: HeadKind = "conv", input_dropout: bool = True):
+                 head: HeadKind = "conv", input_dropout: bool = True, sparse_features: bool = False):
         super().__init__(in_feats, num_classes, hidden=hidden, width=hidden, layers=layers, dropout=dropout,
                          self_loops=False, residual=residual, norm=norm, jk=jk, head=head,
                          input_dropout=input_dropout, activation=torch.relu,
-                         conv_factory=lambda a, b: local_conv("sage", a, b))
+                         conv_factory=lambda a, b: local_conv("sage", a, b), sparse_features=sparse_features)
 
 
 class GAT(_MessagePassingNet):

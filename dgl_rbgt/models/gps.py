@@ -17,6 +17,8 @@ from torch import nn
 from dgl_rbgt._checks import (check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int,
                               check_probability)
 
+from dgl_rbgt.nn.sparse_features import SparseRows, dropout_values, sparse_apply
+
 from .baselines import LocalKind, NormKind, local_conv, norm_layer
 from .global_attention import AttentionKind, attend, global_attention
 
@@ -112,6 +114,11 @@ class GPSTransformer(nn.Module):
         Replace the graph's self-loops by one per node before a ``"gcn"`` or ``"gat"`` local
         layer (GCN's renormalisation; a node batch's subgraph can have isolated nodes).
         ``"sage"`` has a weight for a node's own features and uses the graph as it is.
+    sparse_features : bool
+        Compute the input projection as a sparse-dense product
+        (:mod:`dgl_rbgt.nn.sparse_features`): the same function up to float rounding, much faster
+        on CPU for wide bag-of-words features (Coauthor CS: 6,805 columns, 0.9% non-zero).
+        ``input_dropout`` then drops non-zero entries only (the same law).
 
     Note
     ----
@@ -161,6 +168,7 @@ class GPSTransformer(nn.Module):
         ffn: bool = True,
         ego: bool = False,
         self_loops: bool = True,
+        sparse_features: bool = False,
     ):
         super().__init__()
         self._in_feats = check_positive_int(in_feats, "in_feats")
@@ -176,6 +184,8 @@ class GPSTransformer(nn.Module):
             raise ValueError(f"num_heads must divide hidden for local='gat' (heads are concatenated), got "
                              f"num_heads={num_heads} and hidden={hidden}")
         self.self_loops = self_loops and local != "sage"
+        self.sparse_features = sparse_features
+        self._sparse_rows = SparseRows()  # the raw features as sparse rows, kept across full-graph calls
         self.fc_in = nn.Linear(in_feats, hidden)
         self.locals = nn.ModuleList()
         self.egos = nn.ModuleList()
@@ -227,7 +237,10 @@ class GPSTransformer(nn.Module):
         # Self-loops only for message passing: dgl.add_self_loop forgets a batch's graph sizes,
         # which attention needs.
         local_graph = dgl.add_self_loop(dgl.remove_self_loop(graph)) if self.self_loops else graph
-        h = self.fc_in(self.input_dropout(feat))  # (N, hidden)
+        if self.sparse_features:
+            h = sparse_apply(self.fc_in, dropout_values(self._sparse_rows(feat), self.input_dropout))  # (N, hidden)
+        else:
+            h = self.fc_in(self.input_dropout(feat))  # (N, hidden)
         for i, (conv, local_norm) in enumerate(zip(self.locals, self.local_norms)):
             m = conv(local_graph, h).flatten(1)  # (N, hidden); GAT: (N, H, hidden / H) concatenated
             if len(self.egos):

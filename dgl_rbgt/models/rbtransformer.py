@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import dgl
-import dgl.function as fn
 import torch
 from dgl.nn import GraphConv
 from torch import nn
@@ -23,6 +22,7 @@ from dgl_rbgt._checks import (
     check_probability,
 )
 from dgl_rbgt.nn.rba import EVAL_MODES
+from dgl_rbgt.nn.sparse_features import SparseRows, dropout_values, sparse_apply
 
 from .global_attention import ATTENTIONS, AttentionKind, attend, global_attention
 
@@ -195,6 +195,7 @@ class RBTransformer(nn.Module):
         self.use_residual = use_residual
         self.use_act = use_act
         self.sparse_features = sparse_features
+        self._sparse_rows = SparseRows()  # the raw features as sparse rows, kept across full-graph calls
         self.self_loops = self_loops
         self.dropout = nn.Dropout(dropout)
         self.gnn_dropout = nn.Dropout(dropout if gnn_dropout is None else gnn_dropout)
@@ -263,26 +264,8 @@ class RBTransformer(nn.Module):
         return [{"params": trans_params, "weight_decay": wd},
                 {"params": rest, "weight_decay": weight_decay}]
 
-    @staticmethod
-    def _sparse_linear(layer: nn.Linear, xs: torch.Tensor) -> torch.Tensor:
-        out = torch.sparse.mm(xs, layer.weight.t())
-        return out if layer.bias is None else out + layer.bias
-
-    @staticmethod
-    def _sparse_graphconv(conv: GraphConv, graph, xs: torch.Tensor) -> torch.Tensor:
-        """``conv(graph, dense(xs))`` for GraphConv's ``norm="both"``: the weight is applied
-        first (a sparse-dense product), then the normalised aggregation, as GraphConv does."""
-        with graph.local_scope():
-            h = torch.sparse.mm(xs, conv.weight)  # (N, out)
-            src_norm = graph.out_degrees().to(h).clamp(min=1).pow(-0.5)
-            graph.srcdata["h"] = h * src_norm[:, None]
-            graph.update_all(fn.copy_u("h", "m"), fn.sum("m", "h"))
-            dst_norm = graph.in_degrees().to(h).clamp(min=1).pow(-0.5)
-            rst = graph.dstdata["h"] * dst_norm[:, None]
-        return rst if conv.bias is None else rst + conv.bias
-
     def _transformer(self, graph, feat: torch.Tensor, xs: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.fc_in(feat) if xs is None else self._sparse_linear(self.fc_in, xs)
+        h = self.fc_in(feat) if xs is None else sparse_apply(self.fc_in, xs)
         x = self.dropout(torch.relu(self.ln_in(h)))  # (N, hidden)
         for i, (attn, ln) in enumerate(zip(self.attns, self.lns)):
             h = attend(attn, graph, x, merge="mean")  # (N, hidden)
@@ -302,10 +285,10 @@ class RBTransformer(nn.Module):
         # otherwise memorises the training nodes.
         h = self.gnn_dropout(feat) if self.gnn_input_dropout and xs is None else feat
         if xs is not None and self.gnn_input_dropout:
-            xs = torch.sparse_coo_tensor(xs.indices(), self.gnn_dropout(xs.values()), xs.shape, is_coalesced=True)
+            xs = dropout_values(xs, self.gnn_dropout)
         for i, conv in enumerate(self.gcns):
             if i == 0 and xs is not None:
-                h = self._sparse_graphconv(conv, graph, xs)
+                h = sparse_apply(conv, xs, graph)
             else:
                 h = conv(graph, h)  # (N, hidden)
             if i < len(self.gcns) - 1:
@@ -317,7 +300,7 @@ class RBTransformer(nn.Module):
         check_homogeneous(graph, "graph", allow_block=False)
         check_nonempty(graph, "graph")
         check_feat(feat, "feat", rows=graph.num_nodes(), last_dim=self._in_feats, ndim=2)
-        xs = feat.detach().to_sparse().coalesce() if self.sparse_features else None
+        xs = self._sparse_rows(feat) if self.sparse_features else None
         out = self._transformer(graph, feat, xs)
         if len(self.gcns):
             w = self.gnn_weight

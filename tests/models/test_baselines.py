@@ -150,3 +150,37 @@ def test_wrong_number_of_blocks():
     blocks = dgl.dataloading.MultiLayerFullNeighborSampler(1).sample_blocks(g, torch.arange(5))[2]
     with pytest.raises(ValueError, match=r"got 1 blocks for a model with 2 layers"):
         GCN(6, 3)(blocks, x)
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (GCN, {}),  # the first convolution is the last: straight to the classes
+    (GCN, {"layers": 1}),
+    (GCN, {"layers": 3, "residual": "linear", "norm": "layer", "jk": True, "head": "linear"}),
+    (SAGE, {"residual": "identity", "norm": "batch"}),  # a bias-free map from the 30 columns
+    (SAGE, {"layers": 2, "residual": "linear", "norm": "layer", "head": "linear", "input_dropout": False}),
+])
+def test_sparse_features_same_function_float64(cls, kwargs):
+    """The first layer from sparse rows gives the dense model's logits and gradients, on the full
+    graph and on blocks; in training, dropout still acts on the raw features."""
+    g, _ = graph_and_feat(60, 200)
+    gen = torch.Generator().manual_seed(3)
+    x = ((torch.rand(60, 30, generator=gen) < 0.1) * torch.rand(60, 30, generator=gen)).double()
+    dense = cls(30, 3, hidden=8, **kwargs).double()
+    sparse = cls(30, 3, hidden=8, sparse_features=True, **kwargs).double()
+    sparse.load_state_dict(dense.state_dict())
+    dense.eval(), sparse.eval()
+    torch.testing.assert_close(sparse(g, x), dense(g, x), rtol=0, atol=1e-12)
+    labels = torch.arange(60) % 3
+    for model in (dense, sparse):
+        F.cross_entropy(model(g, x), labels).backward()
+    for (name, p), q in zip(sparse.named_parameters(), dense.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12, msg=name)
+    layers = len(dense.convs)
+    _, _, blocks = dgl.dataloading.MultiLayerFullNeighborSampler(layers).sample_blocks(
+        dgl.add_self_loop(dgl.remove_self_loop(g)) if dense.self_loops else g, torch.tensor([0, 7, 33]))
+    inputs = x[blocks[0].srcdata[dgl.NID]]
+    torch.testing.assert_close(sparse(blocks, inputs), dense(blocks, inputs), rtol=0, atol=1e-12)
+    if sparse.input_dropout:
+        sparse.train()
+        assert not torch.allclose(sparse(g, x), sparse(g, x))
+

@@ -200,3 +200,23 @@ def test_tuned_block_equals_its_formula_float64():
         sd["fc_out.weight"], sd["fc_out.bias"]))
     with pytest.raises(ValueError, match=r"block must be one of \['graphgps', 'tuned'\], got 'x'"):
         GPSTransformer(6, 3, block="x")
+
+
+@pytest.mark.parametrize("local", LOCAL_CONVS)
+def test_sparse_features_same_function_float64(local):
+    """The input projection from sparse rows: the dense model's logits and gradients; in training,
+    input dropout still acts on the raw features."""
+    g, _ = graph_and_feat()
+    gen = torch.Generator().manual_seed(5)
+    x = ((torch.rand(30, 40, generator=gen) < 0.1) * torch.rand(30, 40, generator=gen)).double()
+    kw = dict(hidden=8, layers=2, local=local, attention="full", num_heads=2, input_dropout=0.5)
+    dense = GPSTransformer(40, 3, **kw).double().eval()
+    sparse = GPSTransformer(40, 3, sparse_features=True, **kw).double().eval()
+    sparse.load_state_dict(dense.state_dict())
+    torch.testing.assert_close(sparse(g, x), dense(g, x), rtol=0, atol=1e-12)
+    for model in (dense, sparse):
+        F.cross_entropy(model(g, x), torch.arange(30) % 3).backward()
+    for (name, p), q in zip(sparse.named_parameters(), dense.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12, msg=name)
+    sparse.train()
+    assert not torch.allclose(sparse(g, x), sparse(g, x))
