@@ -111,7 +111,8 @@ def _graphconv(conv: GraphConv, graph, xs: torch.Tensor) -> torch.Tensor:
         graph.update_all(fn.copy_u("h", "m"), fn.sum("m", "h"))
         dst_norm = graph.in_degrees().to(xs.dtype).clamp(min=1).pow(-0.5)
         out = graph.dstdata["h"] * dst_norm[:, None]
-    return out if conv.bias is None else out + conv.bias
+    out = out if conv.bias is None else out + conv.bias
+    return out if conv._activation is None else conv._activation(out)
 
 
 def _sageconv(conv: SAGEConv, graph, xs: torch.Tensor) -> torch.Tensor:

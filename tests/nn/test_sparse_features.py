@@ -17,7 +17,8 @@ def bag_of_words(rows, cols, density=0.1, seed=0):
 
 def layers(cols, out):
     return [nn.Linear(cols, out), nn.Linear(cols, out, bias=False), nn.Identity(),
-            GraphConv(cols, out, allow_zero_in_degree=True), GraphConv(cols, out, bias=False, allow_zero_in_degree=True),
+            GraphConv(cols, out, allow_zero_in_degree=True),
+            GraphConv(cols, out, bias=False, activation=torch.tanh, allow_zero_in_degree=True),
             SAGEConv(cols, out, "mean"), SAGEConv(cols, out, "mean", bias=False, activation=torch.tanh,
                                                    norm=nn.LayerNorm(out))]
 
