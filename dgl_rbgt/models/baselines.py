@@ -23,7 +23,7 @@ from dgl.nn import GATConv, GraphConv, SAGEConv
 from torch import nn
 
 from .._checks import check_choice, check_positive_int, check_probability
-from ..nn.sparse_features import SPARSE_FIRST_LAYERS, SparseRows, dropout_values, sparse_apply
+from ..nn.sparse_features import SparseRows, dropout_values, leading_rows, sparse_apply
 
 __all__ = ["GCN", "SAGE", "GAT", "LocalKind", "LOCAL_CONVS", "NormKind", "NORMS", "HeadKind", "HEADS",
            "ResidualKind", "RESIDUALS", "local_conv", "norm_layer", "residual_map"]
@@ -175,8 +175,6 @@ class _MessagePassingNet(nn.Module):
         self.input_dropout = input_dropout
         self.sparse_features = sparse_features
         self._sparse_rows = SparseRows()  # the raw features as sparse rows, kept across full-graph calls
-        if sparse_features and not isinstance(self.convs[0], SPARSE_FIRST_LAYERS):
-            raise ValueError(f"sparse_features=True needs a GCN or SAGE first layer, got {type(self.convs[0]).__name__}")
 
     def forward(self, graph, feat: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` of a full graph, or of the output nodes of a list of blocks
@@ -198,7 +196,7 @@ class _MessagePassingNet(nn.Module):
                 h = h.flatten(1)  # GAT: (N, H, D) -> (N, H * D)
             if len(self.residuals):
                 # A block's output nodes are the first rows of its input nodes.
-                h = h + (sparse_apply(self.residuals[i], x)[:h.shape[0]] if x.is_sparse
+                h = h + (sparse_apply(self.residuals[i], leading_rows(x, h.shape[0])) if x.is_sparse
                          else self.residuals[i](x[:h.shape[0]]))
             h = self.activation(self.norms[i](h))
             # Jumping knowledge: blocks shrink layer by layer, so earlier sums keep their first rows.

@@ -18,7 +18,7 @@ import torch
 from dgl.nn import GraphConv, SAGEConv
 from torch import nn
 
-__all__ = ["sparse_rows", "SparseRows", "dropout_values", "sparse_apply", "SPARSE_FIRST_LAYERS"]
+__all__ = ["sparse_rows", "SparseRows", "dropout_values", "leading_rows", "sparse_apply", "SPARSE_FIRST_LAYERS"]
 
 #: The first layers :func:`sparse_apply` computes from sparse rows.
 SPARSE_FIRST_LAYERS = (nn.Linear, nn.Identity, GraphConv, SAGEConv)
@@ -35,6 +35,9 @@ def sparse_rows(feat: torch.Tensor) -> torch.Tensor:
     >>> sparse_rows(torch.tensor([[0., 2.], [0., 0.]]))._nnz()
     1
     """
+    if not (isinstance(feat, torch.Tensor) and feat.layout == torch.strided and feat.dim() == 2):
+        raise ValueError(f"feat must be a 2-D dense tensor, got {type(feat).__name__} "
+                         f"{getattr(feat, 'layout', '')} with shape {tuple(getattr(feat, 'shape', ()))}")
     return feat.detach().to_sparse().coalesce()
 
 
@@ -92,7 +95,31 @@ def dropout_values(xs: torch.Tensor, dropout: nn.Dropout) -> torch.Tensor:
     >>> dropout_values(xs, torch.nn.Dropout(0.0).eval()).to_dense().equal(torch.eye(3))
     True
     """
+    _check_rows(xs)
     return torch.sparse_coo_tensor(xs.indices(), dropout(xs.values()), xs.shape, is_coalesced=True)
+
+
+def leading_rows(xs: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` rows of sparse ``xs``: a block's destination nodes are its first source
+    nodes, so a layer's own-node term needs only these (``xs`` itself when ``n`` covers it).
+
+    Example
+    -------
+    >>> import torch
+    >>> from dgl_rbgt.nn.sparse_features import leading_rows, sparse_rows
+    >>> leading_rows(sparse_rows(torch.eye(4)), 2).shape
+    torch.Size([2, 4])
+    """
+    _check_rows(xs)
+    if not 0 <= n <= xs.shape[0]:
+        raise ValueError(f"n must be in [0, {xs.shape[0]}] (the rows of xs), got {n}")
+    return xs if n == xs.shape[0] else xs.narrow_copy(0, 0, n)
+
+
+def _check_rows(xs) -> None:
+    if not (isinstance(xs, torch.Tensor) and xs.is_sparse and xs.dim() == 2):
+        raise ValueError(f"xs must be a 2-D sparse COO tensor, got {type(xs).__name__} "
+                         f"{getattr(xs, 'layout', '')} with {getattr(xs, 'ndim', 0)} dims")
 
 
 def _product(xs: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
@@ -124,7 +151,7 @@ def _sageconv(conv: SAGEConv, graph, xs: torch.Tensor) -> torch.Tensor:
         graph.srcdata["h"] = _product(xs, conv.fc_neigh.weight.t())
         graph.update_all(fn.copy_u("h", "m"), fn.mean("m", "neigh"))
         neigh = graph.dstdata["neigh"]
-    own = sparse_apply(conv.fc_self, xs)[:neigh.shape[0]]  # a block's dst nodes are its first src nodes
+    own = sparse_apply(conv.fc_self, leading_rows(xs, neigh.shape[0]))
     out = own + neigh
     if conv.activation is not None:
         out = conv.activation(out)
@@ -161,8 +188,7 @@ def sparse_apply(layer: nn.Module, xs: torch.Tensor, graph=None) -> torch.Tensor
     >>> torch.allclose(sparse_apply(conv, sparse_rows(x), g), conv(g, x), atol=1e-5)
     True
     """
-    if not (xs.is_sparse and xs.dim() == 2):
-        raise ValueError(f"xs must be a 2-D sparse COO tensor, got layout {xs.layout} with {xs.dim()} dims")
+    _check_rows(xs)
     if isinstance(layer, nn.Identity):
         return xs.to_dense()
     if isinstance(layer, nn.Linear):

@@ -111,3 +111,28 @@ def test_sparse_rows_cache_follows_the_tensor_and_its_edits():
     assert rows(other).to_dense().equal(other)
     for clone in (copy.deepcopy(rows), pickle.loads(pickle.dumps(rows))):
         assert clone._rows is None
+
+
+def test_leading_rows_are_the_first_rows():
+    from dgl_rbgt.nn.sparse_features import leading_rows
+
+    x = bag_of_words(9, 6, density=0.4)
+    xs = sparse_rows(x)
+    assert leading_rows(xs, 9) is xs
+    for n in (0, 1, 4):
+        assert leading_rows(xs, n).to_dense().equal(x[:n])
+    with pytest.raises(ValueError, match=r"n must be in \[0, 9\]"):
+        leading_rows(xs, 10)
+
+
+def test_bad_rows_are_named():
+    from dgl_rbgt.nn.sparse_features import leading_rows
+
+    with pytest.raises(ValueError, match="feat must be a 2-D dense tensor"):
+        sparse_rows(torch.ones(3))
+    with pytest.raises(ValueError, match="feat must be a 2-D dense tensor"):
+        sparse_rows(sparse_rows(torch.eye(2)))
+    with pytest.raises(ValueError, match="xs must be a 2-D sparse COO tensor"):
+        dropout_values(torch.eye(2), nn.Dropout(0.5))
+    with pytest.raises(ValueError, match="xs must be a 2-D sparse COO tensor"):
+        leading_rows([[1.0]], 1)
