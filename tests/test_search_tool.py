@@ -153,3 +153,33 @@ def test_shipped_spaces_fit_the_gps_recipes(space):
     assert recipes and SHIPPED_SPACES
     for recipe in recipes:
         search.check_space_against_recipe(recipe, parsed, [])
+
+
+def test_start_from_recipe_makes_the_recipes_values_the_first_trial(files, tmp_path, capsys):
+    recipe, space = files
+    own = {"model.dropout": 0.3, "train.lr": 0.02, "model.norm": "layer", "model.layers": 2}
+    data = yaml.safe_load(recipe.read_text())
+    data["model"].update(dropout=0.3, norm="layer", layers=2)
+    data["train"]["lr"] = 0.02
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "start"
+    assert search.main([str(recipe), str(space), "--trials", "2", "--start-from-recipe", "--out", str(out)]) == 0
+    with (out / "trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    first = yaml.safe_load((Path(rows[0]["run_dir"]) / "recipe.yaml").read_text())
+    assert {k: first[k.split(".")[0]][k.split(".")[1]] for k in own} == own
+    # A continued study does not queue the recipe again.
+    assert search.main([str(recipe), str(space), "--trials", "1", "--start-from-recipe", "--out", str(out)]) == 0
+    with (out / "trials.csv").open() as f:
+        third = list(csv.DictReader(f))[2]
+    assert (third["model.dropout"], third["train.lr"]) != ("0.3", "0.02")
+
+    # A recipe value outside the space is one line naming the key, and nothing runs.
+    data["model"]["dropout"] = 0.9
+    recipe.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert search.main([str(recipe), str(space), "--trials", "1", "--start-from-recipe",
+                        "--out", str(tmp_path / "outside")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.dropout = 0.9 is outside the search space" in err, err
+    assert not (tmp_path / "outside").exists()

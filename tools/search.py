@@ -23,7 +23,10 @@ The output folder (``--out``, default ``runs/<recipe name>-search-<time>``) hold
 (every trial's run directory; ``trials/NNN/rI/`` per protocol run with ``--runs``), ``trials.csv``
 (one row per trial: parameters, validation metric and loss, run directory, state), ``study.db``
 (the Optuna study, SQLite; ``--out`` of an earlier search continues it) and ``best.json``; the
-best overrides are printed last as ``--set`` arguments. ``--trials 0 --out DIR`` writes ``best.json`` for a search stopped by hand. A bad
+best overrides are printed last as ``--set`` arguments. ``--start-from-recipe`` makes the
+recipe's own values the first trial of a new study (they must lie in the space), so the search
+starts from a known configuration (a tuned baseline's settings, say) and keeps it unless another
+trial scores better on validation. ``--trials 0 --out DIR`` writes ``best.json`` for a search stopped by hand. A bad
 search space is reported in one line with exit status 2.
 """
 from __future__ import annotations
@@ -118,6 +121,25 @@ def check_space_against_recipe(recipe: Path, space: dict, sets: list[str]) -> No
                 raise SpaceError(f"search space: {key}={value!r}: {exc}") from None
 
 
+def recipe_values(recipe: Path, space: dict, sets: list[str]) -> dict[str, Any]:
+    """The recipe's own value of every key of the space (after ``sets``), checked to lie in the
+    space, as the parameters of a first trial (``--start-from-recipe``)."""
+    config = load_recipe(recipe, sets)
+    values = {}
+    for key, (kind, args) in space.items():
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
+        inside = node in args if kind == "choice" else (
+            isinstance(node, (int, float)) and not isinstance(node, bool) and args[0] <= node <= args[1]
+            and (kind != "int" or float(node).is_integer()))
+        if not inside:
+            raise SpaceError(f"--start-from-recipe: the recipe's {key} = {node!r} is outside the search space "
+                             f"({kind}: {args})")
+        values[key] = int(node) if kind == "int" else node
+    return values
+
+
 def suggest(trial, key: str, kind: str, args: list) -> Any:
     """Draw one value of a dimension from an Optuna trial."""
     if kind == "choice":
@@ -177,9 +199,11 @@ def make_objective(recipe: Path, space: dict, sets: list[str], out: Path, select
 
 
 def search(recipe: Path, space: dict, *, trials: int, out: Path, seed: int = 0, sets: list[str] = (),
-           select_by: str = "metric", runs: list[tuple[int, list[str]]] | None = None):
+           select_by: str = "metric", runs: list[tuple[int, list[str]]] | None = None,
+           start: dict[str, Any] | None = None):
     """Run ``trials`` trials (a study in ``out/study.db`` continues); returns the Optuna study.
-    ``runs``: protocol runs ``(index, overrides)`` every trial trains on (default: the recipe as is)."""
+    ``runs``: protocol runs ``(index, overrides)`` every trial trains on (default: the recipe as is).
+    ``start``: parameters of the first trial of a new study (see :func:`recipe_values`)."""
     import optuna
 
     out.mkdir(parents=True, exist_ok=True)
@@ -189,6 +213,8 @@ def search(recipe: Path, space: dict, *, trials: int, out: Path, seed: int = 0, 
         sampler=optuna.samplers.TPESampler(seed=seed),
         direction="maximize" if select_by == "metric" else "minimize")
     log = TrialLog(out / "trials.csv", list(space))
+    if start and not study.trials:
+        study.enqueue_trial(start)
     # A failed run (diverged, a combination the model refuses) is recorded and the search goes on.
     if trials:
         study.optimize(make_objective(recipe, space, list(sets), out, select_by, log, runs), n_trials=trials,
@@ -216,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="+", type=int, default=None, metavar="I",
                         help="train every trial on these runs of the dataset's own protocol (splits or seeds, "
                              "as tools/accuracy.py --protocol) and select on their mean validation value")
+    parser.add_argument("--start-from-recipe", action="store_true",
+                        help="make the recipe's own values of the searched keys the first trial of a new study")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
@@ -235,9 +263,10 @@ def main(argv: list[str] | None = None) -> int:
             _, every = protocol_runs(base.dataset, max(args.runs) + 1)
             runs = [every[i] for i in args.runs]
         check_space_against_recipe(args.recipe, space, args.set)
+        start = recipe_values(args.recipe, space, args.set) if args.start_from_recipe else None
         out = args.out or Path(base.output.root) / f"{base.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
         study = search(args.recipe, space, trials=args.trials, out=out, seed=args.seed, sets=args.set,
-                       select_by=args.select_by, runs=runs)
+                       select_by=args.select_by, runs=runs, start=start)
     except UserError as exc:
         print(f"search: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
