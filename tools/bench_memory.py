@@ -182,6 +182,20 @@ def loglog_slope(xs, ys) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
 
 
+def arithmetic_ratio(p: int, m: int, d: int = D_MODEL, f: int = FFN_RATIO * D_MODEL) -> float:
+    """Multiply-adds per node of one memory layer over one RBA layer (the floor of their time ratio).
+
+    A memory cell runs m + p tokens, each attending over m + p keys, for p nodes; an RBA group runs
+    p tokens over p keys. Per token: 4 d^2 (QKV and output maps) + 2 d f (feed-forward) + 2 d k
+    (scores and weighted sum over k keys); backward costs the same multiple of both.
+
+    >>> round(arithmetic_ratio(64, 16), 4), round(arithmetic_ratio(256, 16), 4)
+    (1.3125, 1.0957)
+    """
+    per_token = lambda keys: 4 * d * d + 2 * d * f + 2 * d * keys  # noqa: E731
+    return (m + p) / p * per_token(m + p) / per_token(p)
+
+
 def summarise(rows) -> list[str]:
     ok = {(r["variant"], r["mode"], r["n"], r["L"], r["p"], r["m"]): r for r in rows if r["status"] == "ok"}
     lines, worst = [], []
@@ -200,7 +214,7 @@ def summarise(rows) -> list[str]:
                 parts.append(f"(target >= {target}x: {'met' if speedup >= target else 'MISSED'})")
         if rba:
             ratio = diag["median_ms"] / rba["median_ms"]
-            parts.append(f"diagonal/rba {ratio:.2f}x" + (
+            parts.append(f"diagonal/rba {ratio:.2f}x (arithmetic {arithmetic_ratio(p, m):.2f}x)" + (
                 f" (target <= 1.5x: {'met' if ratio <= 1.5 else 'MISSED'})" if m == 16 and mode == "train" else ""))
         lines.append(" ".join(parts))
     if worst:

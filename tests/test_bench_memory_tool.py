@@ -1,0 +1,33 @@
+"""tools/bench_memory.py: the arithmetic floor it prints beside each memory / RBA time ratio."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dgl_rbgt.nn.functional.memory import MemoryWeights, memory_recurrence
+
+_path = Path(__file__).resolve().parents[1] / "tools" / "bench_memory.py"
+_spec = importlib.util.spec_from_file_location("bench_memory_tool", _path)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("p, m", [(64, 16), (32, 64), (128, 8)])
+def test_arithmetic_ratio_counts_what_the_two_stacks_multiply(p, m):
+    """The formula against torch's count of the matrix products of both benchmarked stacks (one
+    layer, whole segments, forward), so the floor the table prints is the one the code runs."""
+    torch.manual_seed(0)
+    n = 6 * p
+    x = torch.randn(n, bench.D_MODEL)
+    w = bench._weights(1, m, torch.device("cpu"), grad=False)
+    rba = _flops(lambda: bench._rba_stack(x, w, p))
+    memory = _flops(lambda: memory_recurrence(x, MemoryWeights(*w), bench.HEADS, p))
+    assert rba > 0 and memory / rba == pytest.approx(bench.arithmetic_ratio(p, m), rel=1e-9)
