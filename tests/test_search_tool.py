@@ -144,13 +144,20 @@ SHIPPED_SPACES = sorted((_path.parents[1] / "recipes" / "search").glob("*.yaml")
 
 
 @pytest.mark.parametrize("space", SHIPPED_SPACES, ids=lambda p: p.name)
-def test_shipped_spaces_fit_the_gps_recipes(space):
-    """Every bound and choice of a shipped search space is a valid setting of every GPS recipe of a
-    real dataset (the same check the tool runs before its first trial)."""
+def test_shipped_spaces_fit_the_recipes_of_their_model(space):
+    """Every bound and choice of a shipped search space is a valid setting of every shipped recipe
+    of the model its usage line searches (the same check the tool runs before its first trial)."""
+    root = _path.parents[1]
     parsed = search.parse_space(yaml.safe_load(space.read_text()))
-    assert space.read_text().startswith("#")  # says what it searches and how to run it
-    recipes = sorted((_path.parents[1] / "recipes" / "gps").glob("gps_*.yaml"))
-    assert recipes and SHIPPED_SPACES
+    header = space.read_text()
+    assert header.startswith("#")  # says what it searches and how to run it
+    named = re.search(r"tools/search\.py (recipes/\S+\.yaml)", header)
+    assert named, "the header shows a tools/search.py command on a shipped recipe"
+    model = yaml.safe_load((root / named.group(1)).read_text())["model"]["name"]
+    recipes = [r for r in sorted((root / "recipes").rglob("*.yaml"))
+               if (yaml.safe_load(r.read_text()) or {}).get("model", {}).get("name") == model
+               and "dataset" in yaml.safe_load(r.read_text())]
+    assert len(recipes) >= 2
     for recipe in recipes:
         search.check_space_against_recipe(recipe, parsed, [])
 
