@@ -51,7 +51,9 @@ class GPSTransformer(nn.Module):
 
     There is no identity path around the layer: with ``ego=True`` a node's own features reach the
     next layer through their own learned weight, as in the tuned baselines; with
-    ``attention="none"``, ``ego=True`` and ``ffn=False`` the layer stack is a tuned GCN/SAGE/GAT.
+    ``attention="none"``, ``ego=True`` and ``ffn=False`` the layer stack is a tuned GCN/SAGE/GAT,
+    and with ``input_projection=False`` as well the whole model is one (its first layer
+    convolves the raw features, :math:`h^{(0)} = \mathrm{Drop}(x)`).
     On minesweeper the GraphGPS form, with its two identity paths, fits the training nodes within
     a few hundred epochs and its validation ROC-AUC falls from there, while the tuned form keeps
     improving for well over a thousand (docs/results_gps.md).
@@ -100,6 +102,12 @@ class GPSTransformer(nn.Module):
     input_dropout : float
         Dropout on the raw features before the input projection, as a plain GCN's first dropout:
         it keeps a wide input layer from memorising few labels (Planetoid's 140).
+    input_projection : bool
+        ``True`` (default): :math:`W_{in}` maps the features to ``hidden`` before the first layer.
+        ``False``: the first layer's message passing (and ego map) takes the raw features, as a
+        tuned GNN's first convolution does; it then has no attention (``attention_every`` must
+        be at least 2 when ``attention`` is not ``"none"``) and needs ``block="tuned"`` (the
+        GraphGPS block adds its input to its output).
     attn_dropout : float
         Dropout on the attention weights (``rba``, ``full``) and on GAT's.
     ffn : bool
@@ -114,7 +122,8 @@ class GPSTransformer(nn.Module):
         layer (GCN's renormalisation; a node batch's subgraph can have isolated nodes).
         ``"sage"`` has a weight for a node's own features and uses the graph as it is.
     sparse_features : bool
-        Compute the input projection as a sparse-dense product
+        Compute the input projection (without one: the first layer's convolution and ego map) as
+        a sparse-dense product
         (:mod:`dgl_rbgt.nn.sparse_features`): the same function up to float rounding, much faster
         on CPU for wide bag-of-words features (Coauthor CS: 6,805 columns, 0.9% non-zero).
         ``input_dropout`` then drops non-zero entries only (the same law).
@@ -168,6 +177,7 @@ class GPSTransformer(nn.Module):
         ego: bool = False,
         self_loops: bool = True,
         sparse_features: bool = False,
+        input_projection: bool = True,
     ):
         super().__init__()
         self._in_feats = check_positive_int(in_feats, "in_feats")
@@ -182,10 +192,19 @@ class GPSTransformer(nn.Module):
         if local == "gat" and hidden % num_heads:
             raise ValueError(f"num_heads must divide hidden for local='gat' (heads are concatenated), got "
                              f"num_heads={num_heads} and hidden={hidden}")
+        if not input_projection and block != "tuned":
+            raise ValueError("input_projection=False needs block='tuned': the GraphGPS block adds a layer's "
+                             f"input (width in_feats = {in_feats}) to its output (width hidden = {hidden})")
+        if not input_projection and attention != "none" and attention_every == 1:
+            raise ValueError("input_projection=False leaves the first layer on the raw features, without "
+                             f"attention: attention_every must be >= 2 with attention={attention!r}, got 1")
+        if not input_projection and sparse_features and local == "gat":
+            raise ValueError("sparse_features with input_projection=False needs local 'gcn' or 'sage' (the first "
+                             "layer then reads the sparse features; GATConv has no sparse form here), got 'gat'")
         self.self_loops = self_loops and local != "sage"
         self.sparse_features = sparse_features
         self._sparse_rows = SparseRows()  # the raw features as sparse rows, kept across full-graph calls
-        self.fc_in = nn.Linear(in_feats, hidden)
+        self.fc_in = nn.Linear(in_feats, hidden) if input_projection else None
         self.locals = nn.ModuleList()
         self.egos = nn.ModuleList()
         self.local_norms = nn.ModuleList()
@@ -197,9 +216,10 @@ class GPSTransformer(nn.Module):
         self.ffn_norms = nn.ModuleList()
         head_dim = hidden // num_heads if local == "gat" else hidden
         for i in range(layers):
-            self.locals.append(local_conv(local, hidden, head_dim, num_heads=num_heads, attn_dropout=attn_dropout))
+            width_in = in_feats if i == 0 and not input_projection else hidden
+            self.locals.append(local_conv(local, width_in, head_dim, num_heads=num_heads, attn_dropout=attn_dropout))
             if ego:
-                self.egos.append(nn.Linear(hidden, hidden))
+                self.egos.append(nn.Linear(width_in, hidden))
             self.local_norms.append(norm_layer(norm, hidden))
             attends = (i + 1) % attention_every == 0
             attn = global_attention(attention if attends else "none", hidden, num_heads=num_heads, merge="concat",
@@ -221,7 +241,7 @@ class GPSTransformer(nn.Module):
     def reset_parameters(self) -> None:
         """Reinitialise every layer."""
         # Only the direct parts: a layer's own reset_parameters chooses its sublayers' init.
-        parts = [self.fc_in, *self.locals, *self.egos, *self.local_norms, *self.attns.values(),
+        parts = [*([self.fc_in] if self.fc_in is not None else []), *self.locals, *self.egos, *self.local_norms, *self.attns.values(),
                  *self.attn_outs.values(), *self.attn_norms.values(),
                  *(part for block in self.ffns for part in block), *self.ffn_norms, self.fc_out]
         for module in parts:
@@ -237,13 +257,16 @@ class GPSTransformer(nn.Module):
         # which attention needs.
         local_graph = dgl.add_self_loop(dgl.remove_self_loop(graph)) if self.self_loops else graph
         if self.sparse_features:
-            h = sparse_apply(self.fc_in, dropout_values(self._sparse_rows(feat), self.input_dropout))  # (N, hidden)
+            h = dropout_values(self._sparse_rows(feat), self.input_dropout)  # sparse (N, in_feats)
         else:
-            h = self.fc_in(self.input_dropout(feat))  # (N, hidden)
+            h = self.input_dropout(feat)
+        if self.fc_in is not None:
+            h = sparse_apply(self.fc_in, h) if h.is_sparse else self.fc_in(h)  # (N, hidden)
         for i, (conv, local_norm) in enumerate(zip(self.locals, self.local_norms)):
-            m = conv(local_graph, h).flatten(1)  # (N, hidden); GAT: (N, H, hidden / H) concatenated
+            # Without an input projection the first layer reads the raw (maybe sparse) features.
+            m = (sparse_apply(conv, h, local_graph) if h.is_sparse else conv(local_graph, h)).flatten(1)  # (N, hidden)
             if len(self.egos):
-                m = m + self.egos[i](h)
+                m = m + (sparse_apply(self.egos[i], h) if h.is_sparse else self.egos[i](h))
             a = (self.attn_outs[str(i)](attend(self.attns[str(i)], graph, h, merge="concat"))  # (N, hidden)
                  if str(i) in self.attns else None)
             if self.block == "tuned":

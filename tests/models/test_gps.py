@@ -220,3 +220,60 @@ def test_sparse_features_same_function_float64(local):
         torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12, msg=name)
     sparse.train()
     assert not torch.allclose(sparse(g, x), sparse(g, x))
+
+
+def test_without_input_projection_it_is_the_tuned_gnn_float64():
+    """input_projection=False, attention='none', tuned block, ego, no FFN: the first GraphConv and
+    ego map read the raw features, so the model is tunedGNN's GCN (conv + linear residual, norm,
+    ReLU, dropout) with a linear head; no fc_in parameters exist."""
+    g, x = graph_and_feat(dtype=torch.float64)
+    model = GPSTransformer(6, 3, hidden=8, layers=2, local="gcn", attention="none", block="tuned", ego=True,
+                           ffn=False, norm="layer", input_projection=False).double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    model.eval()
+    sd = model.state_dict()
+    assert not any(k.startswith("fc_in") for k in sd) and sd["locals.0.weight"].shape == (6, 8)
+    gl = dgl.add_self_loop(dgl.remove_self_loop(g))
+    h = x
+    for i, width in enumerate((6, 8)):
+        conv = GraphConv(width, 8, allow_zero_in_degree=True).double()
+        conv.load_state_dict({"weight": sd[f"locals.{i}.weight"], "bias": sd[f"locals.{i}.bias"]})
+        m = conv(gl, h) + F.linear(h, sd[f"egos.{i}.weight"], sd[f"egos.{i}.bias"])
+        h = torch.relu(F.layer_norm(m, (8,), sd[f"local_norms.{i}.weight"], sd[f"local_norms.{i}.bias"]))
+    torch.testing.assert_close(model(g, x), F.linear(h, sd["fc_out.weight"], sd["fc_out.bias"]),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("local", ["gcn", "sage"])
+def test_without_input_projection_sparse_features_same_function_float64(local):
+    """The first layer's convolution and ego map from sparse rows, attention in the second layer:
+    the dense model's logits and gradients."""
+    g, _ = graph_and_feat()
+    gen = torch.Generator().manual_seed(7)
+    x = ((torch.rand(30, 40, generator=gen) < 0.1) * torch.rand(30, 40, generator=gen)).double()
+    kw = dict(hidden=8, layers=2, local=local, attention="full", attention_every=2, num_heads=2, block="tuned",
+              ego=True, input_projection=False, input_dropout=0.5)
+    dense = GPSTransformer(40, 3, **kw).double().eval()
+    sparse = GPSTransformer(40, 3, sparse_features=True, **kw).double().eval()
+    sparse.load_state_dict(dense.state_dict())
+    assert list(dense.attns) == ["1"]
+    torch.testing.assert_close(sparse(g, x), dense(g, x), rtol=0, atol=1e-12)
+    for model in (dense, sparse):
+        F.cross_entropy(model(g, x), torch.arange(30) % 3).backward()
+    for (name, p), q in zip(sparse.named_parameters(), dense.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12, msg=name)
+    sparse.train()
+    assert not torch.allclose(sparse(g, x), sparse(g, x))  # input dropout acts on the raw features
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"block": "graphgps"}, r"input_projection=False needs block='tuned'"),
+    ({"block": "tuned", "attention": "rba", "attention_every": 1}, r"attention_every must be >= 2 with attention='rba'"),
+    ({"block": "tuned", "attention": "none", "local": "gat", "sparse_features": True},
+     r"sparse_features with input_projection=False needs local 'gcn' or 'sage'"),
+])
+def test_without_input_projection_bad_combinations_name_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GPSTransformer(6, 3, hidden=8, num_heads=2, input_projection=False, **kwargs)
+    GPSTransformer(6, 3, hidden=8, num_heads=2, input_projection=False, block="tuned", attention="none")
