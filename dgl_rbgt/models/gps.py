@@ -241,8 +241,8 @@ class GPSTransformer(nn.Module):
     def reset_parameters(self) -> None:
         """Reinitialise every layer."""
         # Only the direct parts: a layer's own reset_parameters chooses its sublayers' init.
-        parts = [*([self.fc_in] if self.fc_in is not None else []), *self.locals, *self.egos, *self.local_norms, *self.attns.values(),
-                 *self.attn_outs.values(), *self.attn_norms.values(),
+        parts = [*([self.fc_in] if self.fc_in is not None else []), *self.locals, *self.egos, *self.local_norms,
+                 *self.attns.values(), *self.attn_outs.values(), *self.attn_norms.values(),
                  *(part for block in self.ffns for part in block), *self.ffn_norms, self.fc_out]
         for module in parts:
             if hasattr(module, "reset_parameters"):
@@ -264,7 +264,8 @@ class GPSTransformer(nn.Module):
             h = sparse_apply(self.fc_in, h) if h.is_sparse else self.fc_in(h)  # (N, hidden)
         for i, (conv, local_norm) in enumerate(zip(self.locals, self.local_norms)):
             # Without an input projection the first layer reads the raw (maybe sparse) features.
-            m = (sparse_apply(conv, h, local_graph) if h.is_sparse else conv(local_graph, h)).flatten(1)  # (N, hidden)
+            m = sparse_apply(conv, h, local_graph) if h.is_sparse else conv(local_graph, h)
+            m = m.flatten(1)  # (N, hidden); GAT: (N, H, hidden / H) concatenated
             if len(self.egos):
                 m = m + (sparse_apply(self.egos[i], h) if h.is_sparse else self.egos[i](h))
             a = (self.attn_outs[str(i)](attend(self.attns[str(i)], graph, h, merge="concat"))  # (N, hidden)
