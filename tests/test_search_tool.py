@@ -143,23 +143,35 @@ def test_bad_runs_are_one_line_and_exit_2(files, tmp_path, capsys, runs):
 SHIPPED_SPACES = sorted((_path.parents[1] / "recipes" / "search").glob("*.yaml"))
 
 
+def usage_command(space: Path) -> tuple[Path, list[str]]:
+    """The recipe and the ``--set`` overrides of the ``tools/search.py`` command in a space's header."""
+    lines = [line.lstrip("#").strip() for line in space.read_text().splitlines() if line.startswith("#")]
+    text = " ".join(line.rstrip("\\").strip() for line in lines)
+    named = re.search(r"tools/search\.py (recipes/\S+\.yaml) \S+(.*)", text)
+    assert named, f"{space.name}: the header shows a tools/search.py command on a shipped recipe"
+    return _path.parents[1] / named.group(1), re.findall(r"--set (\S+)", named.group(2))
+
+
 @pytest.mark.parametrize("space", SHIPPED_SPACES, ids=lambda p: p.name)
 def test_shipped_spaces_fit_the_recipes_of_their_model(space):
-    """Every bound and choice of a shipped search space is a valid setting of every shipped recipe
-    of the model its usage line searches (the same check the tool runs before its first trial)."""
+    """Every bound and choice of a shipped search space is a valid setting of the recipe its usage
+    line searches (with that line's --set overrides: the documented command runs), and of every
+    other shipped recipe of that model with an input projection (the same check the tool runs
+    before its first trial; a GPS recipe without one refuses attention in its first layer)."""
     root = _path.parents[1]
     parsed = search.parse_space(yaml.safe_load(space.read_text()))
-    header = space.read_text()
-    assert header.startswith("#")  # says what it searches and how to run it
-    named = re.search(r"tools/search\.py (recipes/\S+\.yaml)", header)
-    assert named, "the header shows a tools/search.py command on a shipped recipe"
-    model = yaml.safe_load((root / named.group(1)).read_text())["model"]["name"]
-    recipes = [r for r in sorted((root / "recipes").rglob("*.yaml"))
-               if (yaml.safe_load(r.read_text()) or {}).get("model", {}).get("name") == model
-               and "dataset" in yaml.safe_load(r.read_text())]
-    assert len(recipes) >= 2
-    for recipe in recipes:
-        search.check_space_against_recipe(recipe, parsed, [])
+    assert space.read_text().startswith("#")  # says what it searches and how to run it
+    named, sets = usage_command(space)
+    search.check_space_against_recipe(named, parsed, [s for s in sets if not s.startswith("train.threads")])
+    model = yaml.safe_load(named.read_text())["model"]["name"]
+    recipes = []
+    for path in sorted((root / "recipes").rglob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        if "dataset" in data and data.get("model", {}).get("name") == model:
+            recipes.append(path)
+            if data["model"].get("input_projection", True):
+                search.check_space_against_recipe(path, parsed, [])
+    assert named in recipes and len(recipes) >= 2
 
 
 def test_start_from_recipe_makes_the_recipes_values_the_first_trial(files, tmp_path, capsys):
