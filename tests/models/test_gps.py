@@ -202,17 +202,21 @@ def test_tuned_block_equals_its_formula_float64():
         GPSTransformer(6, 3, block="x")
 
 
-@pytest.mark.parametrize("local", LOCAL_CONVS)
-def test_sparse_features_same_function_float64(local):
-    """The input projection from sparse rows: the dense model's logits and gradients; in training,
-    input dropout still acts on the raw features."""
+@pytest.mark.parametrize("local, projection", [*((local, True) for local in LOCAL_CONVS), ("gcn", False), ("sage", False)])
+def test_sparse_features_same_function_float64(local, projection):
+    """The input projection (without one: the first layer's convolution and ego map, attention in
+    the second layer) from sparse rows: the dense model's logits and gradients; in training, input
+    dropout still acts on the raw features."""
     g, _ = graph_and_feat()
     gen = torch.Generator().manual_seed(5)
     x = ((torch.rand(30, 40, generator=gen) < 0.1) * torch.rand(30, 40, generator=gen)).double()
     kw = dict(hidden=8, layers=2, local=local, attention="full", num_heads=2, input_dropout=0.5)
+    if not projection:
+        kw.update(attention_every=2, block="tuned", ego=True, input_projection=False)
     dense = GPSTransformer(40, 3, **kw).double().eval()
     sparse = GPSTransformer(40, 3, sparse_features=True, **kw).double().eval()
     sparse.load_state_dict(dense.state_dict())
+    assert list(dense.attns) == (["0", "1"] if projection else ["1"])
     torch.testing.assert_close(sparse(g, x), dense(g, x), rtol=0, atol=1e-12)
     for model in (dense, sparse):
         F.cross_entropy(model(g, x), torch.arange(30) % 3).backward()
@@ -243,28 +247,6 @@ def test_without_input_projection_it_is_the_tuned_gnn_float64():
         h = torch.relu(F.layer_norm(m, (8,), sd[f"local_norms.{i}.weight"], sd[f"local_norms.{i}.bias"]))
     torch.testing.assert_close(model(g, x), F.linear(h, sd["fc_out.weight"], sd["fc_out.bias"]),
                                rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("local", ["gcn", "sage"])
-def test_without_input_projection_sparse_features_same_function_float64(local):
-    """The first layer's convolution and ego map from sparse rows, attention in the second layer:
-    the dense model's logits and gradients."""
-    g, _ = graph_and_feat()
-    gen = torch.Generator().manual_seed(7)
-    x = ((torch.rand(30, 40, generator=gen) < 0.1) * torch.rand(30, 40, generator=gen)).double()
-    kw = dict(hidden=8, layers=2, local=local, attention="full", attention_every=2, num_heads=2, block="tuned",
-              ego=True, input_projection=False, input_dropout=0.5)
-    dense = GPSTransformer(40, 3, **kw).double().eval()
-    sparse = GPSTransformer(40, 3, sparse_features=True, **kw).double().eval()
-    sparse.load_state_dict(dense.state_dict())
-    assert list(dense.attns) == ["1"]
-    torch.testing.assert_close(sparse(g, x), dense(g, x), rtol=0, atol=1e-12)
-    for model in (dense, sparse):
-        F.cross_entropy(model(g, x), torch.arange(30) % 3).backward()
-    for (name, p), q in zip(sparse.named_parameters(), dense.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12, msg=name)
-    sparse.train()
-    assert not torch.allclose(sparse(g, x), sparse(g, x))  # input dropout acts on the raw features
 
 
 @pytest.mark.parametrize("kwargs, message", [
