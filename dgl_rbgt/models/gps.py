@@ -16,7 +16,7 @@ from torch import nn
 
 from dgl_rbgt._checks import (check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int,
                               check_probability)
-from dgl_rbgt.nn.sparse_features import SparseRows, dropout_values, sparse_apply
+from dgl_rbgt.nn.sparse_features import SPARSE_FIRST_LAYERS, SparseRows, dropout_values, sparse_apply
 
 from .baselines import LocalKind, NormKind, local_conv, norm_layer
 from .global_attention import AttentionKind, attend, global_attention
@@ -198,9 +198,6 @@ class GPSTransformer(nn.Module):
         if not input_projection and attention != "none" and attention_every == 1:
             raise ValueError("input_projection=False leaves the first layer on the raw features, without "
                              f"attention: attention_every must be >= 2 with attention={attention!r}, got 1")
-        if not input_projection and sparse_features and local == "gat":
-            raise ValueError("sparse_features with input_projection=False needs local 'gcn' or 'sage' (the first "
-                             "layer then reads the sparse features; GATConv has no sparse form here), got 'gat'")
         self.self_loops = self_loops and local != "sage"
         self.sparse_features = sparse_features
         self._sparse_rows = SparseRows()  # the raw features as sparse rows, kept across full-graph calls
@@ -235,14 +232,19 @@ class GPSTransformer(nn.Module):
                 self.ffns.append(nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Dropout(dropout),
                                                nn.Linear(2 * hidden, hidden)))
                 self.ffn_norms.append(norm_layer(norm, hidden))
+        if sparse_features and not input_projection and not isinstance(self.locals[0], SPARSE_FIRST_LAYERS):
+            raise ValueError("sparse_features with input_projection=False needs local 'gcn' or 'sage' (the first "
+                             f"layer then reads the sparse features; {type(self.locals[0]).__name__} has no sparse "
+                             f"form here), got {local!r}")
         self.dropout = nn.Dropout(dropout)
         self.fc_out = nn.Linear(hidden, num_classes)
 
     def reset_parameters(self) -> None:
         """Reinitialise every layer."""
         # Only the direct parts: a layer's own reset_parameters chooses its sublayers' init.
-        parts = [*([self.fc_in] if self.fc_in is not None else []), *self.locals, *self.egos, *self.local_norms,
-                 *self.attns.values(), *self.attn_outs.values(), *self.attn_norms.values(),
+        # (fc_in is None without an input projection: no reset_parameters, skipped below)
+        parts = [self.fc_in, *self.locals, *self.egos, *self.local_norms, *self.attns.values(),
+                 *self.attn_outs.values(), *self.attn_norms.values(),
                  *(part for block in self.ffns for part in block), *self.ffn_norms, self.fc_out]
         for module in parts:
             if hasattr(module, "reset_parameters"):
@@ -261,13 +263,12 @@ class GPSTransformer(nn.Module):
         else:
             h = self.input_dropout(feat)
         if self.fc_in is not None:
-            h = sparse_apply(self.fc_in, h) if h.is_sparse else self.fc_in(h)  # (N, hidden)
+            h = _apply(self.fc_in, h)  # (N, hidden)
         for i, (conv, local_norm) in enumerate(zip(self.locals, self.local_norms)):
             # Without an input projection the first layer reads the raw (maybe sparse) features.
-            m = sparse_apply(conv, h, local_graph) if h.is_sparse else conv(local_graph, h)
-            m = m.flatten(1)  # (N, hidden); GAT: (N, H, hidden / H) concatenated
+            m = _apply(conv, h, local_graph).flatten(1)  # (N, hidden); GAT: (N, H, hidden / H) concatenated
             if len(self.egos):
-                m = m + (sparse_apply(self.egos[i], h) if h.is_sparse else self.egos[i](h))
+                m = m + _apply(self.egos[i], h)
             a = (self.attn_outs[str(i)](attend(self.attns[str(i)], graph, h, merge="concat"))  # (N, hidden)
                  if str(i) in self.attns else None)
             if self.block == "tuned":
@@ -280,3 +281,11 @@ class GPSTransformer(nn.Module):
                 u = self.ffn_norms[i](u + self.dropout(self.ffns[i](u)))
             h = u
         return self.fc_out(h)
+
+
+def _apply(layer: nn.Module, h: torch.Tensor, graph=None) -> torch.Tensor:
+    """``layer`` on rows ``h`` (with ``graph`` for a convolution), as sparse-dense products when
+    ``h`` holds the raw features as sparse rows."""
+    if h.is_sparse:
+        return sparse_apply(layer, h, graph)
+    return layer(h) if graph is None else layer(graph, h)
