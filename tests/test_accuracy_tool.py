@@ -57,6 +57,14 @@ def test_protocol_runs_follow_the_dataset(tmp_path, dataset, description, run_3)
     assert runs[3][1] == run_3
 
 
+def test_protocol_follows_the_split_that_set_chooses(tmp_path):
+    """A recipe with a drawn split runs the fixed splits' protocol when --set chooses those."""
+    recipe = _recipe(tmp_path, "  name: actor\n  params: {split_type: class_balanced, train_frac: 0.5}\n")
+    assert accuracy.protocol_runs(recipe)[0] == "10 training seeds"
+    got, runs = accuracy.protocol_runs(recipe, overrides=["dataset.params={split_type: fixed}"])
+    assert got == "10 fixed splits" and runs[3][1] == ["seed=3", "dataset.split=3"]
+
+
 def test_side_by_side_puts_models_in_columns(tmp_path, capsys):
     summary = [
         {"recipe": "gcn_a", "variant": "default", "metric": "accuracy", "protocol": "p", "test_mean": 80.0,

@@ -51,11 +51,14 @@ from dgl_rbgt.train.protocol import protocol_runs as dataset_protocol
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def protocol_runs(recipe: Path, runs: int = PROTOCOL_RUNS) -> tuple[str, list[tuple[int, list[str]]]]:
-    """The dataset's own protocol for a recipe (:func:`dgl_rbgt.train.protocol.protocol_runs`)."""
+def protocol_runs(recipe: Path, runs: int = PROTOCOL_RUNS,
+                  overrides: list[str] = ()) -> tuple[str, list[tuple[int, list[str]]]]:
+    """The dataset's own protocol for a recipe after ``overrides`` (``--set``): a split chosen by
+    ``--set`` (Actor's ``dataset.params={split_type: fixed}``) decides the protocol, as it decides
+    the runs (:func:`dgl_rbgt.train.protocol.protocol_runs`)."""
     from dgl_rbgt.config import load_recipe
 
-    return dataset_protocol(load_recipe(recipe).dataset, runs)
+    return dataset_protocol(load_recipe(recipe, overrides).dataset, runs)
 
 
 def recipe_identity(recipe: Path) -> tuple[str, str]:
@@ -178,7 +181,7 @@ def main(argv=None) -> int:
     for recipe in args.recipes:
         if args.protocol:
             try:
-                protocols[recipe.stem], runs = protocol_runs(recipe, args.runs)
+                protocols[recipe.stem], runs = protocol_runs(recipe, args.runs, args.set)
             except (UserError, ValueError) as exc:  # a missing or invalid recipe, an unknown dataset
                 ap.error(str(exc))
             by_id = dict(runs)
