@@ -315,6 +315,65 @@ def test_attention_dropout_only_in_training():
     assert rel_err(conv.train()(g, feat), ref) > 1e-3
 
 
+def _dropout_chunk_reference(q, k, v, perm, p, per_chunk, dropout_p):
+    """SDPA with dropout on ``per_chunk`` groups at a time, in group order: the calls the chunked
+    CPU path makes, so the same seed gives the same masks; autograd keeps every mask here."""
+    qg, kg, vg = (t[perm].reshape(-1, p, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))  # (G, H, p, D)
+    outs = [torch.nn.functional.scaled_dot_product_attention(
+        qg[a:a + per_chunk], kg[a:a + per_chunk], vg[a:a + per_chunk], dropout_p=dropout_p)
+        for a in range(0, qg.shape[0], per_chunk)]
+    out = torch.cat(outs).transpose(1, 2).reshape(-1, *v.shape[1:])  # rows in group order
+    return torch.empty_like(out).index_copy(0, perm, out)  # node order
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_cpu_attention_dropout_runs_in_chunks_with_the_masks_of_its_forward(monkeypatch, track):
+    """Chunked CPU dropout: outputs and gradients equal a per-chunk SDPA with the same seed in
+    float64, so the backward pass recomputed every chunk with its forward pass's mask."""
+    import dgl_rbgt.nn.functional.grouping as grouping
+
+    n, heads, dim, p = 80, 2, 4, 8  # 10 groups, chunks of 3 (the last one 1)
+    monkeypatch.setattr(grouping, "DROPOUT_CHUNK_WEIGHTS", 3 * heads * p * p)
+    q, k, v = (torch.randn(n, heads, dim, dtype=torch.float64, requires_grad=track) for _ in range(3))
+    perm = torch.randperm(n)
+    r = torch.randn(n, heads, dim, dtype=torch.float64)
+    results = []
+    for run in ("chunked", "reference"):
+        torch.manual_seed(7)
+        with torch.set_grad_enabled(track):
+            if run == "chunked":
+                out = random_batch_attention(q, k, v, p, perm=perm, dropout_p=0.4)
+            else:
+                out = _dropout_chunk_reference(q, k, v, perm, p, 3, 0.4)
+        grads = torch.autograd.grad((out * r).sum(), (q, k, v)) if track else ()
+        results.append((out, *grads))
+    for ours, ref in zip(*results):
+        assert torch.allclose(ours, ref, rtol=1e-12, atol=1e-12)
+    dropped = (results[0][0] - random_batch_attention(q, k, v, p, perm=perm)).abs().max()
+    assert dropped > 1e-3  # dropout did act
+
+
+def test_cpu_attention_dropout_never_keeps_all_weights_for_backward(monkeypatch):
+    """Without chunks, SDPA's unfused kernel saves the (G, H, p, p) dropped weights for backward."""
+    import dgl_rbgt.nn.functional.grouping as grouping
+
+    n, heads, dim, p = 512, 2, 4, 16
+    monkeypatch.setattr(grouping, "DROPOUT_CHUNK_WEIGHTS", 4 * heads * p * p)
+    q, k, v = (torch.randn(n, heads, dim, requires_grad=True) for _ in range(3))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out = random_batch_attention(q, k, v, p, dropout_p=0.3)
+    weights = (n // p) * heads * p * p
+    assert max(saved) <= n * heads * dim < weights  # q, k and v
+    out.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+    monkeypatch.setattr(grouping, "DROPOUT_CHUNK_WEIGHTS", weights)  # one chunk: the unfused kernel
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        random_batch_attention(q, k, v, p, dropout_p=0.3)
+    assert max(saved) >= weights
+
+
 # ----------------------------------------------------------------------------- dtypes, devices, layer manners
 
 

@@ -52,8 +52,9 @@ def random_batch_attention(
         ``b``'s segment must hold graph ``b``'s nodes; each graph's trailing ``n_b mod p``
         positions form its remainder group.
     dropout_p : float
-        Dropout on the attention weights, applied only when ``training``. (On CPU, dropout makes
-        SDPA fall back to its unfused kernel, which keeps the ``(G, H, p, p)`` weights.)
+        Dropout on the attention weights, applied only when ``training``. (On CPU, torch's fused
+        kernel has no dropout: the groups then run in chunks of about 4M weights, each
+        recomputed in the backward pass, so the ``(G, H, p, p)`` weights are never all held.)
     training : bool
         Whether dropout is active (as in ``torch.nn.functional.dropout``).
 
