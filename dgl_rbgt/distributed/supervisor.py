@@ -122,6 +122,7 @@ class Proc:
     child_pid: Optional[int] = None
     command_exit: Optional[int] = None  # the command's own exit status, from the guard's first line
     command_ended: Optional[float] = None  # when that line arrived (the launcher's clock)
+    traceback_at: Optional[float] = None  # when its first Python traceback began (the launcher's clock)
     started: float = 0.0
     ended: Optional[float] = None
     stopped_by_launcher: bool = False
@@ -146,10 +147,15 @@ class Proc:
 
     @property
     def failed_at(self) -> float:
-        """When the failure became known: the guard's first line, else the guard's own exit."""
+        """When the failure became known: the first traceback the command printed, else the
+        guard's first line, else the guard's own exit. A trainer prints its traceback when the
+        exception reaches its entry point, but exits only after its sampler processes are gone;
+        meanwhile a peer whose collective breaks can fail and exit first."""
         if self.command_ended is not None:
-            return self.command_ended
-        return self.ended if self.ended is not None else float("inf")
+            ended = self.command_ended
+        else:
+            ended = self.ended if self.ended is not None else float("inf")
+        return ended if self.traceback_at is None else min(self.traceback_at, ended)
 
 
 def _split_guard_line(line: str, mark: str) -> tuple[str, dict[str, str]]:
@@ -199,6 +205,9 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: Seconds the other processes get to report their exits once one has failed, before the root
 #: cause is chosen among them (a peer of a killed process can fail a fraction of a second first).
 FAILURE_SETTLE = 1.0
+
+#: The first line of a Python traceback (``traceback.print_exc``).
+TRACEBACK_START = "Traceback (most recent call last):"
 
 
 class Launcher:
@@ -267,6 +276,8 @@ class Launcher:
                     pass
                 if not line:
                     continue
+            if proc.traceback_at is None and line.startswith(TRACEBACK_START):
+                proc.traceback_at = time.monotonic()
             self.emit(prefix + line)
         stream.close()
 
@@ -346,7 +357,7 @@ class Launcher:
         A peer whose connection to a killed trainer breaks exits at once with an error of its own,
         and its report can reach us first. So the others get :data:`FAILURE_SETTLE` seconds to
         report too; a process killed by a signal (the OOM killer, a user's ``kill``) is then the
-        cause, else the earliest failure.
+        cause, else the earliest failure (:attr:`Proc.failed_at`: its first traceback, or its exit).
         """
         deadline = time.monotonic() + FAILURE_SETTLE
         while time.monotonic() < deadline:

@@ -222,7 +222,7 @@ def test_trainer_exception_fails_fast_with_its_traceback(cluster, watched, helpe
     out = w.output()
     assert rc == 1, out[-4000:]
     host = cluster.dist.hosts[-1].address
-    assert f"failed: trainer 1 on host {host} (exit code 1" in out
+    assert f"failed: trainer 1 on host {host} (exit code 1" in out, out[-6000:]
     assert "RuntimeError: failure injected by DGL_RBGT_FAIL_AT=1:1" in out  # the root cause's traceback
     assert "epoch    0" in out  # the samplers delivered a whole epoch before the failure
     assert sum("spawn_main" in " ".join(c) for c in w.cmdlines.values()) >= 2, "no sampler processes seen"

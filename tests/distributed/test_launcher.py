@@ -135,6 +135,40 @@ def test_root_cause_is_the_first_command_to_fail_not_the_first_guard_to_exit():
     assert gone(pids_of(result))
 
 
+def test_root_cause_is_the_first_traceback_when_its_process_exits_later():
+    """Trainer 1 raises first but exits only after a slow cleanup (a trainer waits for its sampler
+    processes); its peer's collective breaks meanwhile, and the peer prints its own traceback and
+    exits first. The launcher names the trainer whose traceback came first."""
+    procs = [Proc("10.0.0.1", "trainer", 0, py("""
+                import sys, time, traceback
+                time.sleep(0.8)
+                try:
+                    raise RuntimeError("Connection reset by peer")
+                except RuntimeError:
+                    traceback.print_exc()
+                sys.stderr.flush()
+                sys.exit(1)
+             """)),
+             Proc("10.0.0.2", "trainer", 1, py("""
+                import sys, time, traceback
+                time.sleep(0.3)
+                try:
+                    raise RuntimeError("the root cause")
+                except RuntimeError:
+                    traceback.print_exc()
+                sys.stderr.flush()
+                time.sleep(0.9)  # cleaning up, past the peer's exit and within the settle window
+                sys.exit(1)
+             """))]
+    result, out, seconds = run(procs)
+    f = result.failure
+    assert (f.rank, f.exit_code, result.returncode) == (1, 1, 1), out
+    assert "launch: trainer 1 on host 10.0.0.2 failed (exit code 1" in out
+    assert result.procs[0].failed_at > result.procs[1].traceback_at
+    assert seconds < 10
+    assert gone(pids_of(result))
+
+
 def test_a_killed_process_is_the_cause_even_when_a_peer_reports_first():
     """A peer whose connection to a killed trainer breaks can exit (status 1) a moment before the
     killed trainer's exit reaches the launcher; the launcher names the killed one."""
