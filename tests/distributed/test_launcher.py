@@ -135,31 +135,29 @@ def test_root_cause_is_the_first_command_to_fail_not_the_first_guard_to_exit():
     assert gone(pids_of(result))
 
 
+def raises_then_exits(before: float, message: str, after: float) -> list[str]:
+    """A command that prints a traceback ``before`` s after it starts and exits (status 1)
+    ``after`` s later."""
+    return py(f"""
+        import sys, time, traceback
+        time.sleep({before})
+        try:
+            raise RuntimeError({message!r})
+        except RuntimeError:
+            traceback.print_exc()
+        sys.stderr.flush()
+        time.sleep({after})
+        sys.exit(1)
+    """)
+
+
 def test_root_cause_is_the_first_traceback_when_its_process_exits_later():
     """Trainer 1 raises first but exits only after a slow cleanup (a trainer waits for its sampler
     processes); its peer's collective breaks meanwhile, and the peer prints its own traceback and
     exits first. The launcher names the trainer whose traceback came first."""
-    procs = [Proc("10.0.0.1", "trainer", 0, py("""
-                import sys, time, traceback
-                time.sleep(0.8)
-                try:
-                    raise RuntimeError("Connection reset by peer")
-                except RuntimeError:
-                    traceback.print_exc()
-                sys.stderr.flush()
-                sys.exit(1)
-             """)),
-             Proc("10.0.0.2", "trainer", 1, py("""
-                import sys, time, traceback
-                time.sleep(0.3)
-                try:
-                    raise RuntimeError("the root cause")
-                except RuntimeError:
-                    traceback.print_exc()
-                sys.stderr.flush()
-                time.sleep(0.9)  # cleaning up, past the peer's exit and within the settle window
-                sys.exit(1)
-             """))]
+    procs = [Proc("10.0.0.1", "trainer", 0, raises_then_exits(0.8, "Connection reset by peer", 0.0)),
+             # cleaning up past the peer's exit, within the settle window
+             Proc("10.0.0.2", "trainer", 1, raises_then_exits(0.3, "the root cause", 0.9))]
     result, out, seconds = run(procs)
     f = result.failure
     assert (f.rank, f.exit_code, result.returncode) == (1, 1, 1), out
