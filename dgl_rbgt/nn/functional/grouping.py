@@ -278,7 +278,7 @@ def _sdpa_dropout_in_chunks(qg, kg, vg, per_chunk: int, dropout_p: float) -> tor
 
     On CPU, torch's fused SDPA kernel has no dropout, so SDPA falls back to its unfused kernel,
     which materialises the scores, the softmax and the dropped weights of every group and keeps
-    them for the backward pass: several ``(G, H, p, p)`` tensors (1.7 GB each for 1M nodes at
+    them for the backward pass: several ``(G, H, p, p)`` tensors (4.1 GB each for 1M nodes at
     p = 256, H = 4), where the fused kernel keeps ``O(N H)``. Here the weights exist one chunk at
     a time, in the forward pass and again when the backward pass recomputes them with the same
     dropout mask (it replays the random state the forward pass started from).
