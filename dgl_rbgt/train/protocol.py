@@ -2,7 +2,8 @@
 
 Heterophilous graphs (Platonov et al.) come with 10 fixed splits: run ``i`` trains on split ``i``.
 Photo, CS, Computers and Physics have no official split: run ``i`` draws a 60/20/20 split from
-seed ``i``. Every other dataset (cora and citeseer with SGFormer's random split, whose seed the
+seed ``i`` (with ``dataset.params.splits: tunedgnn`` they keep Luo et al.'s one fixed split, and run
+``i`` only changes the training seed). Every other dataset (cora and citeseer with SGFormer's random split, whose seed the
 recipe fixes; OGB's official splits) keeps its split and run ``i`` only changes the training seed.
 The training seed is ``i`` everywhere. ``tools/accuracy.py --protocol`` reports these runs and
 ``tools/search.py --runs`` selects on their validation metric, so a setting is chosen on the same
@@ -36,6 +37,6 @@ def protocol_runs(dataset, runs: int = PROTOCOL_RUNS) -> tuple[str, list[tuple[i
     spec = get_spec(dataset.name)
     if spec.family == "heterophilous" and dataset.params.get("split_type", "fixed") == "fixed":
         return f"{runs} fixed splits", [(i, [f"seed={i}", f"dataset.split={i}"]) for i in range(runs)]
-    if spec.family == "shchur":
+    if spec.family == "shchur" and dataset.params.get("splits", "random") == "random":
         return f"{runs} seeded random splits", [(i, [f"seed={i}", f"dataset.seed={i}"]) for i in range(runs)]
     return f"{runs} training seeds", [(i, [f"seed={i}"]) for i in range(runs)]

@@ -12,6 +12,7 @@ def _dataset(**section):
 @pytest.mark.parametrize("section, description, run_2", [
     ({"name": "minesweeper"}, "3 fixed splits", ["seed=2", "dataset.split=2"]),
     ({"name": "photo"}, "3 seeded random splits", ["seed=2", "dataset.seed=2"]),
+    ({"name": "photo", "params": {"splits": "tunedgnn"}}, "3 training seeds", ["seed=2"]),
     ({"name": "cora", "seed": 123, "params": {"split_type": "random"}}, "3 training seeds", ["seed=2"]),
 ])
 def test_runs_follow_the_dataset(section, description, run_2):
