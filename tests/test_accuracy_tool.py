@@ -110,3 +110,40 @@ def test_protocol_of_a_missing_recipe_is_a_usage_error(tmp_path, capsys):
         accuracy.main([str(tmp_path / "missing.yaml"), "--protocol", "--out", str(tmp_path)])
     assert exit_.value.code == 2
     assert "recipe file not found" in capsys.readouterr().err
+
+
+def test_published_number_and_dataset_follow_set(tmp_path):
+    """A recipe run on another dataset with --set is labelled with that dataset and does not
+    quote the number published for its own."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("# GCN on Actor. Published: 37.9\nname: r\ndataset:\n  name: actor\nmodel:\n  name: gcn\n")
+    assert accuracy.published(recipe) == "37.9"
+    assert accuracy.published(recipe, ["seed=1"]) == "37.9"
+    assert accuracy.published(recipe, ["dataset.name=texas"]) == ""
+    assert accuracy.recipe_identity(recipe, ["dataset.name=texas"]) == ("texas", "gcn")
+
+
+def test_runs_under_other_set_options_keep_their_own_folders(tmp_path, monkeypatch):
+    """Two invocations sharing --out with different --set (another dataset) never replace each
+    other's runs; the same options find and reuse theirs."""
+    import json
+    import subprocess
+
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        run_dir = Path(cmd[cmd.index("--run-dir") + 1])
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text(json.dumps({
+            "metric": "accuracy", "test_metric": 0.5, "val_metric": 0.5, "val_loss": 1.0, "best_epoch": 1,
+            "median_epoch_seconds": 0.1, "peak_memory_mb": 1.0}))
+        calls.append(run_dir)
+        return subprocess.CompletedProcess(cmd, 0, stdout="ok", stderr="")
+
+    monkeypatch.setattr(accuracy.subprocess, "run", fake_run)
+    recipe = _recipe(tmp_path, "  name: actor\n")
+    for sets in (["dataset.name=texas"], ["dataset.name=cornell"], ["dataset.name=texas"]):
+        accuracy.main([str(recipe), "--seeds", "0", "--out", str(tmp_path / "out"),
+                       *[arg for s in sets for arg in ("--set", s)]])
+    assert len(calls) == 2 and calls[0] != calls[1]  # the third call reused the first's run
+    assert all((d / "summary.json").is_file() for d in calls)

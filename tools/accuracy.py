@@ -4,7 +4,10 @@ Each (recipe, variant, seed) runs in its own process through the CLI, so every r
 what a user gets from ``dgl-rbgt train``; results are read from the runs' summary.json files.
 A finished run is reused when the recipe file's text, the options and the library's source
 (``dgl_rbgt/**/*.py``) are the same as when it ran (a key kept in the run directory); otherwise it
-runs again.
+runs again. Runs under different ``--set`` options live in different folders, so processes that
+share ``--out`` with other options (say ``--set dataset.name=texas`` to try a recipe on a graph it
+was not tuned on) never replace each other's runs; such a run is labelled with the dataset it ran
+on and quotes no published number (the recipe's is for its own dataset).
 
     tools/in-venv python tools/accuracy.py recipes/rba/rbtransformer_cora.yaml recipes/rba/rbtransformer_citeseer.yaml \\
         --variant rba:model.attention=rba --variant sgformer:model.attention=sgformer --seeds 0 1 2 3 4
@@ -61,11 +64,11 @@ def protocol_runs(recipe: Path, runs: int = PROTOCOL_RUNS,
     return dataset_protocol(load_recipe(recipe, overrides).dataset, runs)
 
 
-def recipe_identity(recipe: Path) -> tuple[str, str]:
-    """(dataset name, model name) of a recipe, for the side-by-side table."""
+def recipe_identity(recipe: Path, overrides: list[str] = ()) -> tuple[str, str]:
+    """(dataset name, model name) of a recipe after ``overrides``, for the side-by-side table."""
     from dgl_rbgt.config import load_recipe
 
-    r = load_recipe(recipe)
+    r = load_recipe(recipe, overrides)
     return r.dataset.name, r.model.name
 
 
@@ -100,8 +103,11 @@ def finished(run_dir: Path, key: str) -> bool:
     return (run_dir / "summary.json").is_file() and key_file.is_file() and key_file.read_text() == key
 
 
-def published(recipe: Path) -> str:
-    """The 'Published: ...' number from a recipe's header comment, if any."""
+def published(recipe: Path, overrides: list[str] = ()) -> str:
+    """The 'Published: ...' number from a recipe's header comment, if any; none when ``overrides``
+    (``--set``) run the recipe on another dataset than the one that number is for."""
+    if overrides and recipe_identity(recipe, overrides)[0] != recipe_identity(recipe)[0]:
+        return ""
     m = re.search(r"Published:\s*([0-9.]+)", recipe.read_text())
     return m.group(1) if m else ""
 
@@ -175,15 +181,21 @@ def main(argv=None) -> int:
                  f"({', '.join(label for label, _ in variants)})")
     args.out.mkdir(parents=True, exist_ok=True)
     runs_root = args.out / "runs"
+    # Runs under other --set options get their own folders: processes that share --out with
+    # different options (another dataset, another split) never replace each other's runs.
+    options = "-" + hashlib.sha256("\0".join(args.set).encode()).hexdigest()[:8] if args.set else ""
     rows = []
     protocols = {}
+    quoted = {}  # recipe -> its published number, where it applies to the runs
     source = source_digest()
     for recipe in args.recipes:
-        if args.protocol:
-            try:
+        try:
+            if args.protocol:
                 protocols[recipe.stem], runs = protocol_runs(recipe, args.runs, args.set)
-            except (UserError, ValueError) as exc:  # a missing or invalid recipe, an unknown dataset
-                ap.error(str(exc))
+            quoted[recipe] = published(recipe, args.set)
+        except (UserError, ValueError, OSError) as exc:  # a missing or invalid recipe, an unknown dataset
+            ap.error(str(exc))
+        if args.protocol:
             by_id = dict(runs)
             ids = args.run_ids if args.run_ids is not None else list(by_id)
             unknown = [i for i in ids if i not in by_id]
@@ -194,7 +206,7 @@ def main(argv=None) -> int:
             runs = [(f"s{seed}", seed, [f"seed={seed}"]) for seed in args.seeds]
         for label, sets in variants:
             for tag, seed, run_sets in runs:
-                run_dir = runs_root / f"{recipe.stem}-{label}-{tag}"
+                run_dir = runs_root / f"{recipe.stem}-{label}-{tag}{options}"
                 cmd = [sys.executable, "-m", "dgl_rbgt", "train", str(recipe), "--run-dir", str(run_dir),
                        "--no-progress"]
                 for s in run_sets + sets + args.set:
@@ -216,7 +228,7 @@ def main(argv=None) -> int:
                              "test": s["test_metric"], "val": s["val_metric"],
                              "val_loss": s.get("val_loss", math.nan), "best_epoch": s["best_epoch"],
                              "epoch_seconds": s["median_epoch_seconds"], "peak_memory_mb": s["peak_memory_mb"],
-                             "published": published(recipe)})
+                             "published": quoted[recipe]})
 
     with open(args.out / f"{args.name}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["recipe"])
@@ -250,7 +262,8 @@ def main(argv=None) -> int:
               f"{s['val_mean']:6.2f} {s['val_loss_mean']:8.4f} "
               f"{s['epoch_seconds']:8.3f} {s['peak_memory_mb']:8.0f}")
     if len(args.recipes) > 1 and summary:
-        side_by_side(summary, {r.stem: recipe_identity(r) for r in args.recipes}, args.out / f"{args.name}-table.csv")
+        side_by_side(summary, {r.stem: recipe_identity(r, args.set) for r in args.recipes},
+                     args.out / f"{args.name}-table.csv")
     if args.paired_with is not None:
         paired = paired_differences(rows, args.paired_with)
         with open(args.out / f"{args.name}-paired.csv", "w", newline="") as f:
