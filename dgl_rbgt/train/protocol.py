@@ -2,9 +2,10 @@
 
 Heterophilous graphs (Platonov et al.) come with 10 fixed splits: run ``i`` trains on split ``i``.
 Photo, CS, Computers and Physics have no official split: run ``i`` draws a 60/20/20 split from
-seed ``i`` (with ``dataset.params.splits: tunedgnn`` they keep Luo et al.'s one fixed split, and run
-``i`` only changes the training seed). Every other dataset (cora and citeseer with SGFormer's random split, whose seed the
-recipe fixes; OGB's official splits) keeps its split and run ``i`` only changes the training seed.
+seed ``i`` (with ``dataset.params.splits: tunedgnn`` they keep Luo et al.'s one fixed split, and
+run ``i`` only changes the training seed). Every other dataset (cora and citeseer with SGFormer's
+random split, whose seed the recipe fixes; OGB's official splits) keeps its split and run ``i``
+only changes the training seed.
 The training seed is ``i`` everywhere. ``tools/accuracy.py --protocol`` reports these runs and
 ``tools/search.py --runs`` selects on their validation metric, so a setting is chosen on the same
 splits it is evaluated on, and never on test.
