@@ -105,9 +105,10 @@ def test_a_run_made_by_other_library_code_is_not_reused(tmp_path):
     assert accuracy.run_key(recipe, cmd, accuracy.source_digest(package)) != before
 
 
-def test_protocol_of_a_missing_recipe_is_a_usage_error(tmp_path, capsys):
+@pytest.mark.parametrize("mode", [["--protocol"], ["--seeds", "0"]])
+def test_a_missing_recipe_is_a_usage_error(tmp_path, capsys, mode):
     with pytest.raises(SystemExit) as exit_:
-        accuracy.main([str(tmp_path / "missing.yaml"), "--protocol", "--out", str(tmp_path)])
+        accuracy.main([str(tmp_path / "missing.yaml"), *mode, "--out", str(tmp_path)])
     assert exit_.value.code == 2
     assert "recipe file not found" in capsys.readouterr().err
 

@@ -189,11 +189,13 @@ def main(argv=None) -> int:
     quoted = {}  # recipe -> its published number, where it applies to the runs
     source = source_digest()
     for recipe in args.recipes:
+        if not recipe.is_file():
+            ap.error(f"recipe file not found: {recipe}")
         try:
             if args.protocol:
                 protocols[recipe.stem], runs = protocol_runs(recipe, args.runs, args.set)
             quoted[recipe] = published(recipe, args.set)
-        except (UserError, ValueError, OSError) as exc:  # a missing or invalid recipe, an unknown dataset
+        except (UserError, ValueError, OSError) as exc:  # an unreadable or invalid recipe, an unknown dataset
             ap.error(str(exc))
         if args.protocol:
             by_id = dict(runs)
