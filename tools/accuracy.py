@@ -187,6 +187,7 @@ def main(argv=None) -> int:
     rows = []
     protocols = {}
     quoted = {}  # recipe -> its published number, where it applies to the runs
+    identities = {}  # recipe stem -> (dataset, model) after --set, for the side-by-side table
     source = source_digest()
     for recipe in args.recipes:
         if not recipe.is_file():
@@ -195,6 +196,7 @@ def main(argv=None) -> int:
             if args.protocol:
                 protocols[recipe.stem], runs = protocol_runs(recipe, args.runs, args.set)
             quoted[recipe] = published(recipe, args.set)
+            identities[recipe.stem] = recipe_identity(recipe, args.set)
         except (UserError, ValueError, OSError) as exc:  # an unreadable or invalid recipe, an unknown dataset
             ap.error(str(exc))
         if args.protocol:
@@ -264,8 +266,7 @@ def main(argv=None) -> int:
               f"{s['val_mean']:6.2f} {s['val_loss_mean']:8.4f} "
               f"{s['epoch_seconds']:8.3f} {s['peak_memory_mb']:8.0f}")
     if len(args.recipes) > 1 and summary:
-        side_by_side(summary, {r.stem: recipe_identity(r, args.set) for r in args.recipes},
-                     args.out / f"{args.name}-table.csv")
+        side_by_side(summary, identities, args.out / f"{args.name}-table.csv")
     if args.paired_with is not None:
         paired = paired_differences(rows, args.paired_with)
         with open(args.out / f"{args.name}-paired.csv", "w", newline="") as f:
