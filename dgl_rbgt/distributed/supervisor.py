@@ -206,6 +206,10 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: cause is chosen among them (a peer of a killed process can fail a fraction of a second first).
 FAILURE_SETTLE = 1.0
 
+#: Signals that come from outside a process (the OOM killer, ``kill``, a scheduler), as opposed
+#: to the ones a process raises itself when it aborts or crashes (SIGABRT, SIGSEGV, SIGBUS).
+_SENT_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
+
 #: The first line of a Python traceback (``traceback.print_exc``).
 TRACEBACK_START = "Traceback (most recent call last):"
 
@@ -356,15 +360,17 @@ class Launcher:
 
         A peer whose connection to a killed trainer breaks exits at once with an error of its own,
         and its report can reach us first. So the others get :data:`FAILURE_SETTLE` seconds to
-        report too; a process killed by a signal (the OOM killer, a user's ``kill``) is then the
-        cause, else the earliest failure (:attr:`Proc.failed_at`: its first traceback, or its exit).
+        report too; a process killed by a signal sent from outside (the OOM killer, a user's
+        ``kill``) is then the cause, else the earliest failure (:attr:`Proc.failed_at`: its first
+        traceback, or its exit). A process that aborts or crashes by itself (SIGABRT from a C++
+        ``terminate`` when its peer's socket closes, SIGSEGV) is a failure like any other.
         """
         deadline = time.monotonic() + FAILURE_SETTLE
         while time.monotonic() < deadline:
             time.sleep(self.poll)
             self._note_exits()
         failed = [p for p in self.procs if p.failed]
-        killed = [p for p in failed if p.exit_code < 0]
+        killed = [p for p in failed if p.exit_code < 0 and -p.exit_code in _SENT_SIGNALS]
         return min(killed or failed, key=lambda p: p.failed_at)
 
     # ---- the run ----

@@ -180,6 +180,23 @@ def test_a_killed_process_is_the_cause_even_when_a_peer_reports_first():
     assert gone(pids_of(result))
 
 
+def test_a_peer_that_aborts_itself_is_not_the_cause():
+    """When a trainer raises and exits, a DistDGL server whose socket to it breaks aborts
+    (SIGABRT from C++ ``terminate``), possibly before the trainer's exit reaches the launcher. A
+    signal the process raised itself is a consequence like a peer's exit status 1: the launcher
+    names the trainer whose traceback came first."""
+    procs = [Proc("10.0.0.1", "server", 0, py("import os, time; time.sleep(0.6); os.abort()"), daemon=True),
+             Proc("10.0.0.2", "trainer", 1, raises_then_exits(0.3, "the root cause", 0.6))]
+    result, out, seconds = run(procs)
+    f = result.failure
+    assert (f.role, f.rank, f.exit_code, result.returncode) == ("trainer", 1, 1, 1), out
+    assert result.procs[0].exit_code == -signal.SIGABRT  # the server did abort, and first
+    assert result.procs[0].failed_at < result.procs[1].command_ended
+    assert "launch: trainer 1 on host 10.0.0.2 failed (exit code 1" in out
+    assert seconds < 10
+    assert gone(pids_of(result))
+
+
 def test_signal_death_is_reported_as_signal():
     procs = [Proc("h", "trainer", 0, py("import os, signal, time; time.sleep(0.3); os.kill(os.getpid(), signal.SIGKILL)")),
              Proc("h", "trainer", 1, py(SLEEPER))]
