@@ -168,10 +168,11 @@ def host_peaks(procs: list[dict]) -> list[float]:
     return [round(v, 1) for v in hosts.values()]
 
 
-def run_cli(argv: list[str], cwd: Path, log: Path, timeout: float) -> int:
+def run_cli(argv: list[str], cwd: Path, log: Path, timeout: float, env: dict[str, str] | None = None) -> int:
     with open(log, "a") as out:
         done = subprocess.run([sys.executable, "-m", "dgl_rbgt", *argv], cwd=cwd, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=timeout, start_new_session=True)
+                              stderr=subprocess.STDOUT, timeout=timeout, start_new_session=True,
+                              env=None if env is None else {**os.environ, **env})
     return done.returncode
 
 
@@ -194,6 +195,8 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
         else:
             data["distributed"] = {"hosts": hosts.host_entries()[:num_hosts], "trainers_per_host": 1}
         data["distributed"]["partition_method"] = args.partition_method
+        if args.malloc_mmap_threshold_mb is not None:
+            data["distributed"]["malloc_mmap_threshold_mb"] = args.malloc_mmap_threshold_mb
         if num_hosts > 1:  # emulated hosts share this machine's memory: one partition load at a time
             data["distributed"]["server_start_interval"] = args.server_start_interval
         path = work / f"{name}.yaml"
@@ -218,8 +221,13 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
         shutil.rmtree(run_dir, ignore_errors=True)
         extra = ["--set", f"stage1.scores={scores}"] if scores is not None else []
         extra += ["--set", f"train.batch_size={args.batch_size}"]  # the layout's recipe may split it
+        # the allocator the launcher gives the hosts' processes, so the comparison is like for like
+        env = None
+        if args.malloc_mmap_threshold_mb is not None:
+            from dgl_rbgt.distributed.launcher import malloc_tunables
+            env = {"GLIBC_TUNABLES": malloc_tunables(args.malloc_mmap_threshold_mb, os.environ.get("GLIBC_TUNABLES"))}
         if run_cli(["train", str(path), "--run-dir", str(run_dir), "--no-progress", "--set", "train.threads=2", *extra],
-                   work, log, args.timeout) != 0:
+                   work, log, args.timeout, env=env) != 0:
             raise SystemExit(f"single-machine training failed; see {log}")
         single = json.loads((run_dir / "summary.json").read_text())
     results: dict[str, list[dict]] = {layout: [] for layout, *_ in layouts}
@@ -278,7 +286,7 @@ def bench_model(args, model: str, layouts, hosts, work: Path, log: Path, free, b
             "host_vs_single": None if single is None else round(max(r["host_sampled_mb"] for r in rs)
                                                                 / single["peak_memory_mb"], 2),
             "repeats": args.repeats, "epochs": args.epochs, "batch_size": args.batch_size,
-            "global_batch": args.global_batch,
+            "global_batch": args.global_batch, "malloc_mmap_threshold_mb": args.malloc_mmap_threshold_mb,
             "fanouts": " ".join(map(str, args.fanouts)) if model == "gcn" else "", "cpus": os.cpu_count(),
         })
     return rows
@@ -317,6 +325,9 @@ def main() -> int:
     ap.add_argument("--server-start-interval", type=float, default=0.0,
                     help="seconds between server starts on emulated hosts (distributed.server_start_interval): "
                          "at 10M nodes four servers loading their parts at once exceed 24 GB")
+    ap.add_argument("--malloc-mmap-threshold-mb", type=int, default=None,
+                    help="distributed.malloc_mmap_threshold_mb for the launched processes; --single's run gets "
+                         "the same GLIBC_TUNABLES (default: glibc's allocator as it is)")
     ap.add_argument("--repeats", type=int, default=1, help="launches per layout (alternated)")
     ap.add_argument("--out", default=str(ROOT / "bench-results" / "distributed"))
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per partition or launch")
@@ -366,7 +377,8 @@ def main() -> int:
     print(f"\nDistDGL on one box ({os.cpu_count()} cores, 1 thread per process): {args.nodes} nodes, "
           f"{rows[0]['edges']} edges, batch {args.batch_size} {'in all' if args.global_batch else 'per trainer'} "
           f"(GCN fanouts {args.fanouts}), "
-          f"{args.epochs} epochs x {args.repeats} launch(es); server/trainer: peak RSS per process, host: sum of "
+          f"{args.epochs} epochs x {args.repeats} launch(es), glibc mmap threshold "
+          f"{'adaptive' if args.malloc_mmap_threshold_mb is None else f'{args.malloc_mmap_threshold_mb} MB'}; server/trainer: peak RSS per process, host: sum of "
           f"its processes' peak PSS, host sampled: peak over time of the fullest host's private + shared (MB)")
     print("  ".join(c.ljust(w) for c, w in zip(cols, width)))
     for r in rows:

@@ -98,6 +98,14 @@ class DistributedSection(BaseModel):
     # while it loads it (read, then copied to shared memory); hosts that share one machine's memory
     # (network namespaces on one box) load one after another with an interval longer than a load.
     server_start_interval: float = Field(0.0, ge=0, le=600)
+    # glibc's allocator in the launched processes: blocks of at least this many MB get a mapping of
+    # their own, backed by transparent huge pages, and go back to the system when freed. The
+    # default (None) keeps glibc's threshold, which rises to 32 MB as large blocks are freed, so a
+    # step's activations (25 MB each for 100k nodes at width 64) are kept in the heap: a trainer's
+    # 100k-node RBTransformer step peaked 0.5 GB lower with 16, at the same speed on one thread
+    # (docs/scaling.md). Needs transparent huge pages in `always` or `madvise` mode: without them
+    # the same setting made that step 1.5x slower.
+    malloc_mmap_threshold_mb: Optional[int] = Field(None, ge=1, le=1024)
 
     @field_validator("partition_dir")
     @classmethod

@@ -13,7 +13,7 @@ from ..errors import UserError
 from .supervisor import (Launcher, LaunchResult, LocalTransport, PrefixTransport, Proc, SshTransport, Transport,
                          probe_ports)
 
-__all__ = ["launch_recipe", "build_procs", "check_ports", "transport_for", "SPEC_NAME", "IP_CONFIG_NAME",
+__all__ = ["launch_recipe", "build_procs", "malloc_tunables", "check_ports", "transport_for", "SPEC_NAME", "IP_CONFIG_NAME",
            "PROCESSES_NAME"]
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,14 @@ def transport_for(host) -> Transport:
     if is_local_address(host.address):
         return LocalTransport()
     return SshTransport(host.address, host.ssh_user, host.ssh_port)
+
+
+def malloc_tunables(mmap_threshold_mb: int, inherited: str | None = None) -> str:
+    """``GLIBC_TUNABLES`` for ``distributed.malloc_mmap_threshold_mb``: a fixed mmap threshold
+    (no adaptive rise) and huge pages for the mappings. Tunables already set in ``inherited`` are
+    kept; glibc applies the later of two settings of the same tunable, so ours win."""
+    ours = f"glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold={mmap_threshold_mb * 1024 * 1024}"
+    return f"{inherited}:{ours}" if inherited else ours
 
 
 def build_procs(dist, *, spec_path: str, ip_config: str, part_config: str, python: str | None = None,
@@ -57,6 +65,8 @@ def build_procs(dist, *, spec_path: str, ip_config: str, part_config: str, pytho
     for key in ("PYTHONPATH", "DGL_RBGT_DATA"):
         if os.environ.get(key):
             common.setdefault(key, os.environ[key])
+    if dist.malloc_mmap_threshold_mb is not None:
+        common["GLIBC_TUNABLES"] = malloc_tunables(dist.malloc_mmap_threshold_mb, os.environ.get("GLIBC_TUNABLES"))
     # DistDGL clients retry a missing server every 3 s, 1024 times by default (51 minutes).
     common.setdefault("DGL_DIST_MAX_TRY_TIMES", os.environ.get("DGL_DIST_MAX_TRY_TIMES", "100"))
     trainer_threads = dist.trainer_threads or max(1, (os.cpu_count() or 2) // (2 * dist.trainers_per_host))

@@ -377,6 +377,39 @@ def test_build_procs_sets_what_distdgl_and_torch_read():
     assert isinstance(trainers[3].transport, SshTransport) and trainers[3].transport.user == "bob"
 
 
+def test_malloc_threshold_reaches_every_process_and_glibc(monkeypatch):
+    hosts = [{"address": "10.0.0.1"}, {"address": "10.0.0.2"}]
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    procs = build_procs(parse_distributed({"hosts": hosts}), spec_path="s", ip_config="i", part_config="p")
+    assert not any("GLIBC_TUNABLES" in p.env for p in procs)  # glibc's default unless asked
+    dist = parse_distributed({"hosts": hosts, "malloc_mmap_threshold_mb": 16})
+    ours = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=16777216"
+    assert {p.env["GLIBC_TUNABLES"] for p in build_procs(dist, spec_path="s", ip_config="i", part_config="p")} == {ours}
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")  # kept, ours appended (the later wins)
+    procs = build_procs(dist, spec_path="s", ip_config="i", part_config="p")
+    assert procs[0].env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:" + ours
+    with pytest.raises(ValueError, match="malloc_mmap_threshold_mb"):
+        parse_distributed({"hosts": hosts, "malloc_mmap_threshold_mb": 0})
+
+    # glibc reads the string: a 1 MB block, mapped on its own by default (threshold 128 KB at
+    # start), comes from the heap under a 16 MB threshold, and a 20 MB block is still mapped.
+    probe = textwrap.dedent("""
+        import ctypes
+        class Info(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in 'arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost'.split()]
+        libc = ctypes.CDLL('libc.so.6'); libc.mallinfo2.restype = Info; libc.malloc.restype = ctypes.c_void_p
+        counts = []
+        for size in (1 << 20, 20 << 20):
+            before = libc.mallinfo2().hblks; libc.malloc(size); counts.append(libc.mallinfo2().hblks - before)
+        print(*counts)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    default = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    tuned = subprocess.run([sys.executable, "-c", probe], env={**env, "GLIBC_TUNABLES": ours},
+                           capture_output=True, text=True, check=True)
+    assert (default.stdout.split(), tuned.stdout.split()) == (["1", "1"], ["0", "1"])
+
+
 class BrokenOut(io.StringIO):
     def write(self, text):
         raise BrokenPipeError(32, "Broken pipe")
