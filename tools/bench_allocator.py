@@ -19,10 +19,9 @@ starts (glibc reads it only then):
 * ``fixed+thp``  the same, with ``glibc.malloc.hugetlb=1`` (transparent huge pages for those
                  mappings): what ``distributed.malloc_mmap_threshold_mb`` gives launched processes.
 
-Reported per pair: the median step time over steps 2..n (the first steps grow the heap), the
-peak resident set during a step above the resident set before it (the largest over the steps,
-from ``VmHWM`` reset before every step), and the resident set held after the last step above the
-one before the first. Prints a table last and writes ``allocator.csv`` and ``allocator.png``
+Reported per pair: the median step time over steps 2..n (the first step grows the heap), and,
+above the resident set before the first step, the peak resident set during the steps (``VmHWM``)
+and the resident set held after the last one. Prints a table last and writes ``allocator.csv`` and ``allocator.png``
 under ``--out``.
 """
 from __future__ import annotations
@@ -85,14 +84,13 @@ def worker(args) -> dict:
     start = _status_mb("VmRSS")
     seconds, peaks = [], []
     for _ in range(args.steps):
-        before = _status_mb("VmRSS")
         _reset_peak()
         t0 = time.perf_counter()
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(graph, x), y).backward()
         opt.step()
         seconds.append(time.perf_counter() - t0)
-        peaks.append(_status_mb("VmHWM") - before)
+        peaks.append(_status_mb("VmHWM") - start)
     return {"step_s": statistics.median(seconds[1:] or seconds), "first_step_s": seconds[0],
             "step_peak_mb": max(peaks), "held_mb": _status_mb("VmRSS") - start}
 
@@ -168,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     base = {r["threads"]: r for r in rows if r["allocator"] == "adaptive"}
     cols = ["allocator", "threads", "step_s", "first_step_s", "step_peak_mb", "held_mb"]
     print(f"\none training step of {Path(args.recipe).name}'s model, {args.nodes} nodes, fixed threshold "
-          f"{args.threshold_mb} MB; MB above the resident set before the step / before the first step")
+          f"{args.threshold_mb} MB; MB above the resident set before the first step")
     print("  ".join(cols) + "  time / adaptive")
     for r in rows:
         ratio = f"{r['step_s'] / base[r['threads']]['step_s']:.2f}x" if r["threads"] in base else "-"
