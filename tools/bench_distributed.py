@@ -374,11 +374,12 @@ def main() -> int:
             "baseline_mb",
             "test_acc", "single_test_acc", "single_peak_mb", "host_vs_single"]
     width = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    threshold = "adaptive" if args.malloc_mmap_threshold_mb is None else f"{args.malloc_mmap_threshold_mb} MB"
     print(f"\nDistDGL on one box ({os.cpu_count()} cores, 1 thread per process): {args.nodes} nodes, "
           f"{rows[0]['edges']} edges, batch {args.batch_size} {'in all' if args.global_batch else 'per trainer'} "
           f"(GCN fanouts {args.fanouts}), "
-          f"{args.epochs} epochs x {args.repeats} launch(es), glibc mmap threshold "
-          f"{'adaptive' if args.malloc_mmap_threshold_mb is None else f'{args.malloc_mmap_threshold_mb} MB'}; server/trainer: peak RSS per process, host: sum of "
+          f"{args.epochs} epochs x {args.repeats} launch(es), glibc mmap threshold {threshold}; "
+          f"server/trainer: peak RSS per process, host: sum of "
           f"its processes' peak PSS, host sampled: peak over time of the fullest host's private + shared (MB)")
     print("  ".join(c.ljust(w) for c, w in zip(cols, width)))
     for r in rows:

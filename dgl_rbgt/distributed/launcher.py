@@ -13,8 +13,8 @@ from ..errors import UserError
 from .supervisor import (Launcher, LaunchResult, LocalTransport, PrefixTransport, Proc, SshTransport, Transport,
                          probe_ports)
 
-__all__ = ["launch_recipe", "build_procs", "malloc_tunables", "check_ports", "transport_for", "SPEC_NAME", "IP_CONFIG_NAME",
-           "PROCESSES_NAME"]
+__all__ = ["launch_recipe", "build_procs", "malloc_tunables", "check_ports", "transport_for", "SPEC_NAME",
+           "IP_CONFIG_NAME", "PROCESSES_NAME"]
 
 logger = logging.getLogger(__name__)
 

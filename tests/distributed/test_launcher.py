@@ -384,7 +384,8 @@ def test_malloc_threshold_reaches_every_process_and_glibc(monkeypatch):
     assert not any("GLIBC_TUNABLES" in p.env for p in procs)  # glibc's default unless asked
     dist = parse_distributed({"hosts": hosts, "malloc_mmap_threshold_mb": 16})
     ours = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=16777216"
-    assert {p.env["GLIBC_TUNABLES"] for p in build_procs(dist, spec_path="s", ip_config="i", part_config="p")} == {ours}
+    procs = build_procs(dist, spec_path="s", ip_config="i", part_config="p")
+    assert {p.env["GLIBC_TUNABLES"] for p in procs} == {ours} and {p.role for p in procs} == {"server", "trainer"}
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")  # kept, ours appended (the later wins)
     procs = build_procs(dist, spec_path="s", ip_config="i", part_config="p")
     assert procs[0].env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:" + ours
