@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -346,6 +347,8 @@ class Trainer:
             "median_epoch_seconds": statistics.median(times) if times else math.nan,
             "median_eval_seconds": statistics.median(evals) if evals else math.nan,
             "peak_memory_mb": peak_memory_bytes(self.device) / 2**20,
+            # glibc's allocator settings move the peak by a GB at scale (docs/scaling.md)
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
             "device": str(self.device),
             "threads": torch.get_num_threads(),

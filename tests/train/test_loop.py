@@ -132,6 +132,16 @@ def test_checkpoint_written_atomically_and_loadable(tmp_path):
     assert (tmp_path / "metrics.csv").read_text().count("\n") == 4
 
 
+def test_summary_records_the_allocator_settings(tmp_path, monkeypatch):
+    g = toy_graph()
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert make_trainer(g, tmp_path / "a", epochs=1).fit().summary["glibc_tunables"] is None
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=16777216")
+    make_trainer(g, tmp_path / "b", epochs=1).fit()
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["glibc_tunables"] == "glibc.malloc.mmap_threshold=16777216"
+
+
 def test_early_stopping(tmp_path):
     g = toy_graph()
     t = make_trainer(g, tmp_path, epochs=200, patience=3, lr=1e-12)
