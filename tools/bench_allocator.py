@@ -30,7 +30,6 @@ import argparse
 import csv
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -55,21 +54,13 @@ def tunables(allocator: str, threshold_mb: int) -> str | None:
 
 # ----------------------------------------------------------------------------- worker
 
-def _status_mb(key: str) -> float:
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"{key}:\s+(\d+)", text).group(1)) / 1024
-
-
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current resident set
-
-
 def worker(args) -> dict:
     import dgl
     import torch
 
     from dgl_rbgt.config.schema import load_recipe
     from dgl_rbgt.train.builders import build_model
+    from dgl_rbgt.utils.memory import peak_rss_mb, reset_peak_rss, rss_mb
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -81,18 +72,19 @@ def worker(args) -> dict:
     x = torch.randn(n, args.feature_dim)
     y = torch.randint(0, args.num_classes, (n,))
     model.train()
-    start = _status_mb("VmRSS")
+    start = rss_mb()
     seconds, peaks = [], []
     for _ in range(args.steps):
-        _reset_peak()
+        if not reset_peak_rss():
+            raise SystemExit("needs Linux's /proc/self/clear_refs to reset the peak resident set")
         t0 = time.perf_counter()
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(graph, x), y).backward()
         opt.step()
         seconds.append(time.perf_counter() - t0)
-        peaks.append(_status_mb("VmHWM") - start)
+        peaks.append(peak_rss_mb() - start)
     return {"step_s": statistics.median(seconds[1:] or seconds), "first_step_s": seconds[0],
-            "step_peak_mb": max(peaks), "held_mb": _status_mb("VmRSS") - start}
+            "step_peak_mb": max(peaks), "held_mb": rss_mb() - start}
 
 
 # ----------------------------------------------------------------------------- driver
