@@ -17,6 +17,18 @@ def test_tunables_per_allocator():
     assert bench.tunables("fixed+thp", 4) == "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4194304"
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "1"], "--steps must be at least 2"),
+    (["--nodes", "0"], "--nodes must be at least 1"),
+    (["--threshold-mb", "-1"], "--threshold-mb must be at least 1"),
+    (["--threads", "0"], "--threads must be at least 1"),
+])
+def test_bad_options_are_usage_errors(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main([*argv, "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_small_run_writes_a_row_per_allocator(tmp_path, capsys):
     """A 3,000-node batch: every allocator runs in its own process and reports a sane step."""

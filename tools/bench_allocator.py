@@ -147,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.steps < 2:
         ap.error("--steps must be at least 2 (the first step is not timed)")
+    for name in ("nodes", "feature_dim", "num_classes", "threshold_mb"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if min(args.threads) < 1:
+        ap.error(f"--threads must be at least 1, got {min(args.threads)}")
     rows = [run_one(args, allocator, threads) for threads in args.threads for allocator in args.allocators]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

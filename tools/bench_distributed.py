@@ -332,6 +332,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results" / "distributed"))
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per partition or launch")
     args = ap.parse_args()
+    if args.malloc_mmap_threshold_mb is not None and args.malloc_mmap_threshold_mb < 1:
+        ap.error(f"--malloc-mmap-threshold-mb must be at least 1, got {args.malloc_mmap_threshold_mb}")
 
     sys.path.insert(0, str(ROOT / "tests" / "support"))  # the namespaces are test scaffolding
     from netns import EmulatedHosts, namespaces_available

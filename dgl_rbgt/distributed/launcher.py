@@ -38,6 +38,8 @@ def malloc_tunables(mmap_threshold_mb: int, inherited: str | None = None) -> str
     """``GLIBC_TUNABLES`` for ``distributed.malloc_mmap_threshold_mb``: a fixed mmap threshold
     (no adaptive rise) and huge pages for the mappings. Tunables already set in ``inherited`` are
     kept; glibc applies the later of two settings of the same tunable, so ours win."""
+    if isinstance(mmap_threshold_mb, bool) or not isinstance(mmap_threshold_mb, int) or mmap_threshold_mb < 1:
+        raise ValueError(f"mmap_threshold_mb must be a whole number of MB, at least 1, got {mmap_threshold_mb!r}")
     ours = f"glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold={mmap_threshold_mb * 1024 * 1024}"
     return f"{inherited}:{ours}" if inherited else ours
 

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from dgl_rbgt.config import parse_distributed
-from dgl_rbgt.distributed.launcher import build_procs, check_ports
+from dgl_rbgt.distributed.launcher import build_procs, check_ports, malloc_tunables
 from dgl_rbgt.distributed.supervisor import (GUARD_SOURCE, Launcher, LocalTransport, PrefixTransport, Proc,
                                              SshTransport, describe_exit, find_used_ports, guard_argv,
                                              probe_ports)
@@ -391,6 +391,9 @@ def test_malloc_threshold_reaches_every_process_and_glibc(monkeypatch):
     assert procs[0].env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:" + ours
     with pytest.raises(ValueError, match="malloc_mmap_threshold_mb"):
         parse_distributed({"hosts": hosts, "malloc_mmap_threshold_mb": 0})
+    for bad in (0, -16, 1.5, "16", True):
+        with pytest.raises(ValueError, match="mmap_threshold_mb must be a whole number of MB"):
+            malloc_tunables(bad)
 
     # glibc reads the string: a 1 MB block, mapped on its own by default (threshold 128 KB at
     # start), comes from the heap under a 16 MB threshold, and a 20 MB block is still mapped.
