@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dgl_rbgt.errors import TrainingDiverged, UserError
-from dgl_rbgt.models import GAT, GCN
+from dgl_rbgt.models import GAT, GCN, GPSTransformer
 from dgl_rbgt.config import TrainSection
 from dgl_rbgt.batching import FullGraph, NeighborSampling, NodeBatches
 from dgl_rbgt.train.checkpoint import save_checkpoint
@@ -140,6 +140,26 @@ def test_summary_records_the_allocator_settings(tmp_path, monkeypatch):
     make_trainer(g, tmp_path / "b", epochs=1).fit()
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["glibc_tunables"] == "glibc.malloc.mmap_threshold=16777216"
+
+
+@pytest.mark.parametrize("batching", ["full", "node_batch"])
+@pytest.mark.parametrize("eval_mode", ["fixed", "mean"])
+def test_how_often_it_evaluates_does_not_change_training(batching, eval_mode):
+    """Runs that evaluate every epoch or every third train identically (docs/results_gps.md reads
+    both selections from one run): every epoch re-seeds from (seed, epoch), and evaluation (RBA in
+    either evaluation mode here) must leave the parameters and the training state as they were."""
+    g = toy_graph()
+    losses = []
+    for every in (1, 3):
+        torch.manual_seed(0)
+        model = GPSTransformer(3, 3, hidden=8, layers=2, attention="rba", group_size=16, eval_mode=eval_mode,
+                               eval_repeats=2, dropout=0.3)
+        b = FullGraph(g) if batching == "full" else NodeBatches(g, batch_size=100)
+        config = TrainSection(epochs=6, lr=0.02, batching=batching, eval_every=every)
+        history = Trainer(model, b, g.ndata["label"], splits(g), get_metric("accuracy"), config, None, seed=3,
+                          progress=False).fit().history
+        losses.append([row["train_loss"] for row in history])
+    assert losses[0] == losses[1]
 
 
 def test_early_stopping(tmp_path):
