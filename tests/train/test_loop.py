@@ -44,8 +44,8 @@ def splits(g):
     return {s: torch.nonzero(g.ndata[f"{s}_mask"], as_tuple=True)[0] for s in ("train", "val", "test")}
 
 
-def make_trainer(g, run_dir=None, epochs=15, batching="full", lr=0.02, **cfg):
-    model = GCN(g.ndata["feat"].shape[1], 3, hidden=16)
+def make_trainer(g, run_dir=None, epochs=15, batching="full", lr=0.02, model=None, **cfg):
+    model = GCN(g.ndata["feat"].shape[1], 3, hidden=16) if model is None else model
     if batching == "full":
         b = FullGraph(g)
     elif batching == "neighbor":
@@ -154,10 +154,7 @@ def test_how_often_it_evaluates_does_not_change_training(batching, eval_mode):
         torch.manual_seed(0)
         model = GPSTransformer(3, 3, hidden=8, layers=2, attention="rba", group_size=16, eval_mode=eval_mode,
                                eval_repeats=2, dropout=0.3)
-        b = FullGraph(g) if batching == "full" else NodeBatches(g, batch_size=100)
-        config = TrainSection(epochs=6, lr=0.02, batching=batching, eval_every=every)
-        history = Trainer(model, b, g.ndata["label"], splits(g), get_metric("accuracy"), config, None, seed=3,
-                          progress=False).fit().history
+        history = make_trainer(g, epochs=6, batching=batching, model=model, eval_every=every).fit().history
         losses.append([row["train_loss"] for row in history])
     assert losses[0] == losses[1]
 
