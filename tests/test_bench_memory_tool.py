@@ -31,3 +31,13 @@ def test_arithmetic_ratio_counts_what_the_two_stacks_multiply(p, m):
     rba = _flops(lambda: bench._rba_stack(x, w, p))
     memory = _flops(lambda: memory_recurrence(x, MemoryWeights(*w), bench.HEADS, p))
     assert rba > 0 and memory / rba == pytest.approx(bench.arithmetic_ratio(p, m), rel=1e-9)
+
+
+def test_the_compiled_variant_is_opt_in_and_compared_with_diagonal():
+    """``compiled`` (torch.compile of the cell) is not in the default sweep, and where it ran the
+    summary prints its time over the uncompiled diagonal schedule's."""
+    assert "compiled" in bench.VARIANTS and "compiled" not in bench.DEFAULT_VARIANTS
+    row = dict(mode="train", n=10_000, L=2, p=64, m=16, status="ok", runs=3)
+    rows = [row | dict(variant="diagonal", median_ms=100.0), row | dict(variant="compiled", median_ms=125.0)]
+    (line,) = [s for s in bench.summarise(rows) if "N=10000" in s]
+    assert "compiled/diagonal 1.25x" in line

@@ -13,6 +13,9 @@ node tokens, in segments of p nodes with m memory tokens per layer (one recurren
 * ``sequential``  the same weights, ``schedule="sequential"``: S * L steps (the definition).
 * ``rba``         the same L layers without memory: attention inside random groups of p
                   (``dgl_rbgt.nn.random_batch_attention``), every layer on all N nodes at once.
+* ``compiled``    ``diagonal`` with the core's cell (``_cell_batch``) compiled by
+                  ``torch.compile`` (Inductor; needs a C++ compiler on a CPU). Not in the default
+                  sweep: the compilation (about 30 s per cell shape) runs in an untimed warm-up.
 
 Modes: ``train`` times forward + backward of a random linear functional of the output (autograd);
 ``infer`` times a forward under ``torch.no_grad()``. The memory-model workers load
@@ -42,7 +45,8 @@ import time
 from pathlib import Path
 
 D_MODEL, HEADS, FFN_RATIO = 64, 4, 2
-VARIANTS = ("diagonal", "sequential", "rba")
+VARIANTS = ("diagonal", "sequential", "rba", "compiled")
+DEFAULT_VARIANTS = VARIANTS[:3]
 CORE = Path(__file__).resolve().parents[1] / "dgl_rbgt" / "nn" / "functional" / "memory.py"
 
 
@@ -108,6 +112,8 @@ def worker(args) -> None:
     else:
         core = _load_core()
         assert "dgl" not in sys.modules, "the memory-model worker imported DGL"
+        if args.variant == "compiled":
+            core._cell_batch = torch.compile(core._cell_batch, dynamic=False)
     torch.manual_seed(args.seed)
     grad = args.mode == "train"
     x = torch.randn(args.n, D_MODEL, device=device, requires_grad=grad)
@@ -120,7 +126,8 @@ def worker(args) -> None:
         weights = core.MemoryWeights(*w)
 
         def run():
-            res = core.memory_recurrence(x, weights, HEADS, args.p, order=order, schedule=args.variant)
+            schedule = "diagonal" if args.variant == "compiled" else args.variant
+            res = core.memory_recurrence(x, weights, HEADS, args.p, order=order, schedule=schedule)
             return res.out, res.num_steps
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -141,8 +148,8 @@ def worker(args) -> None:
         x.grad = None
         for t in w:
             t.grad = None
-        if i == 0 and dt <= args.time_cap:
-            continue  # warm-up
+        if i == 0 and (dt <= args.time_cap or args.variant == "compiled"):
+            continue  # warm-up (for ``compiled``, the compilation)
         times.append(dt)
         if i == 0:
             break  # too slow to repeat: report the one run
@@ -212,6 +219,9 @@ def summarise(rows) -> list[str]:
             target = {(4, 64, 16, 100_000): 1.3}.get((layers, p, m, n)) or (1.5 if (layers, p) == (8, 64) else None)
             if mode == "train" and target:
                 parts.append(f"(target >= {target}x: {'met' if speedup >= target else 'MISSED'})")
+        compiled = ok.get(("compiled", mode, n, layers, p, m))
+        if compiled:
+            parts.append(f"compiled/diagonal {compiled['median_ms'] / diag['median_ms']:.2f}x")
         if rba:
             ratio = diag["median_ms"] / rba["median_ms"]
             parts.append(f"diagonal/rba {ratio:.2f}x (arithmetic {arithmetic_ratio(p, m):.2f}x)" + (
@@ -307,7 +317,7 @@ def main(argv=None) -> None:
     ap.add_argument("--layers", type=int, nargs="+", default=[2, 4, 8])
     ap.add_argument("--segment-sizes", type=int, nargs="+", default=[64, 256, 1024])
     ap.add_argument("--memory-tokens", type=int, nargs="+", default=[16, 64])
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     ap.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)

@@ -14,8 +14,8 @@ import dgl
 import torch
 from torch import nn
 
-from dgl_rbgt._checks import (check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int,
-                              check_probability)
+from dgl_rbgt._checks import (check_choice, check_feat, check_homogeneous, check_nonempty, check_nonnegative_float,
+                              check_positive_int, check_probability)
 from dgl_rbgt.nn.sparse_features import SPARSE_FIRST_LAYERS, SparseRows, dropout_values, sparse_apply
 
 from .baselines import LocalKind, NormKind, local_conv, norm_layer
@@ -112,6 +112,13 @@ class GPSTransformer(nn.Module):
         Dropout on the attention weights (``rba``, ``full``) and on GAT's.
     ffn : bool
         The feed-forward block after the two branches.
+    attention_gate : float, optional
+        A learned scalar :math:`\alpha` per attention layer multiplying the attention branch
+        (:math:`W_O\,\mathrm{Attn}(h)` becomes :math:`\alpha\,W_O\,\mathrm{Attn}(h)`), starting
+        at this value (ReZero, Bachlechner et al. 2021). ``0.0`` starts the model as its local
+        GNN, and the attention enters only as far as training moves the gate: for graphs whose
+        few labels (Planetoid's 140) a global branch overfits from the first step. ``None``
+        (default): no gate.
     ego : bool
         Add a learned linear map of the layer's input to the message-passing output,
         :math:`\mathrm{MPNN}(h) = \mathrm{conv}(h) + W_e h + b_e` (tunedGNN's residual): a node's own
@@ -174,6 +181,7 @@ class GPSTransformer(nn.Module):
         input_dropout: float = 0.0,
         attn_dropout: float = 0.0,
         ffn: bool = True,
+        attention_gate: float | None = None,
         ego: bool = False,
         self_loops: bool = True,
         sparse_features: bool = False,
@@ -198,6 +206,11 @@ class GPSTransformer(nn.Module):
         if not input_projection and attention != "none" and attention_every == 1:
             raise ValueError("input_projection=False leaves the first layer on the raw features, without "
                              f"attention: attention_every must be >= 2 with attention={attention!r}, got 1")
+        if attention_gate is not None:
+            check_nonnegative_float(attention_gate, "attention_gate")
+            if attention == "none":
+                raise ValueError("attention_gate scales the attention branch: it needs an attention, got "
+                                 "attention='none' (leave attention_gate unset)")
         self.self_loops = self_loops and local != "sage"
         self.sparse_features = sparse_features
         self._sparse_rows = SparseRows()  # the raw features as sparse rows, kept across full-graph calls
@@ -209,6 +222,8 @@ class GPSTransformer(nn.Module):
         self.attns = nn.ModuleDict()
         self.attn_outs = nn.ModuleDict()
         self.attn_norms = nn.ModuleDict()
+        self.attn_gates = nn.ParameterDict()
+        self._gate_init = attention_gate
         self.ffns = nn.ModuleList()
         self.ffn_norms = nn.ModuleList()
         head_dim = hidden // num_heads if local == "gat" else hidden
@@ -226,6 +241,8 @@ class GPSTransformer(nn.Module):
             if attn is not None:
                 self.attns[str(i)] = attn
                 self.attn_outs[str(i)] = nn.Linear(hidden, hidden)
+                if attention_gate is not None:
+                    self.attn_gates[str(i)] = nn.Parameter(torch.full((), float(attention_gate)))
                 if block == "graphgps":
                     self.attn_norms[str(i)] = norm_layer(norm, hidden)
             if ffn:
@@ -249,6 +266,8 @@ class GPSTransformer(nn.Module):
         for module in parts:
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+        for gate in self.attn_gates.values():
+            nn.init.constant_(gate, self._gate_init)
 
     def forward(self, graph, feat: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` for every node of ``graph``."""
@@ -271,6 +290,8 @@ class GPSTransformer(nn.Module):
                 m = m + _apply(self.egos[i], h)
             a = (self.attn_outs[str(i)](attend(self.attns[str(i)], graph, h, merge="concat"))  # (N, hidden)
                  if str(i) in self.attns else None)
+            if a is not None and str(i) in self.attn_gates:
+                a = self.attn_gates[str(i)] * a
             if self.block == "tuned":
                 u = self.dropout(torch.relu(local_norm(m if a is None else m + a)))
             else:

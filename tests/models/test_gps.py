@@ -259,3 +259,49 @@ def test_without_input_projection_bad_combinations_name_the_argument(kwargs, mes
     with pytest.raises(ValueError, match=message):
         GPSTransformer(6, 3, hidden=8, num_heads=2, input_projection=False, **kwargs)
     GPSTransformer(6, 3, hidden=8, num_heads=2, input_projection=False, block="tuned", attention="none")
+
+
+@pytest.mark.parametrize("block", ["tuned", "graphgps"])
+def test_attention_gate_scales_the_attention_branch_float64(block):
+    """A gate alpha gives the model without a gate whose attention output map is alpha W_O; at 0
+    the output does not depend on the attention's weights, yet the gate itself gets a gradient."""
+    g, x = graph_and_feat(dtype=torch.float64)
+    kwargs = dict(hidden=8, layers=2, local="gcn", attention="full", num_heads=2, block=block, ffn=False,
+                  norm="layer")
+    gated = GPSTransformer(6, 3, attention_gate=0.3, **kwargs).double()
+    for p in gated.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    with torch.no_grad():
+        gated.attn_gates["0"].fill_(0.3)
+        gated.attn_gates["1"].fill_(-1.7)
+    gated.eval()
+    plain = GPSTransformer(6, 3, **kwargs).double().eval()
+    sd = {k: v for k, v in gated.state_dict().items() if "attn_gates" not in k}
+    for i, alpha in (("0", 0.3), ("1", -1.7)):
+        sd[f"attn_outs.{i}.weight"] = alpha * sd[f"attn_outs.{i}.weight"]
+        sd[f"attn_outs.{i}.bias"] = alpha * sd[f"attn_outs.{i}.bias"]
+    plain.load_state_dict(sd)
+    torch.testing.assert_close(gated(g, x), plain(g, x), rtol=1e-12, atol=1e-12)
+
+    model = GPSTransformer(6, 3, attention_gate=0.0, **kwargs).double().eval()
+    out = model(g, x)
+    with torch.no_grad():
+        for p in model.attns.parameters():
+            p.add_(torch.randn_like(p))
+        for p in model.attn_outs.parameters():
+            p.add_(torch.randn_like(p))
+    torch.testing.assert_close(model(g, x), out, rtol=0, atol=0)
+    model(g, x).square().sum().backward()
+    assert all(gate.grad.abs() > 0 for gate in model.attn_gates.values())
+    model.reset_parameters()
+    assert all(gate.item() == 0.0 for gate in model.attn_gates.values())
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"attention_gate": -0.5}, ValueError, r"attention_gate must be a finite number >= 0, got -0.5"),
+    ({"attention_gate": True}, TypeError, r"attention_gate must be a float"),
+    ({"attention_gate": 0.0, "attention": "none"}, ValueError, r"attention_gate .* attention='none'"),
+])
+def test_attention_gate_bad_values_name_the_argument(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        GPSTransformer(6, 3, **kwargs)
