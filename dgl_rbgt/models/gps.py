@@ -14,8 +14,8 @@ import dgl
 import torch
 from torch import nn
 
-from dgl_rbgt._checks import (check_choice, check_feat, check_homogeneous, check_nonempty, check_nonnegative_float,
-                              check_positive_int, check_probability)
+from dgl_rbgt._checks import (check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int,
+                              check_probability)
 from dgl_rbgt.nn.sparse_features import SPARSE_FIRST_LAYERS, SparseRows, dropout_values, sparse_apply
 
 from .baselines import LocalKind, NormKind, local_conv, norm_layer
@@ -112,13 +112,12 @@ class GPSTransformer(nn.Module):
         Dropout on the attention weights (``rba``, ``full``) and on GAT's.
     ffn : bool
         The feed-forward block after the two branches.
-    attention_gate : float, optional
-        A learned scalar :math:`\alpha` per attention layer multiplying the attention branch
-        (:math:`W_O\,\mathrm{Attn}(h)` becomes :math:`\alpha\,W_O\,\mathrm{Attn}(h)`), starting
-        at this value (ReZero, Bachlechner et al. 2021). ``0.0`` starts the model as its local
-        GNN, and the attention enters only as far as training moves the gate: for graphs whose
-        few labels (Planetoid's 140) a global branch overfits from the first step. ``None``
-        (default): no gate.
+    attn_gate : bool
+        Multiply each attention layer's branch by a learnable scalar :math:`\alpha` that starts
+        at 0 (:math:`W_O\,\mathrm{Attn}(h)` becomes :math:`\alpha\,W_O\,\mathrm{Attn}(h)`;
+        ReZero, Bachlechner et al. 2021; the same option as :class:`RBTransformer`'s): the model
+        starts as its local GNN and training decides how much attention enters. Ignored with
+        ``attention="none"``, so a gated recipe and its local model differ by that one key.
     ego : bool
         Add a learned linear map of the layer's input to the message-passing output,
         :math:`\mathrm{MPNN}(h) = \mathrm{conv}(h) + W_e h + b_e` (tunedGNN's residual): a node's own
@@ -181,7 +180,7 @@ class GPSTransformer(nn.Module):
         input_dropout: float = 0.0,
         attn_dropout: float = 0.0,
         ffn: bool = True,
-        attention_gate: float | None = None,
+        attn_gate: bool = False,
         ego: bool = False,
         self_loops: bool = True,
         sparse_features: bool = False,
@@ -206,11 +205,8 @@ class GPSTransformer(nn.Module):
         if not input_projection and attention != "none" and attention_every == 1:
             raise ValueError("input_projection=False leaves the first layer on the raw features, without "
                              f"attention: attention_every must be >= 2 with attention={attention!r}, got 1")
-        if attention_gate is not None:
-            check_nonnegative_float(attention_gate, "attention_gate")
-            if attention == "none":
-                raise ValueError("attention_gate scales the attention branch: it needs an attention, got "
-                                 "attention='none' (leave attention_gate unset)")
+        if not isinstance(attn_gate, bool):
+            raise TypeError(f"attn_gate must be a bool, got {type(attn_gate).__name__} {attn_gate!r}")
         self.self_loops = self_loops and local != "sage"
         self.sparse_features = sparse_features
         self._sparse_rows = SparseRows()  # the raw features as sparse rows, kept across full-graph calls
@@ -223,7 +219,6 @@ class GPSTransformer(nn.Module):
         self.attn_outs = nn.ModuleDict()
         self.attn_norms = nn.ModuleDict()
         self.attn_gates = nn.ParameterDict()
-        self._gate_init = attention_gate
         self.ffns = nn.ModuleList()
         self.ffn_norms = nn.ModuleList()
         head_dim = hidden // num_heads if local == "gat" else hidden
@@ -241,8 +236,8 @@ class GPSTransformer(nn.Module):
             if attn is not None:
                 self.attns[str(i)] = attn
                 self.attn_outs[str(i)] = nn.Linear(hidden, hidden)
-                if attention_gate is not None:
-                    self.attn_gates[str(i)] = nn.Parameter(torch.full((), float(attention_gate)))
+                if attn_gate:
+                    self.attn_gates[str(i)] = nn.Parameter(torch.zeros(()))
                 if block == "graphgps":
                     self.attn_norms[str(i)] = norm_layer(norm, hidden)
             if ffn:
@@ -267,7 +262,7 @@ class GPSTransformer(nn.Module):
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
         for gate in self.attn_gates.values():
-            nn.init.constant_(gate, self._gate_init)
+            nn.init.zeros_(gate)
 
     def forward(self, graph, feat: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` for every node of ``graph``."""

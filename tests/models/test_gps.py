@@ -262,13 +262,13 @@ def test_without_input_projection_bad_combinations_name_the_argument(kwargs, mes
 
 
 @pytest.mark.parametrize("block", ["tuned", "graphgps"])
-def test_attention_gate_scales_the_attention_branch_float64(block):
-    """A gate alpha gives the model without a gate whose attention output map is alpha W_O; at 0
-    the output does not depend on the attention's weights, yet the gate itself gets a gradient."""
+def test_attn_gate_scales_the_attention_branch_float64(block):
+    """A gate alpha gives the model without a gate whose attention output map is alpha W_O; at its
+    initial 0 the output does not depend on the attention's weights, yet the gates get a gradient."""
     g, x = graph_and_feat(dtype=torch.float64)
     kwargs = dict(hidden=8, layers=2, local="gcn", attention="full", num_heads=2, block=block, ffn=False,
                   norm="layer")
-    gated = GPSTransformer(6, 3, attention_gate=0.3, **kwargs).double()
+    gated = GPSTransformer(6, 3, attn_gate=True, **kwargs).double()
     for p in gated.parameters():
         torch.nn.init.normal_(p, std=0.5)
     with torch.no_grad():
@@ -283,25 +283,25 @@ def test_attention_gate_scales_the_attention_branch_float64(block):
     plain.load_state_dict(sd)
     torch.testing.assert_close(gated(g, x), plain(g, x), rtol=1e-12, atol=1e-12)
 
-    model = GPSTransformer(6, 3, attention_gate=0.0, **kwargs).double().eval()
+    model = GPSTransformer(6, 3, attn_gate=True, **kwargs).double().eval()
+    assert all(gate.item() == 0.0 for gate in model.attn_gates.values())
     out = model(g, x)
     with torch.no_grad():
-        for p in model.attns.parameters():
-            p.add_(torch.randn_like(p))
-        for p in model.attn_outs.parameters():
+        for p in [*model.attns.parameters(), *model.attn_outs.parameters()]:
             p.add_(torch.randn_like(p))
     torch.testing.assert_close(model(g, x), out, rtol=0, atol=0)
     model(g, x).square().sum().backward()
-    assert all(gate.grad.abs() > 0 for gate in model.attn_gates.values())
+    assert len(model.attn_gates) == 2 and all(gate.grad.abs() > 0 for gate in model.attn_gates.values())
+    with torch.no_grad():
+        model.attn_gates["0"].fill_(1.0)
     model.reset_parameters()
     assert all(gate.item() == 0.0 for gate in model.attn_gates.values())
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"attention_gate": -0.5}, ValueError, r"attention_gate must be a finite number >= 0, got -0.5"),
-    ({"attention_gate": True}, TypeError, r"attention_gate must be a float"),
-    ({"attention_gate": 0.0, "attention": "none"}, ValueError, r"attention_gate .* attention='none'"),
-])
-def test_attention_gate_bad_values_name_the_argument(kwargs, error, message):
-    with pytest.raises(error, match=message):
-        GPSTransformer(6, 3, **kwargs)
+def test_attn_gate_is_a_bool_and_ignored_without_attention():
+    with pytest.raises(TypeError, match=r"attn_gate must be a bool, got float 0.0"):
+        GPSTransformer(6, 3, attn_gate=0.0)
+    local = GPSTransformer(6, 3, attention="none", attn_gate=True)
+    assert not len(local.attn_gates)
+    assert parse_recipe({"name": "r", "dataset": {"name": "csbm"},
+                         "model": {"name": "gps", "attn_gate": True}}).model.attn_gate is True
