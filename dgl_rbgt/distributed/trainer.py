@@ -417,7 +417,7 @@ def run_trainer(spec: dict) -> int:
     import torch.distributed as tdist
 
     from ..config import parse_recipe
-    from ..train.loop import seed_everything
+    from ..train.loop import flush_denormals, seed_everything
     from ..utils.memory import peak_rss_bytes
     from ..train.metrics import get_metric
     from ..train.pipeline import build_model, resolve_device, summary_line
@@ -429,6 +429,7 @@ def run_trainer(spec: dict) -> int:
     part = spec["partition"]
     t = recipe.train
     torch.set_num_threads(_threads(dist, recipe))
+    flush_denormals()
     dgl.distributed.initialize(spec["ip_config"])  # before torch.distributed, as DistDGL requires
     _socket_ifname(os.environ.get("DGL_RBGT_HOST_ADDR", ""))
     device = resolve_device(t.device)
