@@ -18,6 +18,7 @@ from the checkpoint of epoch e draws exactly what an uninterrupted run draws fro
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -68,9 +69,27 @@ def flush_denormals() -> bool:
     A gradient path that training turns down (an attention gate that settles near 1e-4, say)
     carries values below the normal range, and x86 arithmetic on them is 10-100x slower: a
     tolokers epoch went from 0.27 to 3.5 s as its gates settled (GPS with ``attn_gate``).
-    Zero in their place changes nothing above that range.
+    Zero in their place changes nothing above that range. The setting is the process's: a
+    training process calls this; :func:`flushing_denormals` restores the caller's afterwards.
     """
     return torch.set_flush_denormal(True)
+
+
+def denormals_flushed() -> bool:
+    """Whether float32 arithmetic here flushes results below the normal range to zero."""
+    return bool((torch.full((8,), 1e-30) * 1e-9).eq(0).all())
+
+
+@contextlib.contextmanager
+def flushing_denormals():
+    """:func:`flush_denormals` inside the block, the caller's setting after it (a library call
+    must not change how the rest of the program rounds: ``sparsify`` keeps scores of 1e-320)."""
+    was = denormals_flushed()
+    flush_denormals()
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from ..errors import CheckpointError
 from ..utils.logs import log_to_file
 from .builders import build_batching, build_estimator, build_model, is_two_stage, prepare_dataset, resolve_device
 from .checkpoint import load_checkpoint
-from .loop import CHECKPOINT_KEYS, Trainer, TrainResult, flush_denormals, seed_everything
+from .loop import CHECKPOINT_KEYS, Trainer, TrainResult, flushing_denormals, seed_everything
 from .metrics import get_metric
 from .rundir import RunDir, latest_run_dir, new_run_dir
 from .two_stage import run_two_stage
@@ -103,11 +103,18 @@ def splits_of(graph) -> dict[str, torch.Tensor]:
 
 def run_recipe(recipe, run_dir: str | Path | None = None, resume: bool = False,
                progress: bool = True) -> TrainResult:
-    """Train the recipe's model; returns the result also written to ``run_dir``."""
+    """Train the recipe's model; returns the result also written to ``run_dir``.
+
+    Denormal floats are flushed to zero during the run (:func:`~dgl_rbgt.train.loop.flush_denormals`),
+    and the caller's setting is restored after it."""
+    with flushing_denormals():
+        return _run_recipe(recipe, run_dir, resume, progress)
+
+
+def _run_recipe(recipe, run_dir: str | Path | None, resume: bool, progress: bool) -> TrainResult:
     device = resolve_device(recipe.train.device)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    flush_denormals()
     # Everything that can fail on user input happens before the run directory exists, and the
     # cheap checks before the data is loaded (which takes minutes on large graphs).
     if run_dir is not None and not resume:

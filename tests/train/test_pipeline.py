@@ -159,18 +159,21 @@ def test_prepare_dataset_keeps_only_the_transformed_graph(monkeypatch):
     assert len(seen) == 1 and seen[0]() is None  # the loaded graph is gone
 
 
-def _denormal_survives() -> bool:
-    """Whether float32 arithmetic here keeps a result below the normal range (1.2e-38)."""
-    return bool((torch.full((64,), 1e-30) * 1e-9).min() > 0)
+def test_training_flushes_denormals_and_restores_the_callers_setting(tmp_path, monkeypatch):
+    """A run flushes denormals to zero: arithmetic on them is 10-100x slower, and a gated attention
+    branch that training turns down fills the backward pass with them (a tolokers epoch went from
+    0.27 to 3.5 s). The caller's setting comes back afterwards, as a library call should leave it."""
+    from dgl_rbgt.train import pipeline
+    from dgl_rbgt.train.loop import denormals_flushed
 
-
-def test_training_flushes_denormals_to_zero(tmp_path):
-    """A run sets the CPU to flush denormals: arithmetic on them is 10-100x slower, and a gated
-    attention branch that training turns down fills the backward pass with them (a tolokers epoch
-    went from 0.27 to 3.5 s)."""
     if not torch.set_flush_denormal(True):
         pytest.skip("this CPU cannot flush denormals")
+    during = []
+    train = pipeline._train
+    monkeypatch.setattr(pipeline, "_train", lambda *a, **k: during.append(denormals_flushed()) or train(*a, **k))
+    for before in (False, True):
+        torch.set_flush_denormal(before)
+        assert denormals_flushed() is before
+        run_recipe(recipe_for("gcn"), run_dir=tmp_path / f"run{before}", progress=False)
+        assert during[-1] is True and denormals_flushed() is before
     torch.set_flush_denormal(False)
-    assert _denormal_survives()
-    run_recipe(recipe_for("gcn"), run_dir=tmp_path / "run", progress=False)
-    assert not _denormal_survives()
