@@ -126,6 +126,13 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return value
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` if it is a bool (``"no"`` or ``0`` would otherwise read as a flag), else raise."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
 def check_nonnegative_float(value: Any, name: str, positive: bool = False) -> float:
     """Return ``value`` as a float if it is a finite number >= 0 (> 0 with ``positive``), else raise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

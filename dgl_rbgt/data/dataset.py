@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import dgl
 import torch
 
-from .._checks import check_feat
+from .._checks import check_bool, check_feat
 from ..errors import UserError
 
 __all__ = [
@@ -244,8 +244,7 @@ def check_download(download: bool) -> None:
     ...
     TypeError: download must be a bool, got str 'no'
     """
-    if not isinstance(download, bool):
-        raise TypeError(f"download must be a bool, got {type(download).__name__} {download!r}")
+    check_bool(download, "download")
 
 
 def symmetrize_edges(src: torch.Tensor, dst: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:

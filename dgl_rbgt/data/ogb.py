@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .dataset import DatasetNotFoundError, DatasetSpec, NodeDataset, check_single_split, corrupt_file_error, index_to_mask, make_graph, not_found_error
+from .dataset import DatasetNotFoundError, DatasetSpec, NodeDataset, check_download, check_single_split, corrupt_file_error, index_to_mask, make_graph, not_found_error
 
 __all__ = ["load_ogb", "SPECS", "NAMES"]
 
@@ -103,8 +103,7 @@ def load_ogb(spec: DatasetSpec, root: Path, split: int, seed: int, *, download: 
     """
     name = spec.name
     check_single_split(name, split)
-    if not isinstance(download, bool):
-        raise TypeError(f"download must be a bool, got {type(download).__name__} {download!r}")
+    check_download(download)
     ddir = _dataset_dir(root, name)
     dataset = _open(name, root, ddir, download)
     try:

@@ -7,7 +7,7 @@ from dgl.base import DGLError
 from dgl.nn import GraphConv
 from torch import nn
 
-from dgl_rbgt._checks import check_feat, check_homogeneous, check_positive_int, check_probability
+from dgl_rbgt._checks import check_bool, check_feat, check_homogeneous, check_positive_int, check_probability
 from dgl_rbgt.conventions import ETYPE
 from dgl_rbgt.nn.exphormer import ExphormerConv
 from dgl_rbgt.nn.typed_csr import GraphCache
@@ -174,9 +174,8 @@ class Exphormer(nn.Module):
                 f"hidden must be divisible by num_heads, got hidden={hidden} and "
                 f"num_heads={num_heads}; e.g. hidden={num_heads * max(1, round(hidden / num_heads))}"
             )
-        for name, flag in (("local_gcn", local_gcn), ("attn_bias", attn_bias)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__} {flag!r}")
+        check_bool(local_gcn, "local_gcn")
+        check_bool(attn_bias, "attn_bias")
         self.local_gcn = local_gcn
         self.input = nn.Linear(in_feats, hidden)
         self.virtual_emb = nn.Parameter(torch.zeros(hidden))

@@ -14,7 +14,7 @@ import dgl
 import torch
 from torch import nn
 
-from dgl_rbgt._checks import (check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int,
+from dgl_rbgt._checks import (check_bool, check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int,
                               check_probability)
 from dgl_rbgt.nn.sparse_features import SPARSE_FIRST_LAYERS, SparseRows, dropout_values, sparse_apply
 
@@ -205,8 +205,7 @@ class GPSTransformer(nn.Module):
         if not input_projection and attention != "none" and attention_every == 1:
             raise ValueError("input_projection=False leaves the first layer on the raw features, without "
                              f"attention: attention_every must be >= 2 with attention={attention!r}, got 1")
-        if not isinstance(attn_gate, bool):
-            raise TypeError(f"attn_gate must be a bool, got {type(attn_gate).__name__} {attn_gate!r}")
+        check_bool(attn_gate, "attn_gate")
         self.self_loops = self_loops and local != "sage"
         self.sparse_features = sparse_features
         self._sparse_rows = SparseRows()  # the raw features as sparse rows, kept across full-graph calls

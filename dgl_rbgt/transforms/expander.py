@@ -59,7 +59,7 @@ import torch
 from dgl.base import DGLError
 from dgl.transforms import BaseTransform
 
-from dgl_rbgt._checks import check_choice, check_homogeneous, check_positive_int
+from dgl_rbgt._checks import check_bool, check_choice, check_homogeneous, check_positive_int
 from dgl_rbgt.transforms.edge_types import ETYPE, EdgeType, append_typed_edges, edge_type_codes
 
 __all__ = ["AddExpanderEdges", "SpectralGap", "spectral_gap", "random_expander_edges"]
@@ -429,13 +429,9 @@ class AddExpanderEdges(BaseTransform):
         if seed is not None:
             check_positive_int(seed, "seed", minimum=0)
         self.seed = seed
-        for name, flag in (
-            ("self_loops", self_loops),
-            ("allow_duplicates", allow_duplicates),
-            ("check_spectral_gap", check_spectral_gap),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__} {flag!r}")
+        check_bool(self_loops, "self_loops")
+        check_bool(allow_duplicates, "allow_duplicates")
+        check_bool(check_spectral_gap, "check_spectral_gap")
         self.self_loops = self_loops
         self.allow_duplicates = allow_duplicates
         self.check_spectral_gap = check_spectral_gap
