@@ -13,10 +13,12 @@ from dgl.utils import expand_as_pair
 from torch import nn
 
 from dgl_rbgt._checks import (
+    check_bool,
     check_choice,
     check_feat,
     check_homogeneous,
     check_nonempty,
+    check_nonnegative_float,
     check_output_finite,
     check_param_dtype,
     check_positive_int,
@@ -341,13 +343,9 @@ class ExphormerConv(nn.Module):
         self._num_edge_types = check_positive_int(num_edge_types, "num_edge_types")
         self._edge_feats = None if edge_feats is None else check_positive_int(edge_feats, "edge_feats")
         if clamp is not None:
-            if isinstance(clamp, bool) or not isinstance(clamp, (int, float)):
-                raise TypeError(f"clamp must be a float or None, got {type(clamp).__name__} {clamp!r}")
-            if not (clamp > 0 and math.isfinite(clamp)):
-                raise ValueError(f"clamp must be a positive finite number or None, got {clamp}")
-            clamp = float(clamp)
+            clamp = check_nonnegative_float(clamp, "clamp", positive=True)
         self._clamp = clamp
-        self._allow_zero_in_degree = bool(allow_zero_in_degree)
+        self._allow_zero_in_degree = check_bool(allow_zero_in_degree, "allow_zero_in_degree")
         width = self._num_heads * self._out_feats
         self.fc_q = nn.Linear(self._in_dst_feats, width, bias=bias)
         self.fc_k = nn.Linear(self._in_src_feats, width, bias=bias)
@@ -383,7 +381,7 @@ class ExphormerConv(nn.Module):
 
     def set_allow_zero_in_degree(self, set_value: bool) -> None:
         """Set ``allow_zero_in_degree`` (as DGL's layers do)."""
-        self._allow_zero_in_degree = bool(set_value)
+        self._allow_zero_in_degree = check_bool(set_value, "allow_zero_in_degree")
 
     def extra_repr(self) -> str:
         return (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_global_input, check_output_finite, check_positive_int
+from .._checks import check_bool, check_global_input, check_output_finite, check_positive_int
 from .functional.linear import sgformer_attention
 
 __all__ = ["SGFormerAttention"]
@@ -67,7 +67,7 @@ class SGFormerAttention(nn.Module):
         self._in_feats = check_positive_int(in_feats, "in_feats")
         self._out_feats = check_positive_int(out_feats, "out_feats")
         self._num_heads = check_positive_int(num_heads, "num_heads")
-        self.mean_heads = bool(mean_heads)
+        self.mean_heads = check_bool(mean_heads, "mean_heads")
         width = num_heads * out_feats
         self.fc_q = nn.Linear(in_feats, width, bias=bias)
         self.fc_k = nn.Linear(in_feats, width, bias=bias)

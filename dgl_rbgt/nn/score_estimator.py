@@ -16,8 +16,8 @@ from dgl.nn.functional import edge_softmax
 from dgl.utils import expand_as_pair
 from torch import nn
 
-from dgl_rbgt._checks import (check_choice, check_feat, check_homogeneous, check_nonempty, check_output_finite,
-                              check_param_dtype, check_positive_int)
+from dgl_rbgt._checks import (check_bool, check_choice, check_feat, check_homogeneous, check_nonempty,
+                              check_nonnegative_float, check_output_finite, check_param_dtype, check_positive_int)
 from dgl_rbgt.conventions import ETYPE, edge_type_codes
 from dgl_rbgt.nn.typed_csr import GraphCache, TypedCSR, sampled_dot, spmm_sum
 
@@ -235,13 +235,9 @@ class ScoreEstimatorConv(nn.Module):
         self._out_feats = check_positive_int(out_feats, "out_feats")
         self._num_heads = check_positive_int(num_heads, "num_heads")
         self._num_edge_types = check_positive_int(num_edge_types, "num_edge_types")
-        if isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not clamp > 0:
-            raise ValueError(f"clamp must be a positive number, got {clamp!r}")
-        if isinstance(value_scale, bool) or not isinstance(value_scale, (int, float)):
-            raise TypeError(f"value_scale must be a float, got {type(value_scale).__name__}")
-        self.clamp = float(clamp)
-        self._value_scale_init = float(value_scale)
-        self._allow_zero_in_degree = allow_zero_in_degree
+        self.clamp = check_nonnegative_float(clamp, "clamp", positive=True)
+        self._value_scale_init = check_nonnegative_float(value_scale, "value_scale", positive=True)
+        self._allow_zero_in_degree = check_bool(allow_zero_in_degree, "allow_zero_in_degree")
         width = out_feats * num_heads
         self.fc_q = nn.Linear(dst_feats, width, bias=bias)
         self.fc_k = nn.Linear(src_feats, width, bias=bias)
@@ -271,7 +267,7 @@ class ScoreEstimatorConv(nn.Module):
 
     def set_allow_zero_in_degree(self, set_value: bool) -> None:
         """Set ``allow_zero_in_degree`` (as DGL's layers do)."""
-        self._allow_zero_in_degree = bool(set_value)
+        self._allow_zero_in_degree = check_bool(set_value, "allow_zero_in_degree")
 
     def set_temperature(self, value: float) -> None:
         """Set the softmax temperature :math:`T > 0`."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dgl_rbgt._checks import check_feat, check_output_finite, check_param_dtype, check_positive_int
+from dgl_rbgt._checks import check_feat, check_nonnegative_float, check_output_finite, check_param_dtype, check_positive_int
 
 __all__ = ["SpexphormerConv", "TableBlock"]
 
@@ -315,11 +315,7 @@ class SpexphormerConv(nn.Module):
         self._num_heads = check_positive_int(num_heads, "num_heads")
         self._num_edge_types = check_positive_int(num_edge_types, "num_edge_types")
         if clamp is not None:
-            if isinstance(clamp, bool) or not isinstance(clamp, (int, float)):
-                raise TypeError(f"clamp must be a float or None, got {type(clamp).__name__} {clamp!r}")
-            if not (clamp > 0 and math.isfinite(clamp)):
-                raise ValueError(f"clamp must be a positive finite number or None, got {clamp}")
-            clamp = float(clamp)
+            clamp = check_nonnegative_float(clamp, "clamp", positive=True)
         self.clamp = clamp
         width = out_feats * num_heads
         self.fc_q = nn.Linear(dst_feats, width, bias=bias)

@@ -340,8 +340,10 @@ def test_errors():
         (dict(num_edge_types=0), ValueError, "num_edge_types must be >= 1"),
         (dict(edge_feats=0), ValueError, "edge_feats must be >= 1"),
         (dict(attn_drop=1.0), ValueError, r"attn_drop must be in \[0, 1\)"),
-        (dict(clamp=-1.0), ValueError, "clamp must be a positive"),
+        (dict(clamp=-1.0), ValueError, "clamp must be a finite number > 0"),
         (dict(clamp="5"), TypeError, "clamp must be a float"),
+        (dict(clamp=float("inf")), ValueError, "clamp must be a finite number > 0"),
+        (dict(allow_zero_in_degree="no"), TypeError, "allow_zero_in_degree must be a bool"),
         (dict(backend="mkl"), ValueError, "backend must be one of"),
     ],
 )

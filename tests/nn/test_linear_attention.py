@@ -100,6 +100,8 @@ def test_errors():
         SGFormerAttention(4, 2, num_heads=0)
     with pytest.raises(TypeError, match="out_feats must be an int"):
         SGFormerAttention(4, 2.0)
+    with pytest.raises(TypeError, match="mean_heads must be a bool"):
+        SGFormerAttention(4, 2, mean_heads="no")
     with pytest.raises(ValueError, match="feat must have 5 rows"):
         att(g, torch.randn(4, 4))
     with pytest.raises(ValueError, match="feat contains NaN or Inf"):

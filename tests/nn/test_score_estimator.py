@@ -220,7 +220,11 @@ def test_errors():
         conv(dgl.heterograph({("a", "r", "b"): ([0], [0]), ("b", "s", "a"): ([0], [0])}), torch.randn(1, 5))
     with pytest.raises(ValueError, match="in_feats must be >= 1"):
         ScoreEstimatorConv(0, 3)
-    with pytest.raises(ValueError, match="clamp must be a positive number"):
+    with pytest.raises(ValueError, match="clamp must be a finite number > 0"):
         ScoreEstimatorConv(5, 3, clamp=0.0)
     with pytest.raises(TypeError, match="value_scale must be a float"):
         ScoreEstimatorConv(5, 3, value_scale="1")
+    with pytest.raises(ValueError, match="value_scale must be a finite number > 0"):
+        ScoreEstimatorConv(5, 3, value_scale=float("nan"))
+    with pytest.raises(TypeError, match="allow_zero_in_degree must be a bool"):
+        ScoreEstimatorConv(5, 3, allow_zero_in_degree=1)
