@@ -18,6 +18,7 @@ from dgl_rbgt._checks import (
     check_feat,
     check_homogeneous,
     check_nonempty,
+    check_nonnegative_float,
     check_positive_int,
     check_probability,
 )
@@ -187,8 +188,8 @@ class RBTransformer(nn.Module):
         check_probability(attn_dropout, "attn_dropout")
         if gnn_dropout is not None:
             check_probability(gnn_dropout, "gnn_dropout")
-        if trans_weight_decay is not None and not trans_weight_decay >= 0:
-            raise ValueError(f"trans_weight_decay must be >= 0 or None, got {trans_weight_decay!r}")
+        if trans_weight_decay is not None:
+            trans_weight_decay = check_nonnegative_float(trans_weight_decay, "trans_weight_decay")
         self.trans_weight_decay = trans_weight_decay
         self._in_feats = in_feats
         self.attention = attention

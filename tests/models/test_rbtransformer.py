@@ -151,6 +151,8 @@ def test_param_groups_split_branches():
     torch.optim.Adam(model.param_groups(5e-4), lr=0.01)  # valid torch param groups
     with pytest.raises(ValueError, match="trans_weight_decay"):
         RBTransformer(8, 3, trans_weight_decay=-1.0)
+    with pytest.raises(TypeError, match="trans_weight_decay must be a float"):
+        RBTransformer(8, 3, trans_weight_decay="1e-4")
 
 
 @pytest.mark.parametrize("optimizer,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
