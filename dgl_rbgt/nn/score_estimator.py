@@ -169,7 +169,7 @@ class ScoreEstimatorConv(nn.Module):
     bias : bool
         Whether the query, key and value projections have a bias (the reference has none).
     value_scale : float
-        Initial value of the learnable value scale :math:`s`.
+        Initial value of the learnable value scale :math:`s` (a finite number > 0).
     clamp : float
         Logits are clipped to :math:`[-c, c]` after the temperature (8 in the reference).
     allow_zero_in_degree : bool
