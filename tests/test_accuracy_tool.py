@@ -148,3 +148,34 @@ def test_runs_under_other_set_options_keep_their_own_folders(tmp_path, monkeypat
                        *[arg for s in sets for arg in ("--set", s)]])
     assert len(calls) == 2 and calls[0] != calls[1]  # the third call reused the first's run
     assert all((d / "summary.json").is_file() for d in calls)
+
+
+def test_a_finished_run_that_cannot_be_reused_is_kept_aside(tmp_path, monkeypatch, capsys):
+    """A finished run made from another recipe text is moved to replaced/, not deleted; an
+    unfinished one is removed."""
+    import json
+    import subprocess
+
+    def fake_run(cmd, **kwargs):
+        run_dir = Path(cmd[cmd.index("--run-dir") + 1])
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text(json.dumps({
+            "metric": "accuracy", "test_metric": 0.5, "val_metric": 0.5, "val_loss": 1.0, "best_epoch": 1,
+            "median_epoch_seconds": 0.1, "peak_memory_mb": 1.0}))
+        return subprocess.CompletedProcess(cmd, 0, stdout="ok", stderr="")
+
+    monkeypatch.setattr(accuracy.subprocess, "run", fake_run)
+    recipe = _recipe(tmp_path, "  name: actor\n")
+    out = tmp_path / "out"
+    accuracy.main([str(recipe), "--seeds", "0", "--out", str(out)])
+    (run_dir,) = [d for d in (out / "runs").iterdir() if d.name != "replaced"]
+    (run_dir / "metrics.csv").write_text("epoch\n0\n")
+    recipe.write_text(recipe.read_text() + "# edited\n")
+    accuracy.main([str(recipe), "--seeds", "0", "--out", str(out)])
+    (kept,) = (out / "runs" / "replaced").iterdir()
+    assert kept.name.startswith(run_dir.name) and (kept / "metrics.csv").is_file()
+    assert (run_dir / "summary.json").is_file() and not (run_dir / "metrics.csv").exists()
+    assert "kept at" in capsys.readouterr().out
+    (run_dir / "summary.json").unlink()  # an unfinished run is not kept
+    accuracy.main([str(recipe), "--seeds", "0", "--out", str(out)])
+    assert len(list((out / "runs" / "replaced").iterdir())) == 1

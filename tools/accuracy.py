@@ -4,7 +4,7 @@ Each (recipe, variant, seed) runs in its own process through the CLI, so every r
 what a user gets from ``dgl-rbgt train``; results are read from the runs' summary.json files.
 A finished run is reused when the recipe file's text, the options and the library's source
 (``dgl_rbgt/**/*.py``) are the same as when it ran (a key kept in the run directory); otherwise it
-runs again. Runs under different ``--set`` options live in different folders, so processes that
+runs again, and the earlier finished run moves to ``runs/replaced/`` rather than being deleted. Runs under different ``--set`` options live in different folders, so processes that
 share ``--out`` with other options (say ``--set dataset.name=texas`` to try a recipe on a graph it
 was not tuned on) never replace each other's runs; such a run is labelled with the dataset it ran
 on and quotes no published number (the recipe's is for its own dataset).
@@ -101,6 +101,20 @@ def finished(run_dir: Path, key: str) -> bool:
     """A run to reuse: it finished, from the same recipe text and options."""
     key_file = run_dir / KEY_FILE
     return (run_dir / "summary.json").is_file() and key_file.is_file() and key_file.read_text() == key
+
+
+def set_aside(run_dir: Path) -> None:
+    """Clear ``run_dir`` for a new run. A finished run made by other code, recipe text or options
+    moves to ``<runs>/replaced/`` (its results are kept); an unfinished one is removed."""
+    if not run_dir.exists():
+        return
+    if not (run_dir / "summary.json").is_file():
+        shutil.rmtree(run_dir)
+        return
+    kept = run_dir.parent / "replaced" / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    kept.parent.mkdir(exist_ok=True)
+    run_dir.rename(kept)
+    print(f"{run_dir.name}: made by other code, recipe text or options; kept at {kept}", flush=True)
 
 
 def published(recipe: Path, overrides: list[str] = ()) -> str:
@@ -217,8 +231,7 @@ def main(argv=None) -> int:
                     cmd += ["--set", s]
                 key = run_key(recipe, cmd, source)
                 if not finished(run_dir, key):
-                    if run_dir.exists():  # unfinished, or made from another recipe text or options
-                        shutil.rmtree(run_dir)
+                    set_aside(run_dir)
                     t0 = time.time()
                     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
                     if proc.returncode != 0:
