@@ -4,10 +4,11 @@ Each (recipe, variant, seed) runs in its own process through the CLI, so every r
 what a user gets from ``dgl-rbgt train``; results are read from the runs' summary.json files.
 A finished run is reused when the recipe file's text, the options and the library's source
 (``dgl_rbgt/**/*.py``) are the same as when it ran (a key kept in the run directory); otherwise it
-runs again, and the earlier finished run moves to ``runs/replaced/`` rather than being deleted. Runs under different ``--set`` options live in different folders, so processes that
-share ``--out`` with other options (say ``--set dataset.name=texas`` to try a recipe on a graph it
-was not tuned on) never replace each other's runs; such a run is labelled with the dataset it ran
-on and quotes no published number (the recipe's is for its own dataset).
+runs again, and the earlier finished run moves to ``runs/replaced/`` rather than being deleted.
+Runs under different ``--set`` options live in different folders, so processes that share
+``--out`` with other options (say ``--set dataset.name=texas`` to try a recipe on a graph it was
+not tuned on) never replace each other's runs; such a run is labelled with the dataset it ran on
+and quotes no published number (the recipe's is for its own dataset).
 
     tools/in-venv python tools/accuracy.py recipes/rba/rbtransformer_cora.yaml recipes/rba/rbtransformer_citeseer.yaml \\
         --variant rba:model.attention=rba --variant sgformer:model.attention=sgformer --seeds 0 1 2 3 4
