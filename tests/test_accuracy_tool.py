@@ -1,6 +1,8 @@
 """tools/accuracy.py: the seed-by-seed comparison that settings are chosen with."""
 import importlib.util
+import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -124,15 +126,9 @@ def test_published_number_and_dataset_follow_set(tmp_path):
     assert accuracy.recipe_identity(recipe, ["dataset.name=texas"]) == ("texas", "gcn")
 
 
-def test_runs_under_other_set_options_keep_their_own_folders(tmp_path, monkeypatch):
-    """Two invocations sharing --out with different --set (another dataset) never replace each
-    other's runs; the same options find and reuse theirs."""
-    import json
-    import subprocess
-
-    calls = []
-
-    def fake_run(cmd, **kwargs):
+def _fake_training(calls: list):
+    """A stand-in for the training subprocess: writes a run's summary.json and records its folder."""
+    def run(cmd, **kwargs):
         run_dir = Path(cmd[cmd.index("--run-dir") + 1])
         run_dir.mkdir(parents=True)
         (run_dir / "summary.json").write_text(json.dumps({
@@ -140,8 +136,14 @@ def test_runs_under_other_set_options_keep_their_own_folders(tmp_path, monkeypat
             "median_epoch_seconds": 0.1, "peak_memory_mb": 1.0}))
         calls.append(run_dir)
         return subprocess.CompletedProcess(cmd, 0, stdout="ok", stderr="")
+    return run
 
-    monkeypatch.setattr(accuracy.subprocess, "run", fake_run)
+
+def test_runs_under_other_set_options_keep_their_own_folders(tmp_path, monkeypatch):
+    """Two invocations sharing --out with different --set (another dataset) never replace each
+    other's runs; the same options find and reuse theirs."""
+    calls = []
+    monkeypatch.setattr(accuracy.subprocess, "run", _fake_training(calls))
     recipe = _recipe(tmp_path, "  name: actor\n")
     for sets in (["dataset.name=texas"], ["dataset.name=cornell"], ["dataset.name=texas"]):
         accuracy.main([str(recipe), "--seeds", "0", "--out", str(tmp_path / "out"),
@@ -153,18 +155,7 @@ def test_runs_under_other_set_options_keep_their_own_folders(tmp_path, monkeypat
 def test_a_finished_run_that_cannot_be_reused_is_kept_aside(tmp_path, monkeypatch, capsys):
     """A finished run made from another recipe text is moved to replaced/, not deleted; an
     unfinished one is removed."""
-    import json
-    import subprocess
-
-    def fake_run(cmd, **kwargs):
-        run_dir = Path(cmd[cmd.index("--run-dir") + 1])
-        run_dir.mkdir(parents=True)
-        (run_dir / "summary.json").write_text(json.dumps({
-            "metric": "accuracy", "test_metric": 0.5, "val_metric": 0.5, "val_loss": 1.0, "best_epoch": 1,
-            "median_epoch_seconds": 0.1, "peak_memory_mb": 1.0}))
-        return subprocess.CompletedProcess(cmd, 0, stdout="ok", stderr="")
-
-    monkeypatch.setattr(accuracy.subprocess, "run", fake_run)
+    monkeypatch.setattr(accuracy.subprocess, "run", _fake_training([]))
     recipe = _recipe(tmp_path, "  name: actor\n")
     out = tmp_path / "out"
     accuracy.main([str(recipe), "--seeds", "0", "--out", str(out)])
