@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .dataset import DatasetNotFoundError, DatasetSpec, NodeDataset, check_download, check_single_split, corrupt_file_error, index_to_mask, make_graph, not_found_error
+from .dataset import (DatasetNotFoundError, DatasetSpec, NodeDataset, check_download, check_single_split,
+                      corrupt_file_error, index_to_mask, make_graph, not_found_error)
 
 __all__ = ["load_ogb", "SPECS", "NAMES"]
 

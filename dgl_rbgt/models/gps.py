@@ -14,8 +14,8 @@ import dgl
 import torch
 from torch import nn
 
-from dgl_rbgt._checks import (check_bool, check_choice, check_feat, check_homogeneous, check_nonempty, check_positive_int,
-                              check_probability)
+from dgl_rbgt._checks import (check_bool, check_choice, check_feat, check_homogeneous, check_nonempty,
+                              check_positive_int, check_probability)
 from dgl_rbgt.nn.sparse_features import SPARSE_FIRST_LAYERS, SparseRows, dropout_values, sparse_apply
 
 from .baselines import LocalKind, NormKind, local_conv, norm_layer

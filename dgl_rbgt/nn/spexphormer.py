@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dgl_rbgt._checks import check_feat, check_nonnegative_float, check_output_finite, check_param_dtype, check_positive_int
+from dgl_rbgt._checks import (check_feat, check_nonnegative_float, check_output_finite, check_param_dtype,
+                              check_positive_int)
 
 __all__ = ["SpexphormerConv", "TableBlock"]
 
