@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from ..batching import FullGraph, NeighborSampling, NodeBatches, TableBatching
 from ..models import GAT, GCN, SAGE, Exphormer, GPSTransformer, RBTransformer, Spexphormer
-from ..transforms import AddExpanderEdges, AddSelfLoops, AddVirtualNodes, CastFeatures, MemoryMapFeatures, NormalizeFeatures
+from ..transforms import (
+    AddDegreeFeature, AddExpanderEdges, AddSelfLoops, AddVirtualNodes, CastFeatures, MemoryMapFeatures, NormalizeFeatures,
+)
 
 __all__ = ["MODELS", "TRANSFORMS", "BATCHINGS"]
 
@@ -37,6 +39,7 @@ MODELS: dict[str, type] = {
 #: ``transforms[i].name`` -> DGL ``BaseTransform`` class, ``Transform(**transforms[i])``.
 TRANSFORMS: dict[str, type] = {
     "normalize_features": NormalizeFeatures,
+    "degree_feature": AddDegreeFeature,
     "cast_features": CastFeatures,
     "memory_map_features": MemoryMapFeatures,
     "expander": AddExpanderEdges,
