@@ -8,10 +8,9 @@ The recipe names of the transforms are in :data:`dgl_rbgt.config.registry.TRANSF
 """
 from ..conventions import EdgeType
 from ..sampling import Sparsifier, sparsify
-from .degree import AddDegreeFeature
 from .edge_types import add_self_loops
 from .expander import AddExpanderEdges, spectral_gap
-from .features import CastFeatures, MemoryMapFeatures, NormalizeFeatures
+from .features import AddDegreeFeature, CastFeatures, MemoryMapFeatures, NormalizeFeatures
 from .self_loops import AddSelfLoops
 from .virtual_nodes import AddVirtualNodes
 

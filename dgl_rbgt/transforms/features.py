@@ -1,4 +1,4 @@
-"""Feature preprocessing transforms (thin, typed wrappers over DGL's own)."""
+"""Feature preprocessing transforms (thin, typed wrappers over DGL's own), and a degree column."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ from dgl.transforms import BaseTransform, RowFeatNormalizer
 from .._checks import check_choice, check_homogeneous
 from ..conventions import STORAGE_DTYPES
 
-__all__ = ["NormalizeFeatures", "CastFeatures", "MemoryMapFeatures"]
+__all__ = ["NormalizeFeatures", "AddDegreeFeature", "CastFeatures", "MemoryMapFeatures"]
 
 
 def _features_of(g: dgl.DGLGraph, who: str):
@@ -58,6 +58,43 @@ class NormalizeFeatures(BaseTransform):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(subtract_min={self.subtract_min})"
+
+
+class AddDegreeFeature(BaseTransform):
+    r"""Append :math:`\log(1 + d_i)`, node ``i``'s in-degree, to ``ndata['feat']`` as a last column.
+
+    A mean-aggregating layer (SAGE, a random group's attention) cannot see how many neighbours it
+    averaged, and a batch norm removes the scale a GCN's sum would keep. Graphormer gives each node
+    its degree as an input embedding (its centrality encoding, Ying et al., NeurIPS 2021); here it
+    is one column, logarithmic because degrees are heavy-tailed. The value depends on the node's own
+    edges only, so graphs seen in training and graphs seen later get the same encoding. Edges added
+    by earlier transforms (self-loops, expander edges) are counted: put this one first to count the
+    dataset's own. Returns a new graph; the input is not modified.
+
+    Example
+    -------
+    >>> import dgl, torch
+    >>> from dgl_rbgt.transforms import AddDegreeFeature
+    >>> g = dgl.graph(([0, 1, 2], [1, 2, 1]))
+    >>> g.ndata["feat"] = torch.zeros(3, 2)
+    >>> AddDegreeFeature()(g).ndata["feat"]
+    tensor([[0.0000, 0.0000, 0.0000],
+            [0.0000, 0.0000, 1.0986],
+            [0.0000, 0.0000, 0.6931]])
+    """
+
+    def __call__(self, g: dgl.DGLGraph) -> dgl.DGLGraph:
+        feat = _features_of(g, "AddDegreeFeature")
+        if feat.dim() != 2 or not torch.is_floating_point(feat) or feat.layout != torch.strided:
+            raise TypeError(f"AddDegreeFeature appends a column to dense floating-point features of shape "
+                            f"(N, D); ndata['feat'] is a {feat.layout} {feat.dtype} tensor of shape {tuple(feat.shape)}")
+        degree = torch.log1p(g.in_degrees().to(torch.float64)).to(device=feat.device, dtype=feat.dtype)
+        out = g.local_var()
+        out.ndata["feat"] = torch.cat([feat, degree.unsqueeze(1)], dim=1)
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 class CastFeatures(BaseTransform):
