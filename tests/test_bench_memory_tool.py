@@ -41,3 +41,18 @@ def test_the_compiled_variant_is_opt_in_and_compared_with_diagonal():
     rows = [row | dict(variant="diagonal", median_ms=100.0), row | dict(variant="compiled", median_ms=125.0)]
     (line,) = [s for s in bench.summarise(rows) if "N=10000" in s]
     assert "compiled/diagonal 1.25x" in line
+
+
+def test_chains_are_their_own_rows_and_rba_is_shared():
+    """``--chains``: each chain count gets its own line against the same RBA row, and the schedule
+    speed-up targets (set for one recurrence per graph) are judged on ``chains=1`` only."""
+    base = dict(mode="train", n=100_000, L=4, p=64, m=16, status="ok", runs=3)
+    rows = [base | dict(variant="rba", m="", chains="", median_ms=100.0)]
+    for chains, diag, seq in ((1, 200.0, 400.0), (4, 130.0, 150.0)):
+        rows += [base | dict(variant="diagonal", chains=chains, median_ms=diag),
+                 base | dict(variant="sequential", chains=chains, median_ms=seq)]
+    lines = [s for s in bench.summarise(rows) if "N=100000" in s]
+    (one,) = [s for s in lines if "chains" not in s]
+    (four,) = [s for s in lines if "chains=4" in s]
+    assert "chains" not in one and "diagonal/rba 2.00x" in one and "target >= 1.3x: met" in one
+    assert "chains=4" in four and "diagonal/rba 1.30x" in four and "target >= 1.3x" not in four

@@ -17,6 +17,10 @@ node tokens, in segments of p nodes with m memory tokens per layer (one recurren
                   ``torch.compile`` (Inductor; needs a C++ compiler on a CPU). Not in the default
                   sweep: the compilation (about 30 s per cell shape) runs in an untimed warm-up.
 
+``--chains C`` runs each memory variant with the nodes cut into C independent recurrences that
+step together (``memory_recurrence(..., chains=C)``: ceil(S / C) + L - 1 diagonal steps of C times
+the cells); RBA does not depend on it.
+
 Modes: ``train`` times forward + backward of a random linear functional of the output (autograd);
 ``infer`` times a forward under ``torch.no_grad()``. The memory-model workers load
 ``dgl_rbgt/nn/functional/memory.py`` by file path and import nothing but torch (the worker checks
@@ -127,7 +131,8 @@ def worker(args) -> None:
 
         def run():
             schedule = "diagonal" if args.variant == "compiled" else args.variant
-            res = core.memory_recurrence(x, weights, HEADS, args.p, order=order, schedule=schedule)
+            res = core.memory_recurrence(x, weights, HEADS, args.p, order=order, schedule=schedule,
+                                         chains=args.chains)
             return res.out, res.num_steps
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -160,15 +165,16 @@ def worker(args) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def run_config(args, variant: str, mode: str, n: int, layers: int, p: int, m: int) -> dict:
+def run_config(args, variant: str, mode: str, n: int, layers: int, p: int, m: int, chains: int = 1) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--variant", variant, "--mode", mode, "--n", str(n),
-           "--L", str(layers), "--p", str(p), "--m", str(m), "--repeats", str(args.repeats),
+           "--L", str(layers), "--p", str(p), "--m", str(m), "--C", str(chains), "--repeats", str(args.repeats),
            "--threads", str(args.threads), "--time-cap", str(args.time_cap), "--seed", str(args.seed),
            "--device", args.device]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OUTDATED_IGNORE="1")
     if args.omp_wait_policy != "default":
         env["OMP_WAIT_POLICY"] = args.omp_wait_policy
-    row = dict(variant=variant, mode=mode, n=n, L=layers, p=p, m=m if variant != "rba" else "", status="ok")
+    row = dict(variant=variant, mode=mode, n=n, L=layers, p=p, m=m if variant != "rba" else "",
+               chains=chains if variant != "rba" else "", status="ok")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.config_timeout)
     except subprocess.TimeoutExpired:
@@ -204,22 +210,23 @@ def arithmetic_ratio(p: int, m: int, d: int = D_MODEL, f: int = FFN_RATIO * D_MO
 
 
 def summarise(rows) -> list[str]:
-    ok = {(r["variant"], r["mode"], r["n"], r["L"], r["p"], r["m"]): r for r in rows if r["status"] == "ok"}
+    ok = {(r["variant"], r["mode"], r["n"], r["L"], r["p"], r["m"], r.get("chains", 1 if r["m"] != "" else "")): r
+          for r in rows if r["status"] == "ok"}
     lines, worst = [], []
-    for (variant, mode, n, layers, p, m), diag in sorted(ok.items(), key=lambda kv: str(kv[0])):
+    for (variant, mode, n, layers, p, m, chains), diag in sorted(ok.items(), key=lambda kv: str(kv[0])):
         if variant != "diagonal":
             continue
-        seq = ok.get(("sequential", mode, n, layers, p, m))
-        rba = ok.get(("rba", mode, n, layers, p, ""))
-        parts = [f"{mode:5} N={n} L={layers} p={p} m={m}:"]
+        seq = ok.get(("sequential", mode, n, layers, p, m, chains))
+        rba = ok.get(("rba", mode, n, layers, p, "", ""))
+        parts = [f"{mode:5} N={n} L={layers} p={p} m={m}" + (f" chains={chains}:" if chains != 1 else ":")]
         if seq:
             speedup = seq["median_ms"] / diag["median_ms"]
             worst.append(speedup)
             parts.append(f"sequential/diagonal {speedup:.2f}x")
             target = {(4, 64, 16, 100_000): 1.3}.get((layers, p, m, n)) or (1.5 if (layers, p) == (8, 64) else None)
-            if mode == "train" and target:
+            if mode == "train" and target and chains == 1:  # the targets are for one chain per graph
                 parts.append(f"(target >= {target}x: {'met' if speedup >= target else 'MISSED'})")
-        compiled = ok.get(("compiled", mode, n, layers, p, m))
+        compiled = ok.get(("compiled", mode, n, layers, p, m, chains))
         if compiled:
             parts.append(f"compiled/diagonal {compiled['median_ms'] / diag['median_ms']:.2f}x")
         if rba:
@@ -234,12 +241,14 @@ def summarise(rows) -> list[str]:
         groups = {}
         for r in ok.values():
             if r["variant"] == variant and r["mode"] == "infer":
-                groups.setdefault((r["L"], r["p"], r["m"]), []).append((r["n"], max(r["work_mb"], 1.0)))
+                key = (r["L"], r["p"], r["m"], r.get("chains", 1))
+                groups.setdefault(key, []).append((r["n"], max(r["work_mb"], 1.0)))
         for key, pts in sorted(groups.items()):
             if len(pts) >= 2:
                 pts.sort()
                 s = loglog_slope(*zip(*pts))
-                lines.append(f"{variant} infer working-memory slope L={key[0]} p={key[1]} m={key[2]} over "
+                chained = f" chains={key[3]}" if key[3] != 1 else ""
+                lines.append(f"{variant} infer working-memory slope L={key[0]} p={key[1]} m={key[2]}{chained} over "
                              f"N={pts[0][0]}..{pts[-1][0]}: {s:.2f} (target < 0.2: {'met' if s < 0.2 else 'MISSED'})")
     return lines
 
@@ -255,6 +264,7 @@ def plot(rows, path: Path) -> None:
     for r in rows:
         if r["status"] == "ok":
             label = f"{r['variant']} {r['mode']} L={r['L']} p={r['p']}" + (f" m={r['m']}" if r["m"] != "" else "")
+            label += f" C={r['chains']}" if r.get("chains", 1) not in (1, "") else ""
             series.setdefault(label, []).append((r["n"], r["median_ms"], max(r["work_mb"], 0.1)))
     for i, (label, pts) in enumerate(sorted(series.items())):
         pts.sort()
@@ -275,17 +285,18 @@ def plot(rows, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-FIELDS = ["variant", "mode", "n", "L", "p", "m", "median_ms", "min_ms", "max_ms", "runs", "peak_mb", "work_mb",
+FIELDS = ["variant", "mode", "n", "L", "p", "m", "chains", "median_ms", "min_ms", "max_ms", "runs", "peak_mb", "work_mb",
           "steps", "status"]
 
 
 def report(rows, args, out: Path) -> None:
     print(f"\nthreads={args.threads} repeats={args.repeats} device={args.device} "
           f"OMP_WAIT_POLICY={args.omp_wait_policy} d={D_MODEL} H={HEADS}; CSV and PNG in {out}/")
-    print(f"{'mode':>5} {'N':>9} {'L':>2} {'p':>5} {'m':>3} {'variant':>10} {'median ms':>10} "
+    print(f"{'mode':>5} {'N':>9} {'L':>2} {'p':>5} {'m':>3} {'C':>3} {'variant':>10} {'median ms':>10} "
           f"{'spread ms':>15} {'peak MB':>8} {'work MB':>8} {'steps':>7}  status")
     for r in rows:
-        head = f"{r['mode']:>5} {r['n']:>9} {r['L']:>2} {r['p']:>5} {str(r['m']) or '-':>3} {r['variant']:>10}"
+        head = (f"{r['mode']:>5} {r['n']:>9} {r['L']:>2} {r['p']:>5} {str(r['m']) or '-':>3} "
+                f"{str(r.get('chains', '')) or '-':>3} {r['variant']:>10}")
         if r["status"] == "ok":
             spread = f"{r['min_ms']:.0f}-{r['max_ms']:.0f}"
             print(f"{head} {r['median_ms']:>10.1f} {spread:>15} {r['peak_mb']:>8.1f} {r['work_mb']:>8.1f} "
@@ -298,14 +309,15 @@ def report(rows, args, out: Path) -> None:
 
 
 def configs(args):
-    """(mode, n, L, p, m) in sweep order; inference-only sizes run in infer mode only."""
+    """(mode, n, L, p, m, chains) in sweep order; inference-only sizes run in infer mode only."""
     for mode in args.modes:
         sizes = args.sizes + (args.infer_sizes if mode == "infer" else [])
         for n in sizes:
             for layers in args.layers:
                 for p in args.segment_sizes:
                     for m in args.memory_tokens:
-                        yield mode, n, layers, p, m
+                        for chains in args.chains:
+                            yield mode, n, layers, p, m, chains
 
 
 def main(argv=None) -> None:
@@ -317,6 +329,8 @@ def main(argv=None) -> None:
     ap.add_argument("--layers", type=int, nargs="+", default=[2, 4, 8])
     ap.add_argument("--segment-sizes", type=int, nargs="+", default=[64, 256, 1024])
     ap.add_argument("--memory-tokens", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--chains", type=int, nargs="+", default=[1],
+                    help="independent recurrences per graph for the memory variants (RBA ignores it)")
     ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     ap.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
     ap.add_argument("--repeats", type=int, default=3)
@@ -341,9 +355,10 @@ def main(argv=None) -> None:
     ap.add_argument("--L", type=int, dest="layers_one", help=argparse.SUPPRESS)
     ap.add_argument("--p", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--m", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--C", type=int, dest="chains_one", default=1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        args.layers = args.layers_one
+        args.layers, args.chains = args.layers_one, args.chains_one
         worker(args)
         return
 
@@ -352,17 +367,18 @@ def main(argv=None) -> None:
     rows, done_rba = [], set()
     started = time.perf_counter()
     print(f"threads={args.threads} OMP_WAIT_POLICY={args.omp_wait_policy} device={args.device}", flush=True)
-    for mode, n, layers, p, m in configs(args):
+    for mode, n, layers, p, m, chains in configs(args):
         for variant in args.variants:  # alternate the variants inside each configuration
             if variant == "rba":
                 if (mode, n, layers, p) in done_rba:
-                    continue  # RBA does not depend on m
+                    continue  # RBA does not depend on m or chains
                 done_rba.add((mode, n, layers, p))
-            row = run_config(args, variant, mode, n, layers, p, m)
+            row = run_config(args, variant, mode, n, layers, p, m, chains)
             rows.append(row)
             msg = (f"{row['median_ms']:.1f} ms [{row['min_ms']:.1f}-{row['max_ms']:.1f}] "
                    f"work {row['work_mb']:.1f} MB, {row['steps']} steps" if row["status"] == "ok" else row["status"])
-            print(f"[{time.perf_counter() - started:6.0f}s] {mode} N={n} L={layers} p={p} m={m} {variant}: {msg}",
+            print(f"[{time.perf_counter() - started:6.0f}s] {mode} N={n} L={layers} p={p} m={m} C={chains} "
+                  f"{variant}: {msg}",
                   flush=True)
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)

@@ -58,7 +58,8 @@ def _memory(hidden: int, head_dim: int, num_heads: int, options: dict) -> nn.Mod
     # tokens on, and (memory_passes 2) a read-out pass lets early segments see the final memory.
     return MemoryTransformer(hidden, hidden, num_heads, 1, options["group_size"], options["memory_tokens"],
                              dropout=options["attn_dropout"], eval_mode=options["eval_mode"],
-                             eval_repeats=options["eval_repeats"], passes=options["memory_passes"])
+                             eval_repeats=options["eval_repeats"], passes=options["memory_passes"],
+                             chains=options["memory_chains"])
 
 
 # Every builder maps (hidden, per-head width, heads, options) to a layer called as
@@ -83,6 +84,7 @@ def global_attention(
     eval_repeats: int = 8,
     memory_tokens: int = 16,
     memory_passes: int = 2,
+    memory_chains: int = 1,
 ) -> nn.Module | None:
     """Build the global attention layer of one transformer layer of width ``hidden``.
 
@@ -116,6 +118,9 @@ def global_attention(
     memory_passes : int
         ``2`` (default): a read-out pass lets every segment read the final memory; ``1``: one
         recurrent pass, early segments blind to later ones (``kind="memory"`` only).
+    memory_chains : int
+        Independent recurrences per graph (``kind="memory"`` only; see
+        :class:`~dgl_rbgt.nn.MemoryTransformer`): fewer, larger steps.
 
     Returns
     -------
@@ -149,6 +154,7 @@ def global_attention(
     check_positive_int(eval_repeats, "eval_repeats")
     check_positive_int(memory_tokens, "memory_tokens", minimum=0)
     check_choice(memory_passes, "memory_passes", (1, 2))
+    check_positive_int(memory_chains, "memory_chains")
     if kind == "none":
         return None
     if merge == "concat" and hidden % num_heads:
@@ -156,7 +162,7 @@ def global_attention(
                          f"and hidden={hidden}")
     head_dim = hidden if merge == "mean" else hidden // num_heads
     options = dict(group_size=group_size, attn_dropout=attn_dropout, eval_mode=eval_mode, eval_repeats=eval_repeats,
-                   memory_tokens=memory_tokens, memory_passes=memory_passes)
+                   memory_tokens=memory_tokens, memory_passes=memory_passes, memory_chains=memory_chains)
     return _BUILDERS[kind](hidden, head_dim, num_heads, options)
 
 

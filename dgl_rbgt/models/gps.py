@@ -91,6 +91,9 @@ class GPSTransformer(nn.Module):
     memory_passes : int
         ``attention="memory"``: ``2`` (default) adds a read-out pass in which every segment reads
         the final memory; ``1`` keeps early segments blind to later ones.
+    memory_chains : int
+        ``attention="memory"``: independent recurrences per graph, stepping together (fewer,
+        larger steps; see :class:`~dgl_rbgt.nn.MemoryTransformer`). Default: ``1``.
     block : str
         ``"graphgps"`` (default): each branch with its own identity residual and norm, summed;
         ``"tuned"``: the branches summed before one norm and activation (see above).
@@ -174,6 +177,7 @@ class GPSTransformer(nn.Module):
         eval_repeats: int = 8,
         memory_tokens: int = 16,
         memory_passes: int = 2,
+        memory_chains: int = 1,
         block: Literal["graphgps", "tuned"] = "graphgps",
         norm: NormKind = "batch",
         dropout: float = 0.2,
@@ -231,7 +235,7 @@ class GPSTransformer(nn.Module):
             attn = global_attention(attention if attends else "none", hidden, num_heads=num_heads, merge="concat",
                                     group_size=group_size, attn_dropout=attn_dropout, eval_mode=eval_mode,
                                     eval_repeats=eval_repeats, memory_tokens=memory_tokens,
-                                    memory_passes=memory_passes)
+                                    memory_passes=memory_passes, memory_chains=memory_chains)
             if attn is not None:
                 self.attns[str(i)] = attn
                 self.attn_outs[str(i)] = nn.Linear(hidden, hidden)

@@ -75,6 +75,9 @@ class RBTransformer(nn.Module):
     memory_passes : int
         ``attention="memory"``: ``2`` (default) adds a read-out pass in which every segment reads
         the final memory; ``1`` keeps early segments blind to later ones.
+    memory_chains : int
+        ``attention="memory"``: independent recurrences per graph, stepping together (fewer,
+        larger steps; see :class:`~dgl_rbgt.nn.MemoryTransformer`). Default: ``1``.
     gnn_layers : int
         GraphConv layers in the GCN branch (0 disables it).
     gnn_weight : float
@@ -157,6 +160,7 @@ class RBTransformer(nn.Module):
         eval_repeats: int = 8,
         memory_tokens: int = 16,
         memory_passes: int = 2,
+        memory_chains: int = 1,
         gnn_layers: int = 2,
         gnn_weight: float = 0.5,
         dropout: float = 0.5,
@@ -216,7 +220,8 @@ class RBTransformer(nn.Module):
             # Heads averaged, each ``hidden`` wide, as SGFormer.
             conv = global_attention(attention, hidden, num_heads=num_heads, merge="mean", group_size=group_size,
                                     attn_dropout=attn_dropout, eval_mode=eval_mode, eval_repeats=eval_repeats,
-                                    memory_tokens=memory_tokens, memory_passes=memory_passes)
+                                    memory_tokens=memory_tokens, memory_passes=memory_passes,
+                                    memory_chains=memory_chains)
             if conv is None:
                 break
             self.attns.append(conv)

@@ -73,6 +73,12 @@ class MemoryTransformer(nn.Module):
       segment mixes graphs and every graph starts from the learned memory. A graph's last
       segment may be shorter: its missing positions are masked keys nothing attends to; a
       graph with fewer segments than the largest keeps its memory through the empty ones.
+    * **Chains** (``chains=C``): each graph's segments are cut into :math:`C` consecutive runs,
+      each its own recurrence from the learned memory, all stepping together:
+      :math:`\lceil S / C \rceil + L - 1` diagonal steps of :math:`C` times the cells. Fewer,
+      larger steps cost less where the steps are many and small (``segment_size`` 64 on a CPU);
+      a chain's memory then summarises :math:`N / C` nodes, and the read-out pass reads all
+      :math:`C` chains' final memories (:math:`C m` tokens per layer).
     * **Working memory**: under ``torch.no_grad()`` the wavefront lives in one
       :math:`(L, B, m + p, d)` buffer and segments are read and written one at a time, so the
       layer holds :math:`O(L (p + m) d)` activations beyond the (projected) input and the output.
@@ -98,6 +104,8 @@ class MemoryTransformer(nn.Module):
         Feed-forward width as a multiple of ``hidden``. Default: ``2``.
     passes : int, optional
         ``1`` (recurrence only) or ``2`` (recurrence, then the read-out pass). Default: ``2``.
+    chains : int, optional
+        Independent recurrences per graph (see above). Default: ``1``.
     eval_mode : str, optional
         ``"fixed"`` or ``"mean"`` (see above). Default: ``"fixed"``.
     eval_repeats : int, optional
@@ -141,6 +149,9 @@ class MemoryTransformer(nn.Module):
     >>> out, memory = layer(bg, feat, get_memory=True)  # segments stay inside each graph
     >>> memory.shape  # (layers, graphs, memory_tokens, hidden)
     torch.Size([3, 2, 2, 8])
+    >>> chained = MemoryTransformer(5, 8, num_heads=2, layers=3, segment_size=2, memory_tokens=2, chains=2)
+    >>> chained(g, feat).shape, chained.last_num_steps  # 5 segments: chains of 3 and 2; 3 + 3 - 1
+    (torch.Size([10, 8]), 5)
     """
 
     def __init__(
@@ -155,6 +166,7 @@ class MemoryTransformer(nn.Module):
         dropout: float = 0.0,
         ffn_ratio: int = 2,
         passes: int = 2,
+        chains: int = 1,
         eval_mode: str = "fixed",
         eval_repeats: int = 8,
         seed: int = 0,
@@ -172,6 +184,7 @@ class MemoryTransformer(nn.Module):
         self.dropout = check_probability(dropout, "dropout")
         self._ffn = hidden * check_positive_int(ffn_ratio, "ffn_ratio")
         self.passes = check_choice(passes, "passes", PASSES)
+        self.chains = check_positive_int(chains, "chains")
         self.eval_mode = check_choice(eval_mode, "eval_mode", EVAL_MODES)
         self.eval_repeats = check_positive_int(eval_repeats, "eval_repeats")
         self.seed = check_positive_int(seed, "seed", minimum=0)
@@ -217,7 +230,8 @@ class MemoryTransformer(nn.Module):
             f"in_feats={self._in_feats}, hidden={self._hidden}, num_heads={self._num_heads}, "
             f"layers={self._layers}, segment_size={self.segment_size}, "
             f"memory_tokens={self._memory_tokens}, ffn={self._ffn}, dropout={self.dropout}, "
-            f"passes={self.passes}, eval_mode={self.eval_mode!r}, eval_repeats={self.eval_repeats}, "
+            f"passes={self.passes}, chains={self.chains}, eval_mode={self.eval_mode!r}, "
+            f"eval_repeats={self.eval_repeats}, "
             f"seed={self.seed}, schedule={self.schedule!r}"
         )
 
@@ -266,7 +280,7 @@ class MemoryTransformer(nn.Module):
         torch.Tensor
             ``(N, hidden)``.
         torch.Tensor, optional
-            ``(layers, B, memory_tokens, hidden)`` for ``B`` graphs (leading axis
+            ``(layers, B, chains * memory_tokens, hidden)`` for ``B`` graphs (leading axis
             ``eval_repeats`` with ``eval_mode="mean"`` in evaluation), only with ``get_memory``.
 
         Raises
@@ -289,6 +303,7 @@ class MemoryTransformer(nn.Module):
             for order in orders:  # one at a time: "mean" holds one output sum, not eval_repeats
                 res = memory_recurrence(h, weights, self._num_heads, self.segment_size, order=order,
                                         graph_sizes=sizes, schedule=self.schedule, passes=self.passes,
+                                        chains=self.chains,
                                         dropout_p=self.dropout, training=self.training)
                 out = res.out if out is None else out + res.out
                 memories.append(res.memory)

@@ -165,6 +165,17 @@ def test_memory_passes_reach_the_memory_layer_and_the_recipe():
         global_attention("memory", 8, memory_passes=3)
 
 
+def test_memory_chains_reach_the_memory_layer_and_the_recipe():
+    assert global_attention("memory", 8, num_heads=2, group_size=4, memory_chains=3).chains == 3
+    recipe = parse_recipe({"name": "t", "dataset": {"name": "csbm"},
+                           "model": {"name": "gps", "attention": "memory", "memory_chains": 4}})
+    assert recipe.model.memory_chains == 4
+    assert GPSTransformer(6, 3, hidden=8, num_heads=2, attention="memory", memory_chains=2).attns["0"].chains == 2
+    assert RBTransformer(6, 3, hidden=8, num_heads=2, attention="memory", memory_chains=2).attns[0].chains == 2
+    with pytest.raises(ValueError, match="memory_chains must be >= 1"):
+        global_attention("memory", 8, memory_chains=0)
+
+
 def test_rbtransformer_holds_the_factory_layers_unwrapped():
     """RBTransformer's attention parameters keep their state_dict keys (checkpoints still load)."""
     keys = set(RBTransformer(8, 3, hidden=16, num_heads=2, group_size=16).state_dict())

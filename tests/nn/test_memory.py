@@ -82,6 +82,39 @@ def ref_recurrence(x, w, heads, p, order, sizes, passes):
     return out, torch.stack(memories, 1)
 
 
+def ref_chained(x, w, heads, p, order, sizes, passes, chains):
+    """Reference with ``chains`` recurrences per graph: a graph's S segments in runs of
+    ceil(S / chains), each run its own recurrence from the learned memory; the read-out pass
+    reads all runs' final memories side by side."""
+    layers, m = w.memory.shape[:2]
+    out = torch.full_like(x, float("nan"))
+    memories, start = [], 0
+    for n in sizes:
+        rows = x[order[start:start + n]]
+        per_chain = math.ceil(math.ceil(n / p) / chains) * p
+        outs, mems = [], []
+        for c in range(chains):
+            part = rows[c * per_chain:(c + 1) * per_chain]
+            if len(part):
+                o, mem = ref_graph(part, w, heads, p, passes=1)
+                outs.append(o)
+            else:  # an empty chain keeps the learned memory
+                mem = w.memory
+            mems.append(mem)
+        joined = torch.cat(mems, 1)  # (L, chains * m, d)
+        if passes == 2:
+            outs = []
+            for i in range(0, n, p):
+                h = rows[i:i + p]
+                for l in range(layers):
+                    h = ref_layer(torch.cat([joined[l], h]), w, l, heads)[chains * m:]
+                outs.append(h)
+        out[order[start:start + n]] = torch.cat(outs)
+        memories.append(joined)
+        start += n
+    return out, torch.stack(memories, 1)
+
+
 def random_weights(layers, m, d, f, dtype=torch.float64, requires_grad=False):
     shapes = [(layers, m, d), (layers, d, 3 * d), (layers, 3 * d), (layers, d, d), (layers, d), (layers, d),
               (layers, d, f), (layers, f), (layers, f, d), (layers, d), (layers, d), (layers, d)]
@@ -147,16 +180,55 @@ def test_both_schedules_match_plain_reference(monkeypatch, sizes, p, layers, m, 
 
 
 @pytest.mark.parametrize("sizes,p,layers,m", CASES)
+@pytest.mark.parametrize("passes", [1, 2])
+@pytest.mark.parametrize("chains", [2, 3])
+def test_chains_match_plain_reference(sizes, p, layers, m, passes, chains):
+    d, heads = 8, 2
+    w = random_weights(layers, m, d, 16)
+    x = torch.randn(sum(sizes), d, dtype=torch.float64)
+    order = batch_order(sizes)
+    ref_out, ref_mem = ref_chained(x, w, heads, p, order, sizes, passes, chains)
+    for schedule in ("diagonal", "sequential"):
+        for grad in (True, False):
+            with torch.set_grad_enabled(grad):
+                res = memory_recurrence(x, w, heads, p, order=order, graph_sizes=sizes, schedule=schedule,
+                                        passes=passes, chains=chains)
+            assert res.memory.shape == (layers, len(sizes), chains * m, d)
+            assert rel_err(res.out, ref_out) <= 1e-12, (schedule, grad)
+            if m:
+                assert rel_err(res.memory, ref_mem) <= 1e-12, (schedule, grad)
+    # The reference itself: one chain is the plain recurrence.
+    one_out, one_mem = ref_chained(x, w, heads, p, order, sizes, passes, 1)
+    plain_out, plain_mem = ref_recurrence(x, w, heads, p, order, sizes, passes)
+    assert torch.equal(one_out, plain_out) and torch.equal(one_mem, plain_mem)
+
+
+def test_chains_take_fewer_larger_steps():
+    # 100 nodes in segments of 4: S = 25; 4 chains of 7, 7, 7, 4 segments run side by side.
+    w = random_weights(3, 2, 8, 16)
+    x = torch.randn(100, 8, dtype=torch.float64)
+    res = memory_recurrence(x, w, 2, 4, chains=4)
+    assert res.num_steps == 7 + 3 - 1
+    assert memory_recurrence(x, w, 2, 4, chains=4, schedule="sequential").num_steps == 7 * 3
+    assert memory_core.chain_sizes([100], 4, 4) == [28, 28, 28, 16]
+    assert memory_core.chain_sizes([5, 0], 4, 3) == [4, 1, 0, 0, 0, 0]
+    # More chains than segments: one segment per chain, the rest empty.
+    assert memory_recurrence(x, w, 2, 4, chains=40).num_steps == 1 + 3 - 1
+
+
+@pytest.mark.parametrize("sizes,p,layers,m", CASES)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("cells_per_call", [None, 1, 2])
+@pytest.mark.parametrize("chains", [1, 3])
 def test_diagonal_equals_sequential_values_and_gradients(monkeypatch, sizes, p, layers, m, dtype, tol,
-                                                         cells_per_call):
+                                                         cells_per_call, chains):
     if cells_per_call is not None:
-        monkeypatch.setattr(memory_core, "CELL_TOKENS", cells_per_call * len(sizes) * (m + p))
-    layer = randomize(MemoryTransformer(5, 8, 2, layers, p, m, passes=2)).to(dtype).eval()
+        monkeypatch.setattr(memory_core, "CELL_TOKENS", cells_per_call * len(sizes) * chains * (m + p))
+    layer = randomize(MemoryTransformer(5, 8, 2, layers, p, m, passes=2, chains=chains)).to(dtype).eval()
     graph = dgl.batch([dgl.rand_graph(n, n) for n in sizes])
     feat = torch.randn(sum(sizes), 5, dtype=dtype)
-    r_out, r_mem = torch.randn(sum(sizes), 8, dtype=dtype), torch.randn(layers, len(sizes), m, 8, dtype=dtype)
+    r_out = torch.randn(sum(sizes), 8, dtype=dtype)
+    r_mem = torch.randn(layers, len(sizes), chains * m, 8, dtype=dtype)
     results = {}
     for schedule in ("diagonal", "sequential"):
         layer.zero_grad()
@@ -357,6 +429,7 @@ def test_functional_core_does_not_import_dgl():
     (dict(hidden=10, num_heads=4), ValueError, "hidden must be divisible by num_heads"),
     (dict(schedule="wavefront"), ValueError, r"schedule must be one of \['diagonal', 'sequential'\]"),
     (dict(passes=3), ValueError, r"passes must be one of \[1, 2\]"),
+    (dict(chains=0), ValueError, "chains must be >= 1"),
     (dict(eval_mode="full"), ValueError, r"eval_mode must be one of \['fixed', 'mean'\]"),
     (dict(dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
     (dict(segment_size=2.5), TypeError, "segment_size must be an int"),
@@ -404,3 +477,5 @@ def test_bad_functional_inputs():
         memory_recurrence(x, w._replace(w_qkv=w.w_qkv.float()), 2, 4)
     with pytest.raises(ValueError, match="divisible by num_heads = 3"):
         memory_recurrence(x, w, 3, 4)
+    with pytest.raises(ValueError, match="chains must be an int >= 1, got 0"):
+        memory_recurrence(x, w, 2, 4, chains=0)

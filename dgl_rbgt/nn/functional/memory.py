@@ -32,6 +32,7 @@ __all__ = [
     "memory_recurrence",
     "shuffle_within_graphs",
     "num_steps",
+    "chain_sizes",
 ]
 
 #: Cell orders: ``"diagonal"`` (wavefront, :math:`S + L - 1` steps) and ``"sequential"``
@@ -68,7 +69,7 @@ class MemoryResult(NamedTuple):
     """What :func:`memory_recurrence` returns."""
 
     out: torch.Tensor  #: (N, d) last layer's output, rows in node order
-    memory: torch.Tensor  #: (L, B, m, d) every layer's memory after each graph's last segment
+    memory: torch.Tensor  #: (L, B, chains * m, d) every layer's memory after each graph's last segment
     num_steps: int  #: steps of the recurrent pass: S + L - 1 (diagonal) or S * L (sequential)
 
 
@@ -139,6 +140,7 @@ def memory_recurrence(
     graph_sizes: Sequence[int] | None = None,
     schedule: str = "diagonal",
     passes: int = 1,
+    chains: int = 1,
     dropout_p: float = 0.0,
     training: bool = False,
 ) -> MemoryResult:
@@ -183,6 +185,15 @@ def memory_recurrence(
         attends over :math:`[M_l^{S-1}; H_{l-1}^s]` with every layer's *final* memory (read
         only), so early segments see what later ones wrote. The pass has no recurrence and
         runs all segments at once. Default: ``1``.
+    chains : int, optional
+        Independent recurrences per graph, :math:`C \geq 1`. Each graph's positions are cut into
+        ``chains`` consecutive runs of :math:`\lceil S / C \rceil` segments (the last ones may be
+        shorter or empty); each run is a recurrence of its own from the learned memory, and the
+        runs of all graphs step together, so the diagonal schedule takes
+        :math:`\lceil S / C \rceil + L - 1` steps of up to :math:`C B L` cells. The read-out pass
+        (``passes=2``) reads the final memories of all of a graph's chains side by side
+        (:math:`C m` tokens per layer), so every segment still reads what every other wrote.
+        Default: ``1`` (one recurrence over all of a graph's segments).
     dropout_p : float, optional
         Dropout on attention weights and on both residual branches, only when ``training``.
     training : bool, optional
@@ -191,8 +202,8 @@ def memory_recurrence(
     Returns
     -------
     MemoryResult
-        ``out (N, d)``, ``memory (L, B, m, d)`` (final memory of the recurrent pass) and
-        ``num_steps`` (steps of the recurrent pass).
+        ``out (N, d)``, ``memory (L, B, C m, d)`` (final memory of the recurrent pass; chain
+        ``c``'s tokens are ``c m .. c m + m - 1``) and ``num_steps`` (steps of the recurrent pass).
 
     Examples
     --------
@@ -215,9 +226,13 @@ def memory_recurrence(
     _check_choice(passes, "passes", PASSES)
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
         raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
+    if isinstance(chains, bool) or not isinstance(chains, int) or chains < 1:
+        raise ValueError(f"chains must be an int >= 1, got {chains!r}")
     sizes = _check_sizes([x.shape[0]] if graph_sizes is None else graph_sizes, x.shape[0])
     order = _check_order(order, sizes, x.device)
-    layout = _Layout(order, sizes, segment_size, weights.memory.shape[1], x.device)
+    # Chains are independent sequences: batch rows, as graphs are (rows b*C .. b*C + C-1 of graph b).
+    layout = _Layout(order, chain_sizes(sizes, segment_size, chains), segment_size, weights.memory.shape[1],
+                     x.device)
     run = _Run(num_heads, dropout_p if training else 0.0)
     io = _NodeIO(x, layout, track=torch.is_grad_enabled())
     w = _with_bias_rows(weights)
@@ -227,10 +242,32 @@ def memory_recurrence(
         memory = _diagonal_tracked(io, w, layout, run)
     else:
         memory = _diagonal_buffered(io, w, layout, run)
+    layers, _, m, d = memory.shape
+    memory = memory.reshape(layers, len(sizes), chains * m, d)  # a graph's chains side by side
     if passes == 2:
         io.discard()  # the read-out pass replaces the recurrent pass's output
         _readout(io, w, memory, layout, run)
-    return MemoryResult(io.result(), memory, num_steps(layout.segments, w.w_qkv.shape[0], schedule))
+    return MemoryResult(io.result(), memory, num_steps(layout.segments, layers, schedule))
+
+
+def chain_sizes(graph_sizes: Sequence[int], segment_size: int, chains: int) -> list[int]:
+    r"""Nodes per chain, graph by graph: each graph's :math:`S` segments cut into ``chains`` runs
+    of :math:`\lceil S / C \rceil` segments (the last runs shorter or empty).
+
+    Examples
+    --------
+    >>> from dgl_rbgt.nn.functional.memory import chain_sizes
+    >>> chain_sizes([10, 3], segment_size=2, chains=2)  # 5 segments -> 3 + 2; 2 segments -> 1 + 1
+    [6, 4, 2, 1]
+    >>> chain_sizes([3], segment_size=4, chains=3)  # one segment: one chain holds it
+    [3, 0, 0]
+    """
+    out = []
+    for n in graph_sizes:
+        per_chain = -(-(-(-n // segment_size)) // chains) * segment_size  # ceil(S / C) segments
+        for c in range(chains):
+            out.append(min(max(n - c * per_chain, 0), per_chain))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -648,12 +685,18 @@ def _diagonal_buffered(io: _NodeIO, w: MemoryWeights, layout: _Layout, run: _Run
 
 
 def _readout(io: _NodeIO, w: MemoryWeights, memory: torch.Tensor, layout: _Layout, run: _Run) -> None:
-    """Second pass: every segment reads each layer's final memory (read only, no recurrence).
+    """Second pass: every segment reads each layer's final memory (read only, no recurrence),
+    ``memory`` (L, G, C m, d): all C chains of its graph.
 
     With autograd all segments run at once; without, in chunks of L segments (the wavefront's
     working memory).
     """
-    layers, segments, m = w.w_qkv.shape[0], layout.segments, layout.memory_tokens
+    layers, segments = w.w_qkv.shape[0], layout.segments
+    graphs, m = memory.shape[1], memory.shape[2]
+    chains = layout.batch // graphs
+    if chains > 1:
+        memory = memory.repeat_interleave(chains, dim=1)  # (L, B, C m, d): row b*C + c reads graph b's
+    extra = m - layout.memory_tokens  # memory keys beyond the layout's own m (always valid)
     chunk = segments if io.track else layers
     per_layer = _per_layer(w)
     for first in range(0, segments, chunk):
@@ -663,6 +706,8 @@ def _readout(io: _NodeIO, w: MemoryWeights, memory: torch.Tensor, layout: _Layou
         mask = _step_mask(layout, first, stop - 1, reverse=False)  # (C*B, 1, 1, T) segment-major
         if mask is not None:
             mask = mask.view(count, batch, -1).transpose(0, 1).reshape(batch * count, 1, 1, -1)  # (B*C, 1, 1, T)
+            if extra:
+                mask = torch.cat([mask.new_ones(batch * count, 1, 1, extra), mask], -1)
         h = h.reshape(1, batch * count, p, d)  # (1, B*C, p, d): segments are independent here
         for final, weights in zip(memory.split(1), per_layer):
             mem = final.unsqueeze(2).expand(1, batch, count, m, d).reshape(1, batch * count, m, d)
