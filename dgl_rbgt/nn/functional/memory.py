@@ -264,7 +264,8 @@ def chain_sizes(graph_sizes: Sequence[int], segment_size: int, chains: int) -> l
     """
     out = []
     for n in graph_sizes:
-        per_chain = -(-(-(-n // segment_size)) // chains) * segment_size  # ceil(S / C) segments
+        segments = -(-n // segment_size)  # ceil(n / p)
+        per_chain = -(-segments // chains) * segment_size  # ceil(S / C) segments, in nodes
         for c in range(chains):
             out.append(min(max(n - c * per_chain, 0), per_chain))
     return out
@@ -685,8 +686,8 @@ def _diagonal_buffered(io: _NodeIO, w: MemoryWeights, layout: _Layout, run: _Run
 
 
 def _readout(io: _NodeIO, w: MemoryWeights, memory: torch.Tensor, layout: _Layout, run: _Run) -> None:
-    """Second pass: every segment reads each layer's final memory (read only, no recurrence),
-    ``memory`` (L, G, C m, d): all C chains of its graph.
+    """Second pass: every segment reads each layer's final memory (read only, no recurrence):
+    ``memory`` is (L, graphs, chains * m, d), so a segment reads all chains of its graph.
 
     With autograd all segments run at once; without, in chunks of L segments (the wavefront's
     working memory).
