@@ -479,3 +479,9 @@ def test_bad_functional_inputs():
         memory_recurrence(x, w, 3, 4)
     with pytest.raises(ValueError, match="chains must be an int >= 1, got 0"):
         memory_recurrence(x, w, 2, 4, chains=0)
+    with pytest.raises(ValueError, match="chains must be an int >= 1, got 0"):
+        memory_core.chain_sizes([5], 4, 0)
+    with pytest.raises(ValueError, match="segment_size must be an int >= 1, got 0"):
+        memory_core.chain_sizes([5], 0, 2)
+    with pytest.raises(ValueError, match="graph_sizes must be a non-empty sequence of ints >= 0"):
+        memory_core.chain_sizes([5, -1], 4, 2)

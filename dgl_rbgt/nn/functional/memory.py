@@ -226,8 +226,7 @@ def memory_recurrence(
     _check_choice(passes, "passes", PASSES)
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
         raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
-    if isinstance(chains, bool) or not isinstance(chains, int) or chains < 1:
-        raise ValueError(f"chains must be an int >= 1, got {chains!r}")
+    _check_count(chains, "chains")
     sizes = _check_sizes([x.shape[0]] if graph_sizes is None else graph_sizes, x.shape[0])
     order = _check_order(order, sizes, x.device)
     # Chains are independent sequences: batch rows, as graphs are (rows b*C .. b*C + C-1 of graph b).
@@ -254,6 +253,8 @@ def chain_sizes(graph_sizes: Sequence[int], segment_size: int, chains: int) -> l
     r"""Nodes per chain, graph by graph: each graph's :math:`S` segments cut into ``chains`` runs
     of :math:`\lceil S / C \rceil` segments (the last runs shorter or empty).
 
+    Raises ``ValueError`` for ``segment_size`` or ``chains`` below 1 and negative graph sizes.
+
     Examples
     --------
     >>> from dgl_rbgt.nn.functional.memory import chain_sizes
@@ -262,8 +263,10 @@ def chain_sizes(graph_sizes: Sequence[int], segment_size: int, chains: int) -> l
     >>> chain_sizes([3], segment_size=4, chains=3)  # one segment: one chain holds it
     [3, 0, 0]
     """
+    _check_count(segment_size, "segment_size")
+    _check_count(chains, "chains")
     out = []
-    for n in graph_sizes:
+    for n in _check_sizes(graph_sizes, None):
         segments = -(-n // segment_size)  # ceil(n / p)
         per_chain = -(-segments // chains) * segment_size  # ceil(S / C) segments, in nodes
         for c in range(chains):
@@ -281,6 +284,11 @@ def _check_choice(value, name: str, choices) -> None:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
+def _check_count(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
 def _check_inputs(x, weights, num_heads, segment_size) -> None:
     if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x) or x.dim() != 2:
         got = f"shape {tuple(x.shape)} dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -289,9 +297,8 @@ def _check_inputs(x, weights, num_heads, segment_size) -> None:
         raise ValueError("x has no rows; the recurrence needs at least one node")
     if not isinstance(weights, MemoryWeights):
         raise TypeError(f"weights must be a MemoryWeights, got {type(weights).__name__}")
-    for name, value in (("num_heads", num_heads), ("segment_size", segment_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    _check_count(num_heads, "num_heads")
+    _check_count(segment_size, "segment_size")
     num_layers, _, d = weights.memory.shape
     if x.shape[1] != d or d % num_heads:
         raise ValueError(f"x must have width d = {d} (the weights') divisible by num_heads = "
