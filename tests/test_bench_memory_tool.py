@@ -1,4 +1,4 @@
-"""tools/bench_memory.py: the arithmetic floor it prints beside each memory / RBA time ratio."""
+"""tools/bench_memory.py: the arithmetic floor, the summary lines and the pooling of rounds."""
 import importlib.util
 from pathlib import Path
 
@@ -56,3 +56,17 @@ def test_chains_are_their_own_rows_and_rba_is_shared():
     (four,) = [s for s in lines if "chains=4" in s]
     assert "chains" not in one and "diagonal/rba 2.00x" in one and "target >= 1.3x: met" in one
     assert "chains=4" in four and "diagonal/rba 1.30x" in four and "target >= 1.3x" not in four
+
+
+def test_rounds_pool_their_times_and_keep_the_largest_peak():
+    """``--rounds``: a configuration's fresh processes give one row, the median over all their
+    timed runs and the largest peak; a failed round makes the row failed, not silently shorter."""
+    base = dict(variant="diagonal", mode="train", n=10_000, L=2, p=64, m=16, chains=1, status="ok", steps=158)
+    rounds = [base | dict(times=[0.10, 0.30], peak_mb=5.0, work_mb=4.0),
+              base | dict(times=[0.20], peak_mb=7.0, work_mb=6.0)]
+    row = bench.pool_rounds(rounds)
+    assert row["median_ms"] == pytest.approx(200.0) and row["runs"] == 3
+    assert (row["min_ms"], row["max_ms"]) == (pytest.approx(100.0), pytest.approx(300.0))
+    assert (row["peak_mb"], row["work_mb"]) == (7.0, 6.0) and "times" not in row
+    failed = base | dict(status="timeout>900s")
+    assert bench.pool_rounds([rounds[0], failed])["status"] == "timeout>900s"
