@@ -41,6 +41,8 @@ class TrainSection(_Section):
     warmup_epochs: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
     clip_grad_norm: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
+    # evaluate (and keep as best.pt) an exponential moving average of the weights with this decay
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1, allow_inf_nan=False)
     # the best epoch (best.pt, summary.json): highest validation metric, or lowest validation loss
     select_by: Literal["metric", "loss"] = "metric"
     patience: Optional[int] = Field(None, ge=1)  # stop after this many evaluations without a better best epoch

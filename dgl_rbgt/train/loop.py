@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from .._checks import NonFiniteError, all_finite
 from ..errors import CheckpointError, TrainingDiverged
 from ..batching import Batch, Batching
+from .averaging import WeightAverage
 from .checkpoint import load_checkpoint, save_checkpoint
 from ..utils.memory import peak_memory_bytes, reset_peak
 from ..utils.progress import format_seconds, remaining_seconds
@@ -154,6 +155,10 @@ class Trainer:
         self._is_train = torch.zeros(len(self.labels), dtype=torch.bool, device=self.device)
         self._is_train[self.splits["train"]] = True
         self._eval_nodes = torch.unique(torch.cat([self.splits[k] for k in ("train", "val", "test")]))
+        decay = getattr(config, "ema_decay", None)
+        # Averaged on the plain module: a DDP wrapper shares its parameters, and is not copyable.
+        plain = self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+        self.average = None if decay is None else WeightAverage(plain, decay)
 
     # ---- the step seam -------------------------------------------------------------------
     def train_step(self, batch: Batch) -> tuple[float, int]:
@@ -189,6 +194,8 @@ class Trainer:
             self._restore_parameters(params, before)
             name = next(n for n, p in self.model.named_parameters() if p is params[broken])
             raise self._diverged(f"the optimiser step made {name} non-finite")
+        if self.average is not None:
+            self.average.update()
 
     @staticmethod
     @torch.no_grad()
@@ -252,18 +259,27 @@ class Trainer:
 
     # ---- persistence ---------------------------------------------------------------------
     def _state(self, epoch: int, best: dict, bad_evals: int, history: list) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "seed": self.seed,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "best": best, "bad_evals": bad_evals,
-                "history": history}
+        state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "seed": self.seed,
+                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "best": best, "bad_evals": bad_evals,
+                 "history": history}
+        if self.average is not None:
+            state["weight_average"] = self.average.state_dict()
+        return state
 
     def _restore(self) -> tuple[int, dict, int, list]:
         state = load_checkpoint(self.run_dir.checkpoint, map_location=self.device, required=CHECKPOINT_KEYS)
         if state["seed"] != self.seed:
             raise CheckpointError(f"checkpoint was written with seed {state['seed']}, this run has {self.seed}")
+        if self.average is not None and "weight_average" not in state:
+            raise CheckpointError(f"{self.run_dir.checkpoint} holds no weight average: it was written without "
+                                  f"train.ema_decay, so this run cannot resume from it with ema_decay "
+                                  f"{self.average.decay}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.average is not None:
+            self.average.load_state_dict(state["weight_average"])
         logger.info("resumed from %s after epoch %d", self.run_dir.checkpoint, state["epoch"])
         return state["epoch"] + 1, state["best"], state["bad_evals"], state["history"]
 
@@ -309,20 +325,23 @@ class Trainer:
             last = epoch == cfg.epochs - 1
             if epoch % cfg.eval_every == 0 or last:
                 t1 = time.perf_counter()
-                try:
-                    row.update(self.evaluate())
-                except NonFiniteError as exc:
-                    raise self._diverged(f"the model's activations are not finite in evaluation ({exc})") from None
-                row["eval_seconds"] = time.perf_counter() - t1
-                if self._better(row, best):
-                    best = {"epoch": epoch, **{k: row[k] for k in ("train_metric", "val_metric", "test_metric",
-                                                                   "val_loss")}}
-                    bad_evals = 0
-                    if self.is_writer:
-                        save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch,
-                                         "model": self.model.state_dict()}, self.run_dir.best)
-                else:
-                    bad_evals += 1
+                # evaluated, and saved as the best, is the weight average where the recipe keeps one
+                with self.average.applied() if self.average is not None else contextlib.nullcontext():
+                    try:
+                        row.update(self.evaluate())
+                    except NonFiniteError as exc:
+                        raise self._diverged(
+                            f"the model's activations are not finite in evaluation ({exc})") from None
+                    row["eval_seconds"] = time.perf_counter() - t1
+                    if self._better(row, best):
+                        best = {"epoch": epoch, **{k: row[k] for k in ("train_metric", "val_metric",
+                                                                       "test_metric", "val_loss")}}
+                        bad_evals = 0
+                        if self.is_writer:
+                            save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch,
+                                             "model": self.model.state_dict()}, self.run_dir.best)
+                    else:
+                        bad_evals += 1
                 stopped_early = cfg.patience is not None and bad_evals >= cfg.patience
             history.append(row)
             spent.append(time.perf_counter() - t0)  # training and evaluation

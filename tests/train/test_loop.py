@@ -6,7 +6,7 @@ import dgl
 import pytest
 import torch
 
-from dgl_rbgt.errors import TrainingDiverged, UserError
+from dgl_rbgt.errors import CheckpointError, TrainingDiverged, UserError
 from dgl_rbgt.models import GAT, GCN, GPSTransformer
 from dgl_rbgt.config import TrainSection
 from dgl_rbgt.batching import FullGraph, NeighborSampling, NodeBatches
@@ -265,3 +265,54 @@ def test_a_non_finite_loss_stops_training():
     trainer.model.register_forward_hook(lambda m, args, out: bad(out) if m.training else out)
     with pytest.raises(TrainingDiverged, match=r"in epoch 2: the training loss is nan"):
         trainer.fit()
+
+
+def test_evaluation_and_best_pt_use_the_weight_average(tmp_path):
+    """The metrics of every evaluated epoch are those of the averaged weights (recomputed here from
+    best.pt), the training itself is unchanged by the average, and best.pt holds the average."""
+    g = toy_graph()
+    torch.manual_seed(0)
+    plain = make_trainer(g, tmp_path / "plain", epochs=8).fit()
+    torch.manual_seed(0)
+    trainer = make_trainer(g, tmp_path / "ema", epochs=8, ema_decay=0.8)
+    averaged = trainer.fit()
+    assert [r["train_loss"] for r in averaged.history] == [r["train_loss"] for r in plain.history]
+    assert [r["val_metric"] for r in averaged.history] != [r["val_metric"] for r in plain.history]
+    best = torch.load(tmp_path / "ema" / "best.pt", weights_only=True)
+    model = GCN(g.ndata["feat"].shape[1], 3, hidden=16)
+    model.load_state_dict(best["model"])
+    trainer.model.load_state_dict(best["model"])
+    trainer.average = None  # evaluate best.pt's weights as they are
+    assert trainer.evaluate()["val_metric"] == averaged.summary["val_metric"]
+    last = torch.load(tmp_path / "ema" / "checkpoint.pt", weights_only=True)  # both, for resuming
+    key = next(k for k, v in last["model"].items() if v.is_floating_point())
+    assert not torch.equal(last["model"][key], last["weight_average"]["module." + key])
+
+
+def test_resume_with_the_average_equals_uninterrupted(tmp_path):
+    g = toy_graph()
+    torch.manual_seed(0)
+    whole = make_trainer(g, tmp_path / "whole", epochs=8, ema_decay=0.8).fit()
+    torch.manual_seed(0)
+    crashing = make_trainer(g, tmp_path / "cut", epochs=8, ema_decay=0.8)
+    real_step, steps = crashing.train_step, {"n": 0}
+
+    def step_then_crash(batch):
+        steps["n"] += 1
+        if steps["n"] > 5:
+            raise Crash
+        return real_step(batch)
+
+    crashing.train_step = step_then_crash
+    with pytest.raises(Crash):
+        crashing.fit()
+    torch.manual_seed(123)
+    resumed = make_trainer(g, tmp_path / "cut", epochs=8, ema_decay=0.8).fit(resume=True)
+    assert strip(resumed.history) == strip(whole.history)
+
+
+def test_resuming_with_the_average_from_a_checkpoint_without_one_is_refused(tmp_path):
+    g = toy_graph()
+    make_trainer(g, tmp_path, epochs=2).fit()
+    with pytest.raises(CheckpointError, match="holds no weight average.*ema_decay 0.8"):
+        make_trainer(g, tmp_path, epochs=4, ema_decay=0.8).fit(resume=True)
