@@ -324,24 +324,12 @@ class Trainer:
                    "val_loss": math.nan, "eval_seconds": math.nan}
             last = epoch == cfg.epochs - 1
             if epoch % cfg.eval_every == 0 or last:
-                t1 = time.perf_counter()
-                # evaluated, and saved as the best, is the weight average where the recipe keeps one
-                with self.average.applied() if self.average is not None else contextlib.nullcontext():
-                    try:
-                        row.update(self.evaluate())
-                    except NonFiniteError as exc:
-                        raise self._diverged(
-                            f"the model's activations are not finite in evaluation ({exc})") from None
-                    row["eval_seconds"] = time.perf_counter() - t1
-                    if self._better(row, best):
-                        best = {"epoch": epoch, **{k: row[k] for k in ("train_metric", "val_metric",
-                                                                       "test_metric", "val_loss")}}
-                        bad_evals = 0
-                        if self.is_writer:
-                            save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch,
-                                             "model": self.model.state_dict()}, self.run_dir.best)
-                    else:
-                        bad_evals += 1
+                with self._evaluated_weights():
+                    improved = self._evaluate_epoch(epoch, row, best)
+                if improved:
+                    best = {"epoch": epoch, **{k: row[k] for k in ("train_metric", "val_metric", "test_metric",
+                                                                   "val_loss")}}
+                bad_evals = 0 if improved else bad_evals + 1
                 stopped_early = cfg.patience is not None and bad_evals >= cfg.patience
             history.append(row)
             spent.append(time.perf_counter() - t0)  # training and evaluation
@@ -368,6 +356,27 @@ class Trainer:
             if self.plot and history:
                 plot_curves(history, self.run_dir.curves, title=self.title, metric=self.metric.name)
         return TrainResult(summary, history)
+
+    def _evaluated_weights(self) -> contextlib.AbstractContextManager:
+        """The weights evaluated and saved as the best: the weight average where the recipe keeps
+        one (``train.ema_decay``), else the model's own."""
+        return self.average.applied() if self.average is not None else contextlib.nullcontext()
+
+    def _evaluate_epoch(self, epoch: int, row: dict, best: dict) -> bool:
+        """Fill ``row`` with this epoch's metrics; if they beat ``best``, write ``best.pt`` and
+        return True."""
+        t1 = time.perf_counter()
+        try:
+            row.update(self.evaluate())
+        except NonFiniteError as exc:
+            raise self._diverged(f"the model's activations are not finite in evaluation ({exc})") from None
+        row["eval_seconds"] = time.perf_counter() - t1
+        if not self._better(row, best):
+            return False
+        if self.is_writer:
+            save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": self.model.state_dict()},
+                            self.run_dir.best)
+        return True
 
     @property
     def _selected_on(self) -> str:
