@@ -279,8 +279,6 @@ def test_evaluation_and_best_pt_use_the_weight_average(tmp_path):
     assert [r["train_loss"] for r in averaged.history] == [r["train_loss"] for r in plain.history]
     assert [r["val_metric"] for r in averaged.history] != [r["val_metric"] for r in plain.history]
     best = torch.load(tmp_path / "ema" / "best.pt", weights_only=True)
-    model = GCN(g.ndata["feat"].shape[1], 3, hidden=16)
-    model.load_state_dict(best["model"])
     trainer.model.load_state_dict(best["model"])
     trainer.average = None  # evaluate best.pt's weights as they are
     assert trainer.evaluate()["val_metric"] == averaged.summary["val_metric"]
