@@ -375,6 +375,8 @@ def main(argv=None) -> None:
     ap.add_argument("--m", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--C", type=int, dest="chains_one", default=1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error(f"--rounds must be >= 1, got {args.rounds}")
     if args.worker:
         args.layers, args.chains = args.layers_one, args.chains_one
         worker(args)
