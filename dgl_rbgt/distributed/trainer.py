@@ -181,7 +181,7 @@ class DistTrainer(Trainer):
     def _eval_module(self) -> nn.Module:
         """The plain module in eval mode, not DDP: evaluation batch counts differ per rank, and
         DDP's forward may start collectives (buffer broadcasts) that would then never be matched."""
-        module = self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+        module = self.plain_model
         module.eval()
         return module
 

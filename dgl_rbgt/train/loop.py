@@ -157,8 +157,12 @@ class Trainer:
         self._eval_nodes = torch.unique(torch.cat([self.splits[k] for k in ("train", "val", "test")]))
         decay = getattr(config, "ema_decay", None)
         # Averaged on the plain module: a DDP wrapper shares its parameters, and is not copyable.
-        plain = self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
-        self.average = None if decay is None else WeightAverage(plain, decay)
+        self.average = None if decay is None else WeightAverage(self.plain_model, decay)
+
+    @property
+    def plain_model(self) -> nn.Module:
+        """The model without a ``DistributedDataParallel`` wrapper (the same parameters)."""
+        return self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
 
     # ---- the step seam -------------------------------------------------------------------
     def train_step(self, batch: Batch) -> tuple[float, int]:
