@@ -70,3 +70,10 @@ def test_rounds_pool_their_times_and_keep_the_largest_peak():
     assert (row["peak_mb"], row["work_mb"]) == (7.0, 6.0) and "times" not in row
     failed = base | dict(status="timeout>900s")
     assert bench.pool_rounds([rounds[0], failed])["status"] == "timeout>900s"
+
+
+@pytest.mark.parametrize("rounds", ["0", "-1"])
+def test_rounds_below_one_are_refused_with_one_line(rounds, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--rounds", rounds])
+    assert exc.value.code == 2 and f"--rounds must be >= 1, got {rounds}" in capsys.readouterr().err
