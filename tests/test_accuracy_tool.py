@@ -170,3 +170,11 @@ def test_a_finished_run_that_cannot_be_reused_is_kept_aside(tmp_path, monkeypatc
     (run_dir / "summary.json").unlink()  # an unfinished run is not kept
     accuracy.main([str(recipe), "--seeds", "0", "--out", str(out)])
     assert len(list((out / "runs" / "replaced").iterdir())) == 1
+
+
+def test_a_variant_splits_its_settings_at_commas_outside_brackets():
+    assert accuracy.parse_variant("deep:model.layers=6,neighbour_tables.ks=[12,5,5],train.lr=0.01") == (
+        "deep", ["model.layers=6", "neighbour_tables.ks=[12,5,5]", "train.lr=0.01"])
+    assert accuracy.parse_variant("base:") == ("base", [])
+    assert accuracy.parse_variant("t:dataset.params={split_type: fixed, seed: 1}") == (
+        "t", ["dataset.params={split_type: fixed, seed: 1}"])

@@ -74,9 +74,16 @@ def recipe_identity(recipe: Path, overrides: list[str] = ()) -> tuple[str, str]:
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
-    """``label:key=value,key=value`` -> (label, [--set options])."""
+    """``label:key=value,key=value`` -> (label, [--set options]). Commas inside brackets belong to
+    the value, so a list can be given: ``deep:model.layers=6,neighbour_tables.ks=[12,5,5,5,5,5]``."""
     label, _, sets = text.partition(":")
-    return label, [s for s in sets.split(",") if s]
+    options, depth, start = [], 0, 0
+    for i, char in enumerate(sets + ","):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            options.append(sets[start:i])
+            start = i + 1
+    return label, [s for s in options if s]
 
 
 #: File in a run directory holding the key of the recipe text and options that made it.
