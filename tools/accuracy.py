@@ -189,7 +189,8 @@ def main(argv=None) -> int:
                     help="only these runs of --protocol, in this order (to share the runs between processes "
                          "with the same --out; the table then covers these runs)")
     ap.add_argument("--variant", action="append", default=[],
-                    help="label:key=value[,key=value] (repeatable); default: the recipe as is")
+                    help="label:key=value[,key=value] (repeatable; a list value keeps its commas: ks=[12,5]); "
+                         "default: the recipe as is")
     ap.add_argument("--set", action="append", default=[], help="override applied to every run")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "accuracy")
     ap.add_argument("--name", default="accuracy")
