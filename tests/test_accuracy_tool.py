@@ -178,3 +178,11 @@ def test_a_variant_splits_its_settings_at_commas_outside_brackets():
     assert accuracy.parse_variant("base:") == ("base", [])
     assert accuracy.parse_variant("t:dataset.params={split_type: fixed, seed: 1}") == (
         "t", ["dataset.params={split_type: fixed, seed: 1}"])
+
+
+def test_a_variant_with_an_unclosed_bracket_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        accuracy.main([str(tmp_path / "r.yaml"), "--variant", "deep:neighbour_tables.ks=[12,5,model.layers=6",
+                       "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "--variant 'deep:neighbour_tables.ks=[12,5,model.layers=6': unbalanced brackets" in capsys.readouterr().err

@@ -83,6 +83,8 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
         if char == "," and depth == 0:
             options.append(sets[start:i])
             start = i + 1
+    if depth != 0:  # an unclosed bracket would swallow every later setting
+        raise ValueError(f"--variant {text!r}: unbalanced brackets; expected label:key=value[,key=value]")
     return label, [s for s in options if s]
 
 
@@ -198,7 +200,10 @@ def main(argv=None) -> int:
                     help="also print each variant's seed-by-seed validation difference from variant LABEL")
     args = ap.parse_args(argv)
 
-    variants = [parse_variant(v) for v in args.variant] or [("default", [])]
+    try:
+        variants = [parse_variant(v) for v in args.variant] or [("default", [])]
+    except ValueError as err:
+        ap.error(str(err))
     if args.paired_with is not None and args.paired_with not in {label for label, _ in variants}:
         ap.error(f"--paired-with {args.paired_with!r} is not one of the variants' labels "
                  f"({', '.join(label for label, _ in variants)})")
