@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import dgl
+import dgl.function as fn
 import torch
 from torch import nn
 
@@ -136,6 +137,17 @@ class GPSTransformer(nn.Module):
         (:mod:`dgl_rbgt.nn.sparse_features`): the same function up to float rounding, much faster
         on CPU for wide bag-of-words features (Coauthor CS: 6,805 columns, 0.9% non-zero).
         ``input_dropout`` then drops non-zero entries only (the same law).
+    propagation_steps : int
+        ``K > 0`` smooths the logits over the graph by ``K`` steps of personalised PageRank,
+        :math:`Z \leftarrow (1 - \alpha) \hat A Z + \alpha\,\mathrm{logits}` with
+        :math:`\hat A` the symmetrically normalised adjacency with one self-loop per node
+        (APPNP's "predict, then propagate", Gasteiger et al., ICLR 2019).
+        No weights: every node's prediction also reads its ``K``-hop neighbourhood, which
+        homophilous graphs with few labels (Planetoid's 20 per class) reward. ``0`` (default):
+        the logits as they are.
+    teleport : float
+        :math:`\alpha` of ``propagation_steps``, in (0, 1]: the share of a node's own logits kept
+        at every step (APPNP's 0.1).
 
     Note
     ----
@@ -157,9 +169,9 @@ class GPSTransformer(nn.Module):
 
     @classmethod
     def context_hops(cls, config) -> int:
-        """Hops of neighbours a node's logits depend on through message passing (one per layer),
-        for a recipe's ``model`` section."""
-        return config.layers
+        """Hops of neighbours a node's logits depend on through message passing (one per layer,
+        one per propagation step), for a recipe's ``model`` section."""
+        return config.layers + config.propagation_steps
 
     def __init__(
         self,
@@ -189,6 +201,8 @@ class GPSTransformer(nn.Module):
         self_loops: bool = True,
         sparse_features: bool = False,
         input_projection: bool = True,
+        propagation_steps: int = 0,
+        teleport: float = 0.1,
     ):
         super().__init__()
         self._in_feats = check_positive_int(in_feats, "in_feats")
@@ -253,6 +267,12 @@ class GPSTransformer(nn.Module):
                              f"form here), got {local!r}")
         self.dropout = nn.Dropout(dropout)
         self.fc_out = nn.Linear(hidden, num_classes)
+        check_positive_int(propagation_steps, "propagation_steps", minimum=0)
+        if isinstance(teleport, bool) or not isinstance(teleport, (int, float)) or not 0 < teleport <= 1:
+            raise ValueError(f"teleport must be a float in (0, 1] (the share of a node's own logits kept at "
+                             f"every propagation step), got {teleport!r}")
+        self.propagation_steps = propagation_steps
+        self.teleport = float(teleport)
 
     def reset_parameters(self) -> None:
         """Reinitialise every layer."""
@@ -299,7 +319,28 @@ class GPSTransformer(nn.Module):
             if len(self.ffns):
                 u = self.ffn_norms[i](u + self.dropout(self.ffns[i](u)))
             h = u
-        return self.fc_out(h)
+        logits = self.fc_out(h)
+        if not self.propagation_steps:
+            return logits
+        # APPNP's propagation matrix has one self-loop per node, whatever the local layer uses.
+        looped = local_graph if self.self_loops else dgl.add_self_loop(dgl.remove_self_loop(graph))
+        return personalised_pagerank(looped, logits, self.propagation_steps, self.teleport)
+
+
+def personalised_pagerank(graph, feat: torch.Tensor, steps: int, teleport: float) -> torch.Tensor:
+    r"""``steps`` of :math:`Z \leftarrow (1 - \alpha) D^{-1/2} A D^{-1/2} Z + \alpha\,\mathrm{feat}`
+    from :math:`Z = \mathrm{feat}`, with :math:`A` ``graph``'s adjacency as it is (APPNP's
+    propagation). DGL's ``APPNPConv`` computes the same but builds float32 edge weights, which
+    fail on float64 features."""
+    with graph.local_scope():
+        src_norm = graph.out_degrees().to(feat).clamp(min=1).rsqrt().unsqueeze(-1)
+        dst_norm = graph.in_degrees().to(feat).clamp(min=1).rsqrt().unsqueeze(-1)
+        z = feat
+        for _ in range(steps):
+            graph.srcdata["z"] = z * src_norm
+            graph.update_all(fn.copy_u("z", "m"), fn.sum("m", "z"))
+            z = (1.0 - teleport) * graph.dstdata["z"] * dst_norm + teleport * feat
+        return z
 
 
 def _apply(layer: nn.Module, h: torch.Tensor, graph=None) -> torch.Tensor:

@@ -316,3 +316,46 @@ def test_attn_gate_is_a_bool_and_ignored_without_attention():
     assert not len(local.attn_gates)
     assert parse_recipe({"name": "r", "dataset": {"name": "csbm"},
                          "model": {"name": "gps", "attn_gate": True}}).model.attn_gate is True
+
+
+@pytest.mark.parametrize("local", ["gcn", "sage"])
+def test_propagation_is_personalised_pagerank_of_the_logits_float64(local):
+    """propagation_steps=K, teleport=a: Z_0 = logits, Z_{k+1} = (1 - a) D_in^-1/2 (A + I) D_out^-1/2 Z_k + a logits,
+    on a graph with self-loops already in it (replaced by one per node) and for a local layer that
+    uses the graph without them (SAGE)."""
+    g, x = graph_and_feat(dtype=torch.float64)
+    g = dgl.add_edges(g, [0, 3], [0, 3])  # self-loops of its own: the propagation keeps one per node
+    kwargs = dict(hidden=8, layers=2, local=local, attention="full", num_heads=2)
+    propagated = GPSTransformer(6, 3, propagation_steps=4, teleport=0.2, **kwargs).double().eval()
+    plain = GPSTransformer(6, 3, **kwargs).double().eval()
+    plain.load_state_dict(propagated.state_dict())  # the propagation has no weights
+    logits = plain(g, x)
+    n = g.num_nodes()
+    adj = torch.zeros(n, n, dtype=torch.float64)
+    src, dst = dgl.remove_self_loop(g).edges()
+    adj.index_put_((dst, src), torch.ones(len(src), dtype=torch.float64), accumulate=True)  # multi-edges count
+    adj += torch.eye(n, dtype=torch.float64)
+    a_hat = adj.sum(1).rsqrt()[:, None] * adj * adj.sum(0).rsqrt()[None, :]  # in- and out-degrees (directed graph)
+    z = logits
+    for _ in range(4):
+        z = 0.8 * a_hat @ z + 0.2 * logits
+    torch.testing.assert_close(propagated(g, x), z, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(z, logits)
+
+
+def test_propagation_arguments_recipe_and_context_hops():
+    for kwargs, error, message in [
+        ({"propagation_steps": -1}, ValueError, r"propagation_steps must be >= 0, got -1"),
+        ({"propagation_steps": 2.0}, TypeError, r"propagation_steps must be an int, got float 2.0"),
+        ({"propagation_steps": 2, "teleport": 0.0}, ValueError, r"teleport must be a float in \(0, 1\] .*got 0.0"),
+        ({"propagation_steps": 2, "teleport": 1.5}, ValueError, r"teleport must be a float in \(0, 1\] .*got 1.5"),
+        ({"teleport": True}, ValueError, r"teleport must be a float in \(0, 1\] .*got True"),
+    ]:
+        with pytest.raises(error, match=message):
+            GPSTransformer(6, 3, **kwargs)
+    assert GPSTransformer(6, 3).propagation_steps == 0
+    recipe = parse_recipe({"name": "t", "dataset": {"name": "csbm"},
+                           "model": {"name": "gps", "layers": 3, "propagation_steps": 10, "teleport": 0.1}})
+    assert GPSTransformer.context_hops(recipe.model) == 13
+    with pytest.raises(Exception, match=r"model\.propagation_steps"):
+        parse_recipe({"name": "t", "dataset": {"name": "csbm"}, "model": {"name": "gps", "propagation_steps": "ten"}})
