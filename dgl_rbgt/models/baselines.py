@@ -26,7 +26,7 @@ from .._checks import check_choice, check_positive_int, check_probability
 from ..nn.sparse_features import SparseRows, dropout_values, leading_rows, sparse_apply
 
 __all__ = ["GCN", "SAGE", "GAT", "LocalKind", "LOCAL_CONVS", "NormKind", "NORMS", "HeadKind", "HEADS",
-           "ResidualKind", "RESIDUALS", "local_conv", "norm_layer", "residual_map"]
+           "ResidualKind", "RESIDUALS", "GATActivation", "GAT_ACTIVATIONS", "local_conv", "norm_layer", "residual_map"]
 
 #: A message-passing layer from ``dgl.nn``: ``GraphConv``, ``SAGEConv`` (mean) or ``GATConv``.
 LocalKind = Literal["gcn", "sage", "gat"]
@@ -44,6 +44,9 @@ HEADS: tuple[str, ...] = typing.get_args(HeadKind)
 #: which heterophilous graphs such as minesweeper need).
 ResidualKind = Literal["none", "identity", "linear"]
 RESIDUALS: tuple[str, ...] = typing.get_args(ResidualKind)
+#: GAT's activation after every hidden layer: ELU (Velickovic et al.) or ReLU (tunedGNN).
+GATActivation = Literal["elu", "relu"]
+GAT_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"elu": nn.functional.elu, "relu": torch.relu}
 
 
 def local_conv(kind: str, in_feats: int, out_feats: int, *, num_heads: int = 1, attn_dropout: float = 0.0) -> nn.Module:
@@ -303,9 +306,15 @@ class GAT(_MessagePassingNet):
     num_heads : int
         Attention heads per layer.
     layers, dropout, self_loops, residual, norm, jk, head, input_dropout
-        As in :class:`GCN`; the activation is ELU.
+        As in :class:`GCN`.
     attn_dropout : float
         Dropout on the attention weights.
+    activation : str
+        After every hidden layer's norm: ``"elu"`` (the GAT paper's) or ``"relu"`` (tunedGNN's
+        tuned GAT, one head, ``conv(h) + W h + b``, norm, ReLU).
+    sparse_features : bool
+        As in :class:`GCN`: the first layer's projection of the raw features (its attention
+        logits and messages both start from it) as sparse-dense products.
 
     Example
     -------
@@ -314,16 +323,22 @@ class GAT(_MessagePassingNet):
     >>> g = dgl.add_self_loop(dgl.rand_graph(50, 200))
     >>> GAT(8, 3, hidden=8, num_heads=2)(g, torch.randn(50, 8)).shape
     torch.Size([50, 3])
+    >>> GAT(8, 3, hidden=16, num_heads=1, layers=3, residual="linear", norm="layer", head="linear",
+    ...     activation="relu", attn_dropout=0.0, input_dropout=False)(g, torch.randn(50, 8)).shape
+    torch.Size([50, 3])
     """
 
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 8, num_heads: int = 8,
                  layers: int = 2, dropout: float = 0.6, attn_dropout: float = 0.6,
                  self_loops: bool = True, residual: ResidualKind = "none", norm: NormKind = "none", jk: bool = False,
-                 head: HeadKind = "conv", input_dropout: bool = True):
+                 head: HeadKind = "conv", input_dropout: bool = True, activation: GATActivation = "elu",
+                 sparse_features: bool = False):
         check_positive_int(num_heads, "num_heads")
         check_probability(attn_dropout, "attn_dropout")
+        check_choice(activation, "activation", tuple(GAT_ACTIVATIONS))
         super().__init__(in_feats, num_classes, hidden=hidden, width=hidden * num_heads, layers=layers,
                          dropout=dropout, self_loops=self_loops, residual=residual, norm=norm, jk=jk, head=head,
-                         input_dropout=input_dropout, activation=nn.functional.elu,
+                         input_dropout=input_dropout, activation=GAT_ACTIVATIONS[activation],
                          conv_factory=lambda a, b: local_conv("gat", a, b, num_heads=num_heads,
-                                                                    attn_dropout=attn_dropout))
+                                                                    attn_dropout=attn_dropout),
+                         sparse_features=sparse_features)

@@ -17,7 +17,7 @@ from torch import nn
 
 from dgl_rbgt._checks import (check_bool, check_choice, check_feat, check_homogeneous, check_nonempty,
                               check_positive_int, check_probability)
-from dgl_rbgt.nn.sparse_features import SPARSE_FIRST_LAYERS, SparseRows, dropout_values, sparse_apply
+from dgl_rbgt.nn.sparse_features import SparseRows, dropout_values, sparse_apply
 
 from .baselines import LocalKind, NormKind, local_conv, norm_layer
 from .global_attention import AttentionKind, attend, global_attention
@@ -261,10 +261,6 @@ class GPSTransformer(nn.Module):
                 self.ffns.append(nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Dropout(dropout),
                                                nn.Linear(2 * hidden, hidden)))
                 self.ffn_norms.append(norm_layer(norm, hidden))
-        if sparse_features and not input_projection and not isinstance(self.locals[0], SPARSE_FIRST_LAYERS):
-            raise ValueError("sparse_features with input_projection=False needs local 'gcn' or 'sage' (the first "
-                             f"layer then reads the sparse features; {type(self.locals[0]).__name__} has no sparse "
-                             f"form here), got {local!r}")
         self.dropout = nn.Dropout(dropout)
         self.fc_out = nn.Linear(hidden, num_classes)
         check_positive_int(propagation_steps, "propagation_steps", minimum=0)

@@ -5,9 +5,10 @@ A first layer's cost on such features is its dense products with the raw rows: f
 SAGE layer on CS, three ``18,333 x 6,805 x 512`` products forward and three more backward, several
 seconds an epoch on two cores. Every first layer we use applies a weight to the raw rows and then
 sums, averages or normalises, all linear, so the weight can meet the rows as a sparse-dense
-product and the rest runs on the narrow result: the same function up to float rounding.
-:func:`sparse_apply` does that for ``nn.Linear``, ``nn.Identity``, ``dgl.nn.GraphConv`` (symmetric
-normalisation) and ``dgl.nn.SAGEConv`` (mean), on a graph or a block.
+product and the rest runs on the narrow result: the same function up to float rounding. (A GAT
+layer's attention logits are functions of the projected rows too.) :func:`sparse_apply` does that
+for ``nn.Linear``, ``nn.Identity``, ``dgl.nn.GraphConv`` (symmetric normalisation),
+``dgl.nn.SAGEConv`` (mean) and ``dgl.nn.GATConv``, on a graph or a block.
 """
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import weakref
 
 import dgl.function as fn
 import torch
-from dgl.nn import GraphConv, SAGEConv
+from dgl.nn import GATConv, GraphConv, SAGEConv
+from dgl.nn.functional import edge_softmax
 from torch import nn
 
 __all__ = ["sparse_rows", "SparseRows", "dropout_values", "leading_rows", "sparse_apply", "SPARSE_FIRST_LAYERS"]
 
 #: The first layers :func:`sparse_apply` computes from sparse rows.
-SPARSE_FIRST_LAYERS = (nn.Linear, nn.Identity, GraphConv, SAGEConv)
+SPARSE_FIRST_LAYERS = (nn.Linear, nn.Identity, GraphConv, SAGEConv, GATConv)
 
 
 def sparse_rows(feat: torch.Tensor) -> torch.Tensor:
@@ -165,8 +167,9 @@ def sparse_apply(layer: nn.Module, xs: torch.Tensor, graph=None) -> torch.Tensor
     Parameters
     ----------
     layer : torch.nn.Module
-        ``nn.Linear``, ``nn.Identity``, ``dgl.nn.GraphConv`` (``norm="both"``) or
-        ``dgl.nn.SAGEConv`` (``"mean"``, no feature dropout).
+        ``nn.Linear``, ``nn.Identity``, ``dgl.nn.GraphConv`` (``norm="both"``),
+        ``dgl.nn.SAGEConv`` (``"mean"``, no feature dropout) or ``dgl.nn.GATConv`` (one input
+        size, no feature dropout, no residual).
     xs : torch.Tensor
         Sparse COO rows ``(N_src, D_in)`` (:func:`sparse_rows`).
     graph : DGLGraph, optional
@@ -175,7 +178,8 @@ def sparse_apply(layer: nn.Module, xs: torch.Tensor, graph=None) -> torch.Tensor
     Returns
     -------
     torch.Tensor
-        Dense ``(N, D_out)``; ``(N_dst, D_out)`` for a convolution on a block.
+        Dense ``(N, D_out)``; ``(N_dst, D_out)`` for a convolution on a block; GATConv:
+        ``(N_dst, heads, D_out)``.
 
     Example
     -------
@@ -194,11 +198,34 @@ def sparse_apply(layer: nn.Module, xs: torch.Tensor, graph=None) -> torch.Tensor
     if isinstance(layer, nn.Linear):
         out = _product(xs, layer.weight.t())
         return out if layer.bias is None else out + layer.bias
-    if isinstance(layer, (GraphConv, SAGEConv)):
+    if isinstance(layer, (GraphConv, SAGEConv, GATConv)):
         if graph is None:
             raise ValueError(f"a {type(layer).__name__} needs its graph")
-        if isinstance(layer, SAGEConv) and layer.feat_drop.p > 0:
-            raise ValueError("sparse features need SAGEConv(feat_drop=0): apply dropout_values to the rows instead")
+        if isinstance(layer, (SAGEConv, GATConv)) and layer.feat_drop.p > 0:
+            raise ValueError(f"sparse features need {type(layer).__name__}(feat_drop=0): apply dropout_values to "
+                             "the rows instead")
+        if isinstance(layer, GATConv):
+            return _gatconv(layer, graph, xs)
         return _graphconv(layer, graph, xs) if isinstance(layer, GraphConv) else _sageconv(layer, graph, xs)
     raise ValueError(f"sparse features are computed for {', '.join(c.__name__ for c in SPARSE_FIRST_LAYERS)}; "
                      f"got a first layer of type {type(layer).__name__}")
+
+
+def _gatconv(conv: GATConv, graph, xs: torch.Tensor) -> torch.Tensor:
+    # GATConv: the attention logits a_l . (x_u W) + a_r . (x_v W) and the messages x_u W are all
+    # functions of the projected rows X W, so W goes first; the rest is DGL's GATConv.forward.
+    if conv.res_fc is not None or hasattr(conv, "fc_src"):
+        raise ValueError("sparse features need GATConv(residual=False) with one input size")
+    heads, out_feats = conv.attn_l.shape[1:]
+    src = _product(xs, conv.fc.weight.t()).view(-1, heads, out_feats)
+    dst = src[:graph.num_dst_nodes()]  # a block's destination nodes are its first source nodes
+    with graph.local_scope():
+        graph.srcdata.update({"ft": src, "el": (src * conv.attn_l).sum(-1, keepdim=True)})
+        graph.dstdata["er"] = (dst * conv.attn_r).sum(-1, keepdim=True)
+        graph.apply_edges(fn.u_add_v("el", "er", "e"))
+        graph.edata["a"] = conv.attn_drop(edge_softmax(graph, conv.leaky_relu(graph.edata.pop("e"))))
+        graph.update_all(fn.u_mul_e("ft", "a", "m"), fn.sum("m", "ft"))
+        out = graph.dstdata["ft"]
+    if conv.has_explicit_bias:
+        out = out + conv.bias.view(heads, out_feats)
+    return out if conv.activation is None else conv.activation(out)

@@ -111,6 +111,31 @@ def test_linear_residual_equals_tunedgnn_formula_float64():
     torch.testing.assert_close(model(g, x), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_tuned_gat_equals_tunedgnn_formula_float64():
+    """tunedGNN's GAT: one head, relu(LN(gat(h) + W h + b)) in every hidden layer, a linear head."""
+    g, x = graph_and_feat(dtype=torch.float64)
+    model = GAT(6, 3, hidden=8, num_heads=1, layers=2, dropout=0.0, attn_dropout=0.0, residual="linear",
+                norm="layer", head="linear", input_dropout=False, activation="relu").double()
+    for p in model.parameters():  # non-trivial attention, norm and bias values
+        torch.nn.init.normal_(p, std=0.5)
+    sd = model.state_dict()
+    gl = dgl.add_self_loop(dgl.remove_self_loop(g))
+
+    def layer(i, h):
+        conv = GATConv(h.shape[1], 8, 1, allow_zero_in_degree=True).double()
+        conv.load_state_dict({k.split(".", 2)[2]: v for k, v in sd.items() if k.startswith(f"convs.{i}.")})
+        z = conv(gl, h).flatten(1) + F.linear(h, sd[f"residuals.{i}.weight"], sd[f"residuals.{i}.bias"])
+        return torch.relu(F.layer_norm(z, (8,), sd[f"norms.{i}.weight"], sd[f"norms.{i}.bias"]))
+
+    expected = F.linear(layer(1, layer(0, x)), sd["head.weight"], sd["head.bias"])
+    out = model(g, x)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    elu = GAT(6, 3, hidden=8, num_heads=1, layers=2, dropout=0.0, attn_dropout=0.0, residual="linear",
+              norm="layer", head="linear", input_dropout=False).double()
+    elu.load_state_dict(sd)
+    assert not torch.allclose(elu(g, x), out)  # the activation is really switched
+
+
 def test_blocks_give_the_full_graph_output_with_residual_and_jk():
     """Full-neighbour blocks reproduce the full-graph logits of the output nodes (the residual
     and jumping-knowledge rows follow the blocks' destination nodes)."""
@@ -138,6 +163,7 @@ def test_shared_builders():
     (SAGE, {"head": "mlp"}, r"head must be one of \['conv', 'linear'\]"),
     (GCN, {"residual": True}, r"residual must be one of \['none', 'identity', 'linear'\], got True"),
     (GAT, {"num_heads": 0}, r"num_heads must be >= 1, got 0"),
+    (GAT, {"activation": "tanh"}, r"activation must be one of \['elu', 'relu'\], got 'tanh'"),
     (SAGE, {"layers": 0}, r"layers must be >= 1, got 0"),
 ])
 def test_bad_arguments_name_the_argument(cls, kwargs, message):
@@ -158,6 +184,9 @@ def test_wrong_number_of_blocks():
     (GCN, {"layers": 3, "residual": "linear", "norm": "layer", "jk": True, "head": "linear"}),
     (SAGE, {"residual": "identity", "norm": "batch"}),  # a bias-free map from the 30 columns
     (SAGE, {"layers": 2, "residual": "linear", "norm": "layer", "head": "linear", "input_dropout": False}),
+    (GAT, {"num_heads": 2, "attn_dropout": 0.0}),
+    (GAT, {"num_heads": 1, "layers": 2, "residual": "linear", "norm": "layer", "head": "linear",
+           "activation": "relu", "attn_dropout": 0.0, "input_dropout": False}),
 ])
 def test_sparse_features_same_function_float64(cls, kwargs):
     """The first layer from sparse rows gives the dense model's logits and gradients, on the full

@@ -20,7 +20,9 @@ def layers(cols, out):
             GraphConv(cols, out, allow_zero_in_degree=True),
             GraphConv(cols, out, bias=False, activation=torch.tanh, allow_zero_in_degree=True),
             SAGEConv(cols, out, "mean"), SAGEConv(cols, out, "mean", bias=False, activation=torch.tanh,
-                                                   norm=nn.LayerNorm(out))]
+                                                   norm=nn.LayerNorm(out)),
+            GATConv(cols, out, 3, allow_zero_in_degree=True),
+            GATConv(cols, out, 1, bias=False, activation=torch.tanh, allow_zero_in_degree=True)]
 
 
 def graph_calls():
@@ -30,7 +32,7 @@ def graph_calls():
     return [("graph", g, torch.arange(30)), ("block", block, block.srcdata[dgl.NID])]
 
 
-@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("index", range(9))
 @pytest.mark.parametrize("kind", ["graph", "block"])
 def test_sparse_apply_equals_the_layer_on_dense_rows(index, kind):
     name, g, src_ids = next(c for c in graph_calls() if c[0] == kind)
@@ -38,8 +40,10 @@ def test_sparse_apply_equals_the_layer_on_dense_rows(index, kind):
     torch.manual_seed(index)
     layer = layers(40, 40 if index == 2 else 6)[index].double()
     ref = layers(40, 40 if index == 2 else 6)[index].double()
+    for p in layer.parameters():  # non-zero attention vectors and biases
+        torch.nn.init.normal_(p, std=0.5)
     ref.load_state_dict(layer.state_dict())
-    conv = isinstance(layer, (GraphConv, SAGEConv))
+    conv = isinstance(layer, (GraphConv, SAGEConv, GATConv))
     out = sparse_apply(layer, sparse_rows(x), g if conv else None)
     want = ref(g, x) if conv else ref(x)
     torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
@@ -77,8 +81,12 @@ def test_dropout_values_has_dropouts_law_on_the_stored_entries():
 def test_unsupported_layers_and_inputs_are_named():
     g = dgl.rand_graph(10, 20)
     xs = sparse_rows(bag_of_words(10, 8))
-    with pytest.raises(ValueError, match="GATConv"):
-        sparse_apply(GATConv(8, 4, 2).double(), xs, g)
+    with pytest.raises(ValueError, match="residual=False"):
+        sparse_apply(GATConv(8, 4, 2, residual=True).double(), xs, g)
+    with pytest.raises(ValueError, match=r"GATConv\(feat_drop=0\)"):
+        sparse_apply(GATConv(8, 4, 2, feat_drop=0.5).double(), xs, g)
+    with pytest.raises(ValueError, match="BatchNorm1d"):
+        sparse_apply(nn.BatchNorm1d(8).double(), xs, g)
     with pytest.raises(ValueError, match="'pool'"):
         sparse_apply(SAGEConv(8, 4, "pool").double(), xs, g)
     with pytest.raises(ValueError, match="feat_drop"):
