@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = (
     "recipes/baselines/sage_cs.yaml",
+    "recipes/baselines/gat_cs.yaml",
     "recipes/gps/gps_cs.yaml",
     "recipes/rba/rbtransformer_cs.yaml",
 )
