@@ -204,9 +204,8 @@ def sparse_apply(layer: nn.Module, xs: torch.Tensor, graph=None) -> torch.Tensor
         if isinstance(layer, (SAGEConv, GATConv)) and layer.feat_drop.p > 0:
             raise ValueError(f"sparse features need {type(layer).__name__}(feat_drop=0): apply dropout_values to "
                              "the rows instead")
-        if isinstance(layer, GATConv):
-            return _gatconv(layer, graph, xs)
-        return _graphconv(layer, graph, xs) if isinstance(layer, GraphConv) else _sageconv(layer, graph, xs)
+        kernel = _graphconv if isinstance(layer, GraphConv) else _sageconv if isinstance(layer, SAGEConv) else _gatconv
+        return kernel(layer, graph, xs)
     raise ValueError(f"sparse features are computed for {', '.join(c.__name__ for c in SPARSE_FIRST_LAYERS)}; "
                      f"got a first layer of type {type(layer).__name__}")
 

@@ -83,6 +83,8 @@ def test_unsupported_layers_and_inputs_are_named():
     xs = sparse_rows(bag_of_words(10, 8))
     with pytest.raises(ValueError, match="residual=False"):
         sparse_apply(GATConv(8, 4, 2, residual=True).double(), xs, g)
+    with pytest.raises(ValueError, match="one input size"):
+        sparse_apply(GATConv((8, 8), 4, 2).double(), xs, g)
     with pytest.raises(ValueError, match=r"GATConv\(feat_drop=0\)"):
         sparse_apply(GATConv(8, 4, 2, feat_drop=0.5).double(), xs, g)
     with pytest.raises(ValueError, match="BatchNorm1d"):
