@@ -14,6 +14,7 @@ the local part of :class:`~dgl_rbgt.models.GPSTransformer`.
 """
 from __future__ import annotations
 
+import math
 import typing
 from typing import Callable, ClassVar, Literal, Sequence
 
@@ -26,7 +27,8 @@ from .._checks import check_choice, check_positive_int, check_probability
 from ..nn.sparse_features import SparseRows, dropout_values, leading_rows, sparse_apply
 
 __all__ = ["GCN", "SAGE", "GAT", "LocalKind", "LOCAL_CONVS", "NormKind", "NORMS", "HeadKind", "HEADS",
-           "ResidualKind", "RESIDUALS", "GATActivation", "GAT_ACTIVATIONS", "local_conv", "norm_layer", "residual_map"]
+           "ResidualKind", "RESIDUALS", "GATActivation", "GAT_ACTIVATIONS", "InitKind", "INITS", "local_conv",
+           "norm_layer", "residual_map"]
 
 #: A message-passing layer from ``dgl.nn``: ``GraphConv``, ``SAGEConv`` (mean) or ``GATConv``.
 LocalKind = Literal["gcn", "sage", "gat"]
@@ -47,9 +49,39 @@ RESIDUALS: tuple[str, ...] = typing.get_args(ResidualKind)
 #: GAT's activation after every hidden layer: ELU (Velickovic et al.) or ReLU (tunedGNN).
 GATActivation = Literal["elu", "relu"]
 GAT_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"elu": nn.functional.elu, "relu": torch.relu}
+#: A convolution's initial weights: ``dgl.nn``'s (``"dgl"``), or the distributions PyTorch
+#: Geometric's ``GCNConv``/``SAGEConv``/``GATConv`` draw (``"pyg"``), for reproducing a number
+#: published with PyG. They differ for SAGE (DGL: Glorot with ReLU gain, 2.4x PyG's bound at
+#: width 64) and GAT (DGL's projection is sqrt(2) wider); GCN's are the same.
+InitKind = Literal["dgl", "pyg"]
+INITS: tuple[str, ...] = typing.get_args(InitKind)
 
 
-def local_conv(kind: str, in_feats: int, out_feats: int, *, num_heads: int = 1, attn_dropout: float = 0.0) -> nn.Module:
+def _glorot_pyg(tensor: torch.Tensor) -> None:
+    """PyG's ``glorot``: uniform in +-sqrt(6 / (rows + columns)) of the last two dimensions."""
+    bound = math.sqrt(6.0 / (tensor.size(-2) + tensor.size(-1)))
+    nn.init.uniform_(tensor, -bound, bound)
+
+
+@torch.no_grad()
+def _pyg_initialisation(conv: nn.Module) -> None:
+    """Redraw a ``dgl.nn`` convolution's weights from the distributions its PyG counterpart uses."""
+    if isinstance(conv, GATConv):  # PyG: glorot on the projection and both attention vectors
+        _glorot_pyg(conv.fc.weight)
+        _glorot_pyg(conv.attn_l)
+        _glorot_pyg(conv.attn_r)
+    elif isinstance(conv, SAGEConv):  # PyG: two torch-default Linear maps (lin_l with the bias)
+        fan_in = conv.fc_neigh.weight.shape[1]
+        for fc in (conv.fc_neigh, conv.fc_self):
+            nn.init.kaiming_uniform_(fc.weight, a=math.sqrt(5))
+        bias = conv.fc_self.bias if conv.fc_self.bias is not None else getattr(conv, "bias", None)
+        if bias is not None:
+            nn.init.uniform_(bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+    # GraphConv: Glorot-uniform weight and zero bias, as PyG's GCNConv.
+
+
+def local_conv(kind: str, in_feats: int, out_feats: int, *, num_heads: int = 1, attn_dropout: float = 0.0,
+               init: str = "dgl") -> nn.Module:
     """One message-passing layer from ``dgl.nn`` that accepts zero in-degree nodes.
 
     Parameters
@@ -61,6 +93,9 @@ def local_conv(kind: str, in_feats: int, out_feats: int, *, num_heads: int = 1, 
         Input size and output size (per head for ``"gat"``).
     num_heads, attn_dropout
         ``GATConv``'s heads and attention dropout (``"gat"`` only).
+    init : str
+        ``"dgl"``: the layer's own initial weights; ``"pyg"``: redrawn from the distributions
+        of its PyTorch Geometric counterpart (:data:`InitKind`).
 
     Returns
     -------
@@ -79,11 +114,16 @@ def local_conv(kind: str, in_feats: int, out_feats: int, *, num_heads: int = 1, 
     torch.Size([10, 2, 3])
     """
     check_choice(kind, "local", LOCAL_CONVS)
+    check_choice(init, "init", INITS)
     if kind == "gcn":
-        return GraphConv(in_feats, out_feats, allow_zero_in_degree=True)
-    if kind == "sage":
-        return SAGEConv(in_feats, out_feats, "mean")
-    return GATConv(in_feats, out_feats, num_heads, attn_drop=attn_dropout, allow_zero_in_degree=True)
+        conv = GraphConv(in_feats, out_feats, allow_zero_in_degree=True)
+    elif kind == "sage":
+        conv = SAGEConv(in_feats, out_feats, "mean")
+    else:
+        conv = GATConv(in_feats, out_feats, num_heads, attn_drop=attn_dropout, allow_zero_in_degree=True)
+    if init == "pyg":
+        _pyg_initialisation(conv)
+    return conv
 
 
 def norm_layer(kind: str, width: int) -> nn.Module:
@@ -244,6 +284,9 @@ class GCN(_MessagePassingNet):
         as sparse-dense products (:mod:`dgl_rbgt.nn.sparse_features`): the same function up to
         float rounding, much faster on CPU for wide bag-of-words features (Coauthor CS: 6,805
         columns, 0.9% non-zero). Dropout on the raw features then drops non-zero entries only.
+    init : str
+        ``"dgl"`` (``GraphConv``'s own) or ``"pyg"`` (PyG's ``GCNConv``'s, the same
+        distributions): the convolutions' initial weights, :data:`InitKind`.
 
     Example
     -------
@@ -259,11 +302,12 @@ class GCN(_MessagePassingNet):
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 64, layers: int = 2,
                  dropout: float = 0.5, self_loops: bool = True, residual: ResidualKind = "none",
                  norm: NormKind = "none", jk: bool = False, head: HeadKind = "conv", input_dropout: bool = True,
-                 sparse_features: bool = False):
+                 sparse_features: bool = False, init: InitKind = "dgl"):
+        check_choice(init, "init", INITS)
         super().__init__(in_feats, num_classes, hidden=hidden, width=hidden, layers=layers, dropout=dropout,
                          self_loops=self_loops, residual=residual, norm=norm, jk=jk, head=head,
                          input_dropout=input_dropout, activation=torch.relu,
-                         conv_factory=lambda a, b: local_conv("gcn", a, b), sparse_features=sparse_features)
+                         conv_factory=lambda a, b: local_conv("gcn", a, b, init=init), sparse_features=sparse_features)
 
 
 class SAGE(_MessagePassingNet):
@@ -274,6 +318,9 @@ class SAGE(_MessagePassingNet):
     ----------
     in_feats, num_classes, hidden, layers, dropout, residual, norm, jk, head, input_dropout, sparse_features
         As in :class:`GCN`. SAGE has a weight for a node's own features, so it needs no self-loops.
+    init : str
+        ``"dgl"``: ``SAGEConv``'s Glorot weights with the ReLU gain; ``"pyg"``: PyG's
+        ``SAGEConv``'s (PyTorch's default ``Linear`` initialisation, 2.4x narrower at width 64).
 
     Example
     -------
@@ -286,11 +333,13 @@ class SAGE(_MessagePassingNet):
 
     def __init__(self, in_feats: int, num_classes: int, *, hidden: int = 64, layers: int = 2,
                  dropout: float = 0.5, residual: ResidualKind = "none", norm: NormKind = "none", jk: bool = False,
-                 head: HeadKind = "conv", input_dropout: bool = True, sparse_features: bool = False):
+                 head: HeadKind = "conv", input_dropout: bool = True, sparse_features: bool = False,
+                 init: InitKind = "dgl"):
+        check_choice(init, "init", INITS)
         super().__init__(in_feats, num_classes, hidden=hidden, width=hidden, layers=layers, dropout=dropout,
                          self_loops=False, residual=residual, norm=norm, jk=jk, head=head,
                          input_dropout=input_dropout, activation=torch.relu,
-                         conv_factory=lambda a, b: local_conv("sage", a, b), sparse_features=sparse_features)
+                         conv_factory=lambda a, b: local_conv("sage", a, b, init=init), sparse_features=sparse_features)
 
 
 class GAT(_MessagePassingNet):
@@ -315,6 +364,9 @@ class GAT(_MessagePassingNet):
     sparse_features : bool
         As in :class:`GCN`: the first layer's projection of the raw features (its attention
         logits and messages both start from it) as sparse-dense products.
+    init : str
+        ``"dgl"``: ``GATConv``'s Glorot-normal weights with the ReLU gain; ``"pyg"``: PyG's
+        ``GATConv``'s Glorot-uniform ones (the projection sqrt(2) narrower).
 
     Example
     -------
@@ -332,13 +384,14 @@ class GAT(_MessagePassingNet):
                  layers: int = 2, dropout: float = 0.6, attn_dropout: float = 0.6,
                  self_loops: bool = True, residual: ResidualKind = "none", norm: NormKind = "none", jk: bool = False,
                  head: HeadKind = "conv", input_dropout: bool = True, activation: GATActivation = "elu",
-                 sparse_features: bool = False):
+                 sparse_features: bool = False, init: InitKind = "dgl"):
         check_positive_int(num_heads, "num_heads")
+        check_choice(init, "init", INITS)
         check_probability(attn_dropout, "attn_dropout")
         check_choice(activation, "activation", tuple(GAT_ACTIVATIONS))
         super().__init__(in_feats, num_classes, hidden=hidden, width=hidden * num_heads, layers=layers,
                          dropout=dropout, self_loops=self_loops, residual=residual, norm=norm, jk=jk, head=head,
                          input_dropout=input_dropout, activation=GAT_ACTIVATIONS[activation],
                          conv_factory=lambda a, b: local_conv("gat", a, b, num_heads=num_heads,
-                                                                    attn_dropout=attn_dropout),
+                                                              attn_dropout=attn_dropout, init=init),
                          sparse_features=sparse_features)

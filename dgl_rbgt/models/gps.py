@@ -19,7 +19,7 @@ from dgl_rbgt._checks import (check_bool, check_choice, check_feat, check_homoge
                               check_positive_int, check_probability)
 from dgl_rbgt.nn.sparse_features import SparseRows, dropout_values, sparse_apply
 
-from .baselines import LocalKind, NormKind, local_conv, norm_layer
+from .baselines import InitKind, LocalKind, NormKind, local_conv, norm_layer
 from .global_attention import AttentionKind, attend, global_attention
 
 __all__ = ["GPSTransformer"]
@@ -148,6 +148,9 @@ class GPSTransformer(nn.Module):
     teleport : float
         :math:`\alpha` of ``propagation_steps``, in (0, 1]: the share of a node's own logits kept
         at every step (APPNP's 0.1).
+    local_init : str
+        The local convolutions' initial weights: ``"dgl"`` (``dgl.nn``'s) or ``"pyg"`` (PyTorch
+        Geometric's), as :class:`~dgl_rbgt.models.GCN`'s ``init``.
 
     Note
     ----
@@ -203,6 +206,7 @@ class GPSTransformer(nn.Module):
         input_projection: bool = True,
         propagation_steps: int = 0,
         teleport: float = 0.1,
+        local_init: InitKind = "dgl",
     ):
         super().__init__()
         self._in_feats = check_positive_int(in_feats, "in_feats")
@@ -241,7 +245,8 @@ class GPSTransformer(nn.Module):
         head_dim = hidden // num_heads if local == "gat" else hidden
         for i in range(layers):
             width_in = in_feats if i == 0 and not input_projection else hidden
-            self.locals.append(local_conv(local, width_in, head_dim, num_heads=num_heads, attn_dropout=attn_dropout))
+            self.locals.append(local_conv(local, width_in, head_dim, num_heads=num_heads, attn_dropout=attn_dropout,
+                                          init=local_init))
             if ego:
                 self.egos.append(nn.Linear(width_in, hidden))
             self.local_norms.append(norm_layer(norm, hidden))

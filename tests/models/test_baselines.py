@@ -1,4 +1,6 @@
 """GCN, SAGE and GAT: defaults are the classic models, options are tunedGNN's."""
+import math
+
 import dgl
 import pytest
 import torch
@@ -213,3 +215,53 @@ def test_sparse_features_same_function_float64(cls, kwargs):
         sparse.train()
         assert not torch.allclose(sparse(g, x), sparse(g, x))
 
+
+
+def test_pyg_initialisation_draws_pygs_distributions():
+    # PyG's GATConv: glorot-uniform projection and attention vectors; DGL's projection is
+    # Glorot-normal with the ReLU gain, sqrt(2) wider. PyG's SAGEConv: torch-default Linear maps.
+    torch.manual_seed(0)
+    gat = local_conv("gat", 600, 200, num_heads=2, init="pyg")
+    bound = math.sqrt(6 / (600 + 400))
+    assert gat.fc.weight.abs().max() <= bound
+    assert gat.fc.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+    assert gat.attn_l.abs().max() <= math.sqrt(6 / (2 + 200))
+    assert gat.attn_r.std().item() == pytest.approx(math.sqrt(6 / 202) / math.sqrt(3), rel=0.1)
+    torch.manual_seed(0)
+    dgl_gat = local_conv("gat", 600, 200, num_heads=2)
+    assert dgl_gat.fc.weight.std().item() == pytest.approx(math.sqrt(2) * bound / math.sqrt(3), rel=0.02)
+
+    sage = local_conv("sage", 400, 300, init="pyg")
+    for w in (sage.fc_neigh.weight, sage.fc_self.weight):
+        assert w.abs().max() <= 1 / math.sqrt(400)
+        assert w.std().item() == pytest.approx(1 / math.sqrt(3 * 400), rel=0.02)
+    bias = sage.fc_self.bias
+    assert bias.abs().max() <= 1 / math.sqrt(400) and bias.std().item() > 0.5 / math.sqrt(3 * 400)
+
+    torch.manual_seed(3)
+    gcn_pyg = GCN(6, 3, init="pyg").state_dict()
+    torch.manual_seed(3)
+    gcn_dgl = GCN(6, 3).state_dict()
+    assert all(torch.equal(gcn_pyg[k], gcn_dgl[k]) for k in gcn_dgl)  # GCNConv draws as GraphConv
+
+
+@pytest.mark.parametrize("cls", [GCN, SAGE, GAT])
+def test_init_reaches_every_convolution_and_is_checked(cls):
+    torch.manual_seed(0)
+    model = cls(500, 3, hidden=64, layers=3, head="linear", residual="linear", init="pyg")
+    if cls is SAGE:
+        assert all(c.fc_neigh.weight.abs().max() <= 1 / math.sqrt(c.fc_neigh.weight.shape[1]) for c in model.convs)
+    if cls is GAT:
+        assert all(c.fc.weight.abs().max() <= math.sqrt(6 / sum(c.fc.weight.shape)) for c in model.convs)
+    with pytest.raises(ValueError, match=r"init must be one of \['dgl', 'pyg'\], got 'torch'"):
+        cls(6, 3, init="torch")
+
+
+def test_gps_local_init_reaches_its_local_convolutions():
+    from dgl_rbgt.models import GPSTransformer
+    torch.manual_seed(0)
+    model = GPSTransformer(300, 3, hidden=64, layers=2, local="sage", attention="none", local_init="pyg")
+    assert all(c.fc_neigh.weight.abs().max() <= 1 / math.sqrt(64) for c in model.locals)
+    torch.manual_seed(0)
+    model = GPSTransformer(300, 3, hidden=64, layers=2, local="sage", attention="none")
+    assert any(c.fc_neigh.weight.abs().max() > 1 / math.sqrt(64) for c in model.locals)
