@@ -74,9 +74,8 @@ def _pyg_initialisation(conv: nn.Module) -> None:
         fan_in = conv.fc_neigh.weight.shape[1]
         for fc in (conv.fc_neigh, conv.fc_self):
             nn.init.kaiming_uniform_(fc.weight, a=math.sqrt(5))
-        bias = conv.fc_self.bias if conv.fc_self.bias is not None else getattr(conv, "bias", None)
-        if bias is not None:
-            nn.init.uniform_(bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        if conv.fc_self.bias is not None:  # DGL keeps SAGEConv's bias in fc_self
+            nn.init.uniform_(conv.fc_self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
     # GraphConv: Glorot-uniform weight and zero bias, as PyG's GCNConv.
 
 
@@ -303,7 +302,6 @@ class GCN(_MessagePassingNet):
                  dropout: float = 0.5, self_loops: bool = True, residual: ResidualKind = "none",
                  norm: NormKind = "none", jk: bool = False, head: HeadKind = "conv", input_dropout: bool = True,
                  sparse_features: bool = False, init: InitKind = "dgl"):
-        check_choice(init, "init", INITS)
         super().__init__(in_feats, num_classes, hidden=hidden, width=hidden, layers=layers, dropout=dropout,
                          self_loops=self_loops, residual=residual, norm=norm, jk=jk, head=head,
                          input_dropout=input_dropout, activation=torch.relu,
@@ -335,7 +333,6 @@ class SAGE(_MessagePassingNet):
                  dropout: float = 0.5, residual: ResidualKind = "none", norm: NormKind = "none", jk: bool = False,
                  head: HeadKind = "conv", input_dropout: bool = True, sparse_features: bool = False,
                  init: InitKind = "dgl"):
-        check_choice(init, "init", INITS)
         super().__init__(in_feats, num_classes, hidden=hidden, width=hidden, layers=layers, dropout=dropout,
                          self_loops=False, residual=residual, norm=norm, jk=jk, head=head,
                          input_dropout=input_dropout, activation=torch.relu,
@@ -386,7 +383,6 @@ class GAT(_MessagePassingNet):
                  head: HeadKind = "conv", input_dropout: bool = True, activation: GATActivation = "elu",
                  sparse_features: bool = False, init: InitKind = "dgl"):
         check_positive_int(num_heads, "num_heads")
-        check_choice(init, "init", INITS)
         check_probability(attn_dropout, "attn_dropout")
         check_choice(activation, "activation", tuple(GAT_ACTIVATIONS))
         super().__init__(in_feats, num_classes, hidden=hidden, width=hidden * num_heads, layers=layers,

@@ -19,7 +19,7 @@ from dgl_rbgt._checks import (check_bool, check_choice, check_feat, check_homoge
                               check_positive_int, check_probability)
 from dgl_rbgt.nn.sparse_features import SparseRows, dropout_values, sparse_apply
 
-from .baselines import InitKind, LocalKind, NormKind, local_conv, norm_layer
+from .baselines import INITS, InitKind, LocalKind, NormKind, local_conv, norm_layer
 from .global_attention import AttentionKind, attend, global_attention
 
 __all__ = ["GPSTransformer"]
@@ -228,6 +228,7 @@ class GPSTransformer(nn.Module):
             raise ValueError("input_projection=False leaves the first layer on the raw features, without "
                              f"attention: attention_every must be >= 2 with attention={attention!r}, got 1")
         check_bool(attn_gate, "attn_gate")
+        check_choice(local_init, "local_init", INITS)
         self.self_loops = self_loops and local != "sage"
         self.sparse_features = sparse_features
         self._sparse_rows = SparseRows()  # the raw features as sparse rows, kept across full-graph calls

@@ -216,7 +216,6 @@ def test_sparse_features_same_function_float64(cls, kwargs):
         assert not torch.allclose(sparse(g, x), sparse(g, x))
 
 
-
 def test_pyg_initialisation_draws_pygs_distributions():
     # PyG's GATConv: glorot-uniform projection and attention vectors; DGL's projection is
     # Glorot-normal with the ReLU gain, sqrt(2) wider. PyG's SAGEConv: torch-default Linear maps.
@@ -265,3 +264,5 @@ def test_gps_local_init_reaches_its_local_convolutions():
     torch.manual_seed(0)
     model = GPSTransformer(300, 3, hidden=64, layers=2, local="sage", attention="none")
     assert any(c.fc_neigh.weight.abs().max() > 1 / math.sqrt(64) for c in model.locals)
+    with pytest.raises(ValueError, match=r"local_init must be one of \['dgl', 'pyg'\], got 'torch'"):
+        GPSTransformer(300, 3, local_init="torch")
